@@ -1,0 +1,180 @@
+//! Types shared by the kernel program (`dns-ebpf`) and the daemon (`dns-userspace`).
+//!
+//! Every type here is a BPF map key or value: `#[repr(C)]`, fixed width, no implicit padding,
+//! no `bool`/enum/`Option`, and its size asserted so both sides agree byte for byte.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Product name: binary, metrics prefix, bpffs pin folder, DaemonSet.
+pub const PRODUCT: &str = "xdns";
+
+/// Longest name in wire format, root label included (RFC 1035 §3.1).
+pub const MAX_NAME_LEN: usize = 255;
+/// Key buffer: the wire name zero-padded to a power of two so indexing can be masked.
+pub const NAME_KEY_LEN: usize = 256;
+/// A records one kernel map value carries; larger sets are answered by userspace.
+pub const MAX_A_RECORDS: usize = 8;
+/// UDP payload size we advertise in our own OPT record (DNS flag day 2020).
+pub const EDNS_PAYLOAD: u16 = 1232;
+/// Largest UDP datagram (header included) the kernel path parses; queries are far smaller.
+pub const MAX_QUERY_UDP_LEN: usize = 1024;
+
+/// Lower-cased wire-format QNAME, zero padded: the records map key.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct NameKey {
+    pub name: [u8; NAME_KEY_LEN],
+}
+const _: () = assert!(size_of::<NameKey>() == NAME_KEY_LEN);
+
+impl NameKey {
+    pub const LEN: usize = NAME_KEY_LEN;
+
+    pub const fn zeroed() -> Self {
+        Self {
+            name: [0; NAME_KEY_LEN],
+        }
+    }
+}
+
+/// The A records of one name, in answer order.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ARecords {
+    pub ttl: u32,
+    /// Number of valid entries in `addrs`, 1..=MAX_A_RECORDS.
+    pub count: u32,
+    pub addrs: [[u8; 4]; MAX_A_RECORDS],
+}
+const _: () = assert!(size_of::<ARecords>() == 8 + 4 * MAX_A_RECORDS);
+
+/// A destination address the kernel path answers for; IPv4 is stored IPv4-mapped
+/// (`::ffff:a.b.c.d`) so both families share one map.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ServiceAddr {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<ServiceAddr>() == 16);
+
+impl ServiceAddr {
+    pub const fn v4(a: [u8; 4]) -> Self {
+        Self {
+            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+        }
+    }
+    pub const fn v6(a: [u8; 16]) -> Self {
+        Self { addr: a }
+    }
+}
+
+/// Per-packet scratch space (one per CPU): the name walk keeps its state in memory so the
+/// verifier sees one state per loop iteration instead of one per path.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    pub key: NameKey,
+    /// Offset (within the name) of the next length octet.
+    pub next_label: u32,
+    /// Wire length of the name, root label included; 0 until the walk finds the end.
+    pub qlen: u32,
+    /// Ones'-complement partial sum of the name bytes as they sit in the UDP segment.
+    pub name_sum: u64,
+}
+const _: () = assert!(size_of::<Scratch>() == NAME_KEY_LEN + 16);
+
+/// Why the kernel path answered or let a packet pass. Index into the per-CPU counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Counter {
+    Answered = 0,
+    NotIp,
+    Fragment,
+    IpOptions,
+    NotUdp,
+    NotServiceAddr,
+    NotDnsPort,
+    Malformed,
+    NotPlainQuery,
+    BadName,
+    NotClassIn,
+    OtherType,
+    BadEdns,
+    NoRecord,
+    ResizeFailed,
+    Ipv6ExtHeader,
+    Oversize,
+}
+
+pub const COUNTER_COUNT: u32 = 17;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::Answered,
+        Counter::NotIp,
+        Counter::Fragment,
+        Counter::IpOptions,
+        Counter::NotUdp,
+        Counter::NotServiceAddr,
+        Counter::NotDnsPort,
+        Counter::Malformed,
+        Counter::NotPlainQuery,
+        Counter::BadName,
+        Counter::NotClassIn,
+        Counter::OtherType,
+        Counter::BadEdns,
+        Counter::NoRecord,
+        Counter::ResizeFailed,
+        Counter::Ipv6ExtHeader,
+        Counter::Oversize,
+    ];
+
+    /// Stable label for metrics and the status output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Answered => "answered",
+            Counter::NotIp => "not_ip",
+            Counter::Fragment => "fragment",
+            Counter::IpOptions => "ip_options",
+            Counter::NotUdp => "not_udp",
+            Counter::NotServiceAddr => "not_service_addr",
+            Counter::NotDnsPort => "not_dns_port",
+            Counter::Malformed => "malformed",
+            Counter::NotPlainQuery => "not_plain_query",
+            Counter::BadName => "bad_name",
+            Counter::NotClassIn => "not_class_in",
+            Counter::OtherType => "other_type",
+            Counter::BadEdns => "bad_edns",
+            Counter::NoRecord => "no_record",
+            Counter::ResizeFailed => "resize_failed",
+            Counter::Ipv6ExtHeader => "ipv6_ext_header",
+            Counter::Oversize => "oversize",
+        }
+    }
+}
+
+/// Map names, the same on both sides (and the pin file names under the bpffs folder).
+pub mod maps {
+    pub const RECORDS_A: &str = "RECORDS_A";
+    pub const SERVICE_ADDRS: &str = "SERVICE_ADDRS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const RECORDS_MAX: u32 = 65536;
+    pub const SERVICE_ADDRS_MAX: u32 = 64;
+}
+
+/// Program names in the object file.
+pub mod programs {
+    pub const XDP: &str = "xdns_xdp";
+    pub const TC: &str = "xdns_tc";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), padding-free (sizes asserted above) and valid for
+    // any bit pattern.
+    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl aya::Pod for super::ARecords {}
+    unsafe impl aya::Pod for super::ServiceAddr {}
+}

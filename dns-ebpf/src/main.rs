@@ -1,0 +1,167 @@
+//! xdns kernel path: answers A queries for cluster names from BPF maps, in place.
+//!
+//! The same core serves two hooks: XDP (native or generic) replies with `XDP_TX`; the tc
+//! ingress twin redirects the answer back out of the interface it came in on, which is what
+//! delivers it on a pod's veth where native XDP_TX would be dropped.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod headers;
+mod packet;
+mod parse;
+mod respond;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK},
+    helpers::{bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
+    macros::{classifier, map, xdp},
+    maps::{HashMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+use dns_common::{
+    maps as m, ARecords, Counter, NameKey, Scratch, ServiceAddr, COUNTER_COUNT, MAX_A_RECORDS,
+};
+use packet::Bounds;
+use parse::ServiceAddrs;
+
+#[map(name = "RECORDS_A")]
+static RECORDS_A: HashMap<NameKey, ARecords> = HashMap::with_max_entries(m::RECORDS_MAX, 0);
+
+#[map(name = "SERVICE_ADDRS")]
+static SERVICE_ADDRS: HashMap<ServiceAddr, u32> =
+    HashMap::with_max_entries(m::SERVICE_ADDRS_MAX, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+struct Addrs;
+impl ServiceAddrs for Addrs {
+    #[inline(always)]
+    fn contains(&self, addr: &ServiceAddr) -> bool {
+        unsafe { SERVICE_ADDRS.get(addr).is_some() }
+    }
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // Per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// What differs between the hooks: where the packet is and how it is resized.
+trait Frame {
+    fn bounds(&self) -> Bounds;
+    /// Makes the frame `len` bytes long; the old bounds are invalid afterwards.
+    fn resize(&self, len: usize) -> Result<(), Counter>;
+}
+
+struct Xdp<'a>(&'a XdpContext);
+impl Frame for Xdp<'_> {
+    #[inline(always)]
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            data: self.0.data(),
+            end: self.0.data_end(),
+        }
+    }
+    #[inline(always)]
+    fn resize(&self, len: usize) -> Result<(), Counter> {
+        let delta = len as i32 - self.bounds().len() as i32;
+        if delta == 0 {
+            return Ok(());
+        }
+        match unsafe { bpf_xdp_adjust_tail(self.0.as_ptr().cast(), delta) } {
+            0 => Ok(()),
+            _ => Err(Counter::ResizeFailed),
+        }
+    }
+}
+
+struct Tc<'a>(&'a TcContext);
+impl Frame for Tc<'_> {
+    #[inline(always)]
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            data: self.0.data(),
+            end: self.0.data_end(),
+        }
+    }
+    #[inline(always)]
+    fn resize(&self, len: usize) -> Result<(), Counter> {
+        if unsafe { bpf_skb_change_tail(self.0.skb.skb, len as u32, 0) } != 0 {
+            return Err(Counter::ResizeFailed);
+        }
+        // change_tail may leave the new tail in a fragment; the writer needs it linear.
+        self.0.pull_data(len as u32).map_err(|_| Counter::ResizeFailed)
+    }
+}
+
+/// Answers the query in `f` in place, or says why it passes. Nothing is written to the
+/// packet before the last check that could fail, so a pass is always the untouched packet.
+#[inline(always)]
+fn answer(f: &impl Frame) -> Result<(), Counter> {
+    let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
+    let q = parse::parse(&f.bounds(), &Addrs, s)?;
+    let rec = unsafe { RECORDS_A.get(&(*s).key) }.ok_or(Counter::NoRecord)?;
+    let count = rec.count as usize;
+    if count == 0 || count > MAX_A_RECORDS {
+        return Err(Counter::NoRecord);
+    }
+    let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
+    f.resize(respond::reply_len(&q, count))?;
+    // From here the packet may be changed: a failure can only mean the resize did not give
+    // the length asked for, which the bounds checks catch before any write.
+    respond::write(&f.bounds(), &q, rec, count, name_sum)
+}
+
+#[xdp]
+pub fn xdns_xdp(ctx: XdpContext) -> u32 {
+    match answer(&Xdp(&ctx)) {
+        Ok(()) => {
+            count(Counter::Answered);
+            xdp_action::XDP_TX
+        }
+        Err(c) => {
+            count(c);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[classifier]
+pub fn xdns_tc(ctx: TcContext) -> i32 {
+    // Queries are small; a non-linear skb is made linear so the parser sees all of it.
+    if ctx.data_end() - ctx.data() < ctx.len() as usize && ctx.pull_data(ctx.len()).is_err() {
+        count(Counter::Malformed);
+        return TC_ACT_OK as i32;
+    }
+    match answer(&Tc(&ctx)) {
+        Ok(()) => {
+            count(Counter::Answered);
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            // Out of the interface it came in on: back to the pod.
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
+        }
+        Err(c) => {
+            count(c);
+            TC_ACT_OK as i32
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

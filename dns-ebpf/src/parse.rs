@@ -1,0 +1,282 @@
+//! Query validation: everything the kernel path must be sure of before it answers.
+use core::ptr::{read_volatile, write_volatile};
+
+use dns_common::{Counter, Scratch, ServiceAddr, MAX_NAME_LEN, MAX_QUERY_UDP_LEN, NAME_KEY_LEN};
+
+use crate::{
+    headers::*,
+    packet::{ptr_at, Bounds},
+};
+
+/// A query the kernel may answer, with the offsets the reply writer needs.
+pub struct Query {
+    /// 1 for IPv6, 0 for IPv4.
+    pub v6: u8,
+    /// Offset of the UDP header.
+    pub l4_off: usize,
+    /// Wire length of the QNAME, root label included (1..=255).
+    pub qlen: usize,
+    /// 1 if the query carried an OPT record.
+    pub has_opt: u8,
+    /// The DO bit (0x8000) of the query's OPT flags, echoed as RFC 3225 asks.
+    pub do_bit: u16,
+    /// The query's RD bit, copied into the reply.
+    pub rd: u8,
+}
+
+pub trait ServiceAddrs {
+    fn contains(&self, addr: &ServiceAddr) -> bool;
+}
+
+#[inline(always)]
+pub fn parse(b: &Bounds, addrs: &impl ServiceAddrs, s: *mut Scratch) -> Result<Query, Counter> {
+    let eth: *const Eth = ptr_at(b, 0)?;
+    let proto = be16(unsafe { (*eth).proto });
+    let (l4_off, l4_len, v6) = if proto == ETH_P_IP {
+        ipv4(b, addrs)?
+    } else if proto == ETH_P_IPV6 {
+        ipv6(b, addrs)?
+    } else {
+        return Err(Counter::NotIp);
+    };
+
+    let udp: *const Udp = ptr_at(b, l4_off)?;
+    if be16(unsafe { (*udp).dport }) != DNS_PORT {
+        return Err(Counter::NotDnsPort);
+    }
+    if be16(unsafe { (*udp).len }) as usize != l4_len || l4_len < UDP_LEN + DNS_LEN {
+        return Err(Counter::Malformed);
+    }
+    // Also keeps every packet offset below the verifier's limit.
+    if l4_len > MAX_QUERY_UDP_LEN {
+        return Err(Counter::Oversize);
+    }
+    let dns_off = l4_off + UDP_LEN;
+    let msg_end = l4_off + l4_len;
+
+    let dns: *const Dns = ptr_at(b, dns_off)?;
+    let (flags, counts) = unsafe {
+        (
+            (*dns).flags,
+            [
+                be16((*dns).qdcount),
+                be16((*dns).ancount),
+                be16((*dns).nscount),
+                be16((*dns).arcount),
+            ],
+        )
+    };
+    // QR=0, opcode QUERY, AA=0, TC=0 (RD free); Z=0 and RCODE=0 (RA, AD, CD free).
+    if flags[0] & 0xfe != 0 || flags[1] & 0x4f != 0 {
+        return Err(Counter::NotPlainQuery);
+    }
+    if counts[0] != 1 || counts[1] != 0 || counts[2] != 0 || counts[3] > 1 {
+        return Err(Counter::NotPlainQuery);
+    }
+
+    let qname_off = dns_off + DNS_LEN;
+    let qlen = walk_name(b, qname_off, s)?;
+    let q_end = qname_off + qlen + 4;
+    let qtc: *const [u8; 4] = ptr_at(b, qname_off + qlen)?;
+    let qtc = unsafe { *qtc };
+    if be16([qtc[2], qtc[3]]) != CLASS_IN {
+        return Err(Counter::NotClassIn);
+    }
+    if be16([qtc[0], qtc[1]]) != TYPE_A {
+        return Err(Counter::OtherType);
+    }
+
+    let (has_opt, do_bit) = if counts[3] == 1 {
+        (1, edns(b, q_end, msg_end)?)
+    } else {
+        if q_end != msg_end {
+            return Err(Counter::Malformed);
+        }
+        (0, 0)
+    };
+
+    Ok(Query {
+        v6,
+        l4_off,
+        qlen,
+        has_opt,
+        do_bit,
+        rd: flags[0] & 1,
+    })
+}
+
+/// Returns (UDP offset, UDP length from the IP header, v6 flag).
+#[inline(always)]
+fn ipv4(b: &Bounds, addrs: &impl ServiceAddrs) -> Result<(usize, usize, u8), Counter> {
+    let ip: *const Ipv4 = ptr_at(b, ETH_LEN)?;
+    let (vihl, frag, proto, tot_len, dst) = unsafe {
+        (
+            (*ip).version_ihl,
+            be16((*ip).frag),
+            (*ip).proto,
+            be16((*ip).tot_len) as usize,
+            (*ip).dst,
+        )
+    };
+    if vihl != 0x45 {
+        return Err(if vihl >> 4 == 4 && vihl & 0xf > 5 {
+            Counter::IpOptions
+        } else {
+            Counter::Malformed
+        });
+    }
+    // MF set or a fragment offset: only a whole datagram can be answered.
+    if frag & 0x3fff != 0 {
+        return Err(Counter::Fragment);
+    }
+    if proto != IPPROTO_UDP {
+        return Err(Counter::NotUdp);
+    }
+    if !addrs.contains(&ServiceAddr::v4(dst)) {
+        return Err(Counter::NotServiceAddr);
+    }
+    // Ethernet may pad short frames, so the IP length, not the frame, bounds the datagram.
+    if tot_len < IPV4_LEN || ETH_LEN + tot_len > b.len() {
+        return Err(Counter::Malformed);
+    }
+    Ok((ETH_LEN + IPV4_LEN, tot_len - IPV4_LEN, 0))
+}
+
+#[inline(always)]
+fn ipv6(b: &Bounds, addrs: &impl ServiceAddrs) -> Result<(usize, usize, u8), Counter> {
+    let ip: *const Ipv6 = ptr_at(b, ETH_LEN)?;
+    let (v, next, plen, dst) = unsafe {
+        (
+            (*ip).vtcfl[0] >> 4,
+            (*ip).next,
+            be16((*ip).payload_len) as usize,
+            (*ip).dst,
+        )
+    };
+    if v != 6 {
+        return Err(Counter::Malformed);
+    }
+    if next != IPPROTO_UDP {
+        // Hop-by-hop, routing, fragment, destination options: not parsed here.
+        return Err(if matches!(next, 0 | 43 | 44 | 60) {
+            Counter::Ipv6ExtHeader
+        } else {
+            Counter::NotUdp
+        });
+    }
+    if !addrs.contains(&ServiceAddr::v6(dst)) {
+        return Err(Counter::NotServiceAddr);
+    }
+    if ETH_LEN + IPV6_LEN + plen > b.len() {
+        return Err(Counter::Malformed);
+    }
+    Ok((ETH_LEN + IPV6_LEN, plen, 1))
+}
+
+/// Walks the QNAME at `off`: checks the label structure, writes the lower-cased name into the
+/// scratch key (zero padded) and the name's checksum contribution, and returns its length.
+///
+/// The walk's state lives in the per-CPU scratch value, read and written volatile: the
+/// verifier then sees the same register state at the top of every iteration, whichever path
+/// led there, and prunes instead of exploring 2^255 paths.
+#[inline(always)]
+fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> {
+    unsafe {
+        let key = (*s).key.name.as_mut_ptr();
+        let mut w = 0;
+        while w < NAME_KEY_LEN {
+            write_volatile(key.add(w) as *mut u64, 0);
+            w += 8;
+        }
+        write_volatile(&mut (*s).next_label, 0);
+        write_volatile(&mut (*s).qlen, 0);
+        write_volatile(&mut (*s).name_sum, 0);
+
+        let mut i = 0;
+        while i < MAX_NAME_LEN {
+            let c = *ptr_at::<u8>(b, off + i)?;
+            if i == read_volatile(&(*s).next_label) as usize {
+                if c == 0 {
+                    write_volatile(&mut (*s).qlen, i as u32 + 1);
+                    break;
+                }
+                // 0xc0 is a compression pointer, 0x40/0x80 are obsolete label types.
+                if c > 63 {
+                    return Err(Counter::BadName);
+                }
+                write_volatile(&mut (*s).next_label, (i + 1) as u32 + c as u32);
+            }
+            write_volatile(key.add(i), lower(c));
+            // The name starts at an even offset of the UDP segment (8 + 12).
+            let add = if i & 1 == 0 { (c as u64) << 8 } else { c as u64 };
+            write_volatile(&mut (*s).name_sum, read_volatile(&(*s).name_sum) + add);
+            i += 1;
+        }
+        let qlen = read_volatile(&(*s).qlen) as usize;
+        if qlen == 0 || qlen > MAX_NAME_LEN {
+            return Err(Counter::BadName);
+        }
+        Ok(qlen)
+    }
+}
+
+#[inline(always)]
+fn lower(c: u8) -> u8 {
+    if c.wrapping_sub(b'A') < 26 {
+        c | 0x20
+    } else {
+        c
+    }
+}
+
+/// Most EDNS options a query may carry and still be answered here.
+const MAX_OPTIONS: usize = 4;
+
+/// Validates the OPT record that must end the message; returns the DO bit.
+///
+/// Options (a cookie from dig, padding, ...) are walked so a malformed list is passed to
+/// userspace, and otherwise ignored, as a server that implements none of them must.
+#[inline(always)]
+fn edns(b: &Bounds, off: usize, msg_end: usize) -> Result<u16, Counter> {
+    let opt: *const Opt = ptr_at(b, off)?;
+    let (name, rtype, ext_rcode, version, flags, rdlen) = unsafe {
+        (
+            (*opt).name,
+            be16((*opt).rtype),
+            (*opt).ext_rcode,
+            (*opt).version,
+            be16((*opt).flags),
+            be16((*opt).rdlen) as usize,
+        )
+    };
+    if name != 0 || rtype != TYPE_OPT || ext_rcode != 0 || version != 0 {
+        // Version > 0 needs BADVERS, which userspace gives.
+        return Err(Counter::BadEdns);
+    }
+    if off + OPT_LEN + rdlen != msg_end {
+        return Err(Counter::Malformed);
+    }
+    let mut at = off + OPT_LEN;
+    let mut n = 0;
+    while n < MAX_OPTIONS {
+        if at == msg_end {
+            return Ok(flags & 0x8000);
+        }
+        let hdr: *const [u8; 4] = ptr_at(b, at)?;
+        let hdr = unsafe { *hdr };
+        let olen = be16([hdr[2], hdr[3]]) as usize;
+        if olen > 64 {
+            return Err(Counter::BadEdns);
+        }
+        at += 4 + olen;
+        if at > msg_end {
+            return Err(Counter::BadEdns);
+        }
+        n += 1;
+    }
+    if at == msg_end {
+        Ok(flags & 0x8000)
+    } else {
+        Err(Counter::BadEdns)
+    }
+}

@@ -1,0 +1,187 @@
+//! The userspace answer path: whatever the kernel passed, answered from the record model.
+//!
+//! Replies carry the same flags and records the kernel writes (QR AA, RD copied, the
+//! question echoed in the client's case, an OPT with our payload size and the DO bit echoed
+//! when the query had one), so a client cannot tell which path answered.
+pub mod server;
+
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{
+        rdata::{A, AAAA, SOA},
+        DNSClass, Name, RData, Record, RecordType,
+    },
+};
+
+use crate::model::{Lookup, QType, Records};
+
+/// Largest UDP payload we accept to send; also what our OPT record advertises.
+pub const EDNS_PAYLOAD: u16 = dns_common::EDNS_PAYLOAD;
+/// Without EDNS, RFC 1035 limits UDP messages to 512 bytes.
+const PLAIN_UDP_LIMIT: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The reply to one query message, or `None` when nothing should be sent (too short to
+/// carry an ID, or itself a response).
+pub fn respond(query: &[u8], zone: &Records, transport: Transport) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let msg = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => return Some(header_only(query, ResponseCode::FormErr)),
+    };
+    let mut reply = Message::new();
+    reply
+        .set_id(msg.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(msg.op_code())
+        .set_recursion_desired(msg.recursion_desired());
+    if let Some(edns) = msg.extensions() {
+        let mut ours = Edns::new();
+        ours.set_max_payload(EDNS_PAYLOAD)
+            .set_version(0)
+            .set_dnssec_ok(edns.flags().dnssec_ok);
+        reply.set_edns(ours);
+        if edns.version() != 0 {
+            reply.set_response_code(ResponseCode::BADVERS);
+            return encode(reply, &msg, transport);
+        }
+    }
+    if msg.op_code() != OpCode::Query {
+        reply.set_response_code(ResponseCode::NotImp);
+        return encode(reply, &msg, transport);
+    }
+    let [q] = msg.queries() else {
+        reply.set_response_code(ResponseCode::FormErr);
+        return encode(reply, &msg, transport);
+    };
+    reply.add_query(q.clone());
+    answer_question(&mut reply, q, zone);
+    encode(reply, &msg, transport)
+}
+
+fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
+    let qname = wire_lower(q.name());
+    let qtype = match q.query_type() {
+        RecordType::A => QType::A,
+        RecordType::AAAA => QType::Aaaa,
+        RecordType::SOA => QType::Soa,
+        _ => QType::Other,
+    };
+    let lookup = zone.lookup(&qname, qtype);
+    if lookup == Lookup::OutOfZone || q.query_class() != DNSClass::IN {
+        // Not ours until forwarding exists.
+        reply.set_response_code(ResponseCode::Refused);
+        return;
+    }
+    reply.set_authoritative(true);
+    let ttl = zone.cfg.ttl;
+    let owner = q.name().clone();
+    match lookup {
+        Lookup::A(addrs) => {
+            for a in addrs {
+                reply.add_answer(Record::from_rdata(owner.clone(), ttl, RData::A(A(*a))));
+            }
+        }
+        Lookup::Aaaa(addrs) => {
+            for a in addrs {
+                reply.add_answer(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a))));
+            }
+        }
+        Lookup::Soa => {
+            reply.add_answer(soa_record(zone));
+        }
+        Lookup::NoData => {
+            reply.add_name_server(soa_record(zone));
+        }
+        Lookup::NxDomain => {
+            reply.set_response_code(ResponseCode::NXDomain);
+            reply.add_name_server(soa_record(zone));
+        }
+        Lookup::OutOfZone => {}
+    }
+}
+
+fn soa_record(zone: &Records) -> Record {
+    let soa = zone.soa();
+    let rdata = SOA::new(
+        name_from_wire(&soa.mname),
+        name_from_wire(&soa.rname),
+        soa.serial,
+        soa.refresh as i32,
+        soa.retry as i32,
+        soa.expire as i32,
+        soa.minimum,
+    );
+    // RFC 2308 §5: the negative TTL is the lesser of the SOA's TTL and its minimum.
+    Record::from_rdata(
+        name_from_wire(&zone.cfg.zone),
+        zone.cfg.ttl.min(soa.minimum),
+        RData::SOA(rdata),
+    )
+}
+
+/// Encodes `reply`, truncating (TC=1, answer and authority dropped) when it does not fit
+/// the client's UDP payload size.
+fn encode(mut reply: Message, query: &Message, transport: Transport) -> Option<Vec<u8>> {
+    let bytes = reply.to_vec().ok()?;
+    let limit = match (transport, query.extensions()) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, Some(e)) => (e.max_payload().min(EDNS_PAYLOAD) as usize).max(PLAIN_UDP_LIMIT),
+        (Transport::Udp, None) => PLAIN_UDP_LIMIT,
+    };
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    reply.take_answers();
+    reply.take_name_servers();
+    reply.set_truncated(true);
+    reply.to_vec().ok()
+}
+
+/// A reply for a message hickory could not parse: the ID, opcode and RD from its header.
+fn header_only(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[0..2].copy_from_slice(&query[0..2]);
+    out[2] = 0x80 | (query[2] & 0x79);
+    out[3] = rcode.low();
+    out
+}
+
+/// Lower-case wire form of a parsed name, the model's key.
+pub fn wire_lower(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
+}
+
+fn name_from_wire(wire: &[u8]) -> Name {
+    let mut labels = Vec::new();
+    let mut at = 0;
+    while let Some(&n) = wire.get(at) {
+        if n == 0 {
+            break;
+        }
+        let Some(label) = wire.get(at + 1..at + 1 + n as usize) else {
+            break;
+        };
+        labels.push(label);
+        at += 1 + n as usize;
+    }
+    let mut name = Name::from_labels(labels).unwrap_or_default();
+    name.set_fqdn(true);
+    name
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! UDP and TCP listeners that feed the answer path.
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+};
+
+use super::{respond, Transport};
+use crate::model::Records;
+
+/// The current zone, swapped whole on every change.
+#[derive(Clone)]
+pub struct Zone(Arc<RwLock<Arc<Records>>>);
+
+impl Zone {
+    pub fn new(records: Records) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(records))))
+    }
+    pub fn get(&self) -> Arc<Records> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    pub fn set(&self, records: Records) {
+        let new = Arc::new(records);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const TCP_MAX_CONNECTIONS: usize = 1024;
+
+/// Binds UDP and TCP on `addr` and serves until the task is dropped.
+pub async fn serve(addr: SocketAddr, zone: Zone) -> io::Result<()> {
+    let udp = Arc::new(UdpSocket::bind(addr).await?);
+    let tcp = TcpListener::bind(addr).await?;
+    let u = tokio::spawn(serve_udp(udp, zone.clone()));
+    let t = tokio::spawn(serve_tcp(tcp, zone));
+    let (u, t) = tokio::join!(u, t);
+    u.map_err(io::Error::other)??;
+    t.map_err(io::Error::other)??;
+    Ok(())
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, zone: Zone) -> io::Result<()> {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = sock.recv_from(&mut buf).await?;
+        if let Some(reply) = respond(&buf[..n], &zone.get(), Transport::Udp) {
+            if let Err(e) = sock.send_to(&reply, peer).await {
+                tracing::debug!(%peer, error = %e, "udp send failed");
+            }
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, zone: Zone) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "tcp connection cap reached; closing");
+            continue;
+        };
+        let zone = zone.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tcp_conn(stream, zone).await {
+                tracing::debug!(%peer, error = %e, "tcp connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// RFC 7766: length-prefixed messages, several per connection, closed when idle.
+async fn tcp_conn(mut stream: TcpStream, zone: Zone) -> io::Result<()> {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => len as usize,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len]))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stalled mid-message"))??;
+        if let Some(reply) = respond(&buf[..len], &zone.get(), Transport::Tcp) {
+            let mut out = Vec::with_capacity(reply.len() + 2);
+            out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            out.extend_from_slice(&reply);
+            stream.write_all(&out).await?;
+        }
+    }
+}

@@ -1,0 +1,149 @@
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{DNSClass, Name, RData, RecordType},
+};
+
+use super::{respond, Transport};
+use crate::{
+    model::{Records, ZoneConfig},
+    source::ServiceView,
+};
+
+fn zone() -> Records {
+    let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
+    let mut many = Vec::new();
+    for i in 0..100u8 {
+        many.push(format!("fd00::{i:x}").parse().unwrap());
+    }
+    Records::build(
+        &cfg,
+        &[
+            ServiceView {
+                namespace: "shop".into(),
+                name: "web".into(),
+                cluster_ips: vec!["10.96.1.2".parse().unwrap(), "fd00::12".parse().unwrap()],
+            },
+            ServiceView {
+                namespace: "shop".into(),
+                name: "many".into(),
+                cluster_ips: many,
+            },
+        ],
+        42,
+    )
+}
+
+fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(0xbeef)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true);
+    let mut q = Query::query(Name::from_ascii(name).unwrap(), qtype);
+    q.set_query_class(DNSClass::IN);
+    m.add_query(q);
+    if let Some((size, dnssec_ok)) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size).set_dnssec_ok(dnssec_ok);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn ask(bytes: &[u8]) -> Message {
+    Message::from_vec(&respond(bytes, &zone(), Transport::Udp).expect("a reply")).unwrap()
+}
+
+#[test]
+fn a_record_with_client_case_and_copied_flags() {
+    let r = ask(&query("WEB.Shop.svc.cluster.local.", RecordType::A, None));
+    assert_eq!(r.id(), 0xbeef);
+    assert_eq!(r.message_type(), MessageType::Response);
+    assert!(r.authoritative() && r.recursion_desired() && !r.recursion_available());
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.queries()[0].name().to_ascii(), "WEB.Shop.svc.cluster.local.");
+    assert_eq!(r.answers().len(), 1);
+    assert_eq!(r.answers()[0].ttl(), 30);
+    assert_eq!(r.answers()[0].data(), &RData::A("10.96.1.2".parse().unwrap()));
+    assert!(r.extensions().is_none(), "no OPT unless the query had one");
+}
+
+#[test]
+fn opt_is_echoed_with_our_size_and_the_do_bit() {
+    let r = ask(&query("web.shop.svc.cluster.local.", RecordType::A, Some((4096, true))));
+    let e = r.extensions().as_ref().expect("OPT echoed");
+    assert_eq!((e.max_payload(), e.version(), e.flags().dnssec_ok), (1232, 0, true));
+}
+
+#[test]
+fn aaaa_nodata_and_nxdomain_carry_the_soa() {
+    let r = ask(&query("web.shop.svc.cluster.local.", RecordType::AAAA, None));
+    assert_eq!(r.answers()[0].data(), &RData::AAAA("fd00::12".parse().unwrap()));
+
+    let r = ask(&query("web.shop.svc.cluster.local.", RecordType::TXT, None));
+    assert_eq!((r.response_code(), r.answers().len()), (ResponseCode::NoError, 0));
+    assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
+    assert!(r.authoritative());
+
+    let r = ask(&query("nope.shop.svc.cluster.local.", RecordType::A, None));
+    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    let soa = &r.name_servers()[0];
+    assert_eq!(soa.name().to_ascii(), "cluster.local.");
+    assert_eq!(soa.ttl(), 30);
+    match soa.data() {
+        RData::SOA(s) => {
+            assert_eq!(s.mname().to_ascii(), "ns.dns.cluster.local.");
+            assert_eq!(s.rname().to_ascii(), "hostmaster.cluster.local.");
+            assert_eq!((s.serial(), s.refresh(), s.retry(), s.expire(), s.minimum()), (42, 7200, 1800, 86400, 30));
+        }
+        other => panic!("not an SOA: {other:?}"),
+    }
+}
+
+#[test]
+fn outside_the_zone_is_refused_without_aa() {
+    let r = ask(&query("example.com.", RecordType::A, None));
+    assert_eq!(r.response_code(), ResponseCode::Refused);
+    assert!(!r.authoritative());
+}
+
+#[test]
+fn malformed_input() {
+    let z = zone();
+    assert_eq!(respond(&[1, 2, 3], &z, Transport::Udp), None, "no ID to answer");
+    let mut resp = query("web.shop.svc.cluster.local.", RecordType::A, None);
+    resp[2] |= 0x80;
+    assert_eq!(respond(&resp, &z, Transport::Udp), None, "responses are not answered");
+
+    // A label running past the end.
+    let mut bad = query("web.shop.svc.cluster.local.", RecordType::A, None);
+    bad.truncate(20);
+    let r = Message::from_vec(&respond(&bad, &z, Transport::Udp).unwrap()).unwrap();
+    assert_eq!((r.id(), r.response_code()), (0xbeef, ResponseCode::FormErr));
+
+    // Two questions.
+    let mut m = Message::from_vec(&query("a.cluster.local.", RecordType::A, None)).unwrap();
+    m.add_query(Query::query(Name::from_ascii("b.cluster.local.").unwrap(), RecordType::A));
+    let r = ask(&m.to_vec().unwrap());
+    assert_eq!(r.response_code(), ResponseCode::FormErr);
+}
+
+#[test]
+fn edns_version_one_gets_badvers() {
+    let mut m = Message::from_vec(&query("web.shop.svc.cluster.local.", RecordType::A, Some((1232, false)))).unwrap();
+    m.extensions_mut().as_mut().unwrap().set_version(1);
+    let r = ask(&m.to_vec().unwrap());
+    assert_eq!(r.response_code(), ResponseCode::BADVERS);
+    assert!(r.answers().is_empty());
+}
+
+#[test]
+fn large_answers_truncate_over_udp_and_not_over_tcp() {
+    let q = query("many.shop.svc.cluster.local.", RecordType::AAAA, None);
+    let r = ask(&q);
+    assert!(r.truncated() && r.answers().is_empty());
+    let full = respond(&q, &zone(), Transport::Tcp).unwrap();
+    let r = Message::from_vec(&full).unwrap();
+    assert!(!r.truncated());
+    assert_eq!(r.answers().len(), 100);
+}

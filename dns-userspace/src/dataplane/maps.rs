@@ -1,0 +1,138 @@
+//! Typed handles on the kernel maps and the reconciler that keeps them equal to the model.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::Path,
+};
+
+use aya::{
+    maps::{HashMap, Map, MapData, PerCpuArray},
+    Ebpf,
+};
+use dns_common::{maps as m, ARecords, Counter, NameKey, ServiceAddr, COUNTER_COUNT};
+
+use super::{Error, Result};
+
+pub struct KernelMaps {
+    records: HashMap<MapData, NameKey, ARecords>,
+    addrs: HashMap<MapData, ServiceAddr, u32>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// What one sync changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub upserted: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |source| Error::Map { name, source }
+}
+
+impl KernelMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
+        Ok(Self {
+            records: HashMap::try_from(take(m::RECORDS_A)?).map_err(map_err(m::RECORDS_A))?,
+            addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
+            counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
+        })
+    }
+
+    /// Makes the records map hold exactly `desired`: writes only what differs, deletes what
+    /// is not desired. Running it twice changes nothing the second time.
+    pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, ARecords>) -> Result<SyncStats> {
+        let mut current = BTreeMap::new();
+        for entry in self.records.iter() {
+            let (k, v) = entry.map_err(map_err(m::RECORDS_A))?;
+            current.insert(k, v);
+        }
+        let mut stats = SyncStats::default();
+        for (k, v) in desired {
+            if current.get(k) == Some(v) {
+                stats.unchanged += 1;
+                continue;
+            }
+            self.records.insert(k, v, 0).map_err(map_err(m::RECORDS_A))?;
+            stats.upserted += 1;
+        }
+        for k in current.keys().filter(|k| !desired.contains_key(*k)) {
+            self.records.remove(k).map_err(map_err(m::RECORDS_A))?;
+            stats.deleted += 1;
+        }
+        Ok(stats)
+    }
+
+    /// Makes the kernel answer for exactly these destination addresses.
+    pub fn sync_service_addrs(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        let desired: BTreeSet<[u8; 16]> = addrs.iter().map(|a| service_addr(*a).addr).collect();
+        let current: Vec<ServiceAddr> = self
+            .addrs
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(m::SERVICE_ADDRS))?;
+        for a in &desired {
+            self.addrs
+                .insert(ServiceAddr { addr: *a }, 1, 0)
+                .map_err(map_err(m::SERVICE_ADDRS))?;
+        }
+        for a in current.iter().filter(|a| !desired.contains(&a.addr)) {
+            self.addrs.remove(a).map_err(map_err(m::SERVICE_ADDRS))?;
+        }
+        Ok(())
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        read_counters(&self.counters)
+    }
+}
+
+pub fn service_addr(a: IpAddr) -> ServiceAddr {
+    match a {
+        IpAddr::V4(v4) => ServiceAddr::v4(v4.octets()),
+        IpAddr::V6(v6) => ServiceAddr::v6(v6.octets()),
+    }
+}
+
+/// Counter totals over all CPUs, indexed by [`Counter`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub Vec<u64>);
+
+impl Counters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0.get(c as usize).copied().unwrap_or(0)
+    }
+    pub fn passed(&self) -> u64 {
+        self.0.iter().sum::<u64>() - self.get(Counter::Answered)
+    }
+}
+
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in Counter::ALL {
+            let n = self.get(c);
+            if n > 0 || c == Counter::Answered {
+                writeln!(f, "{:<18} {n}", c.name())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
+    let mut out = Vec::with_capacity(COUNTER_COUNT as usize);
+    for i in 0..COUNTER_COUNT {
+        let per_cpu = map.get(&i, 0).map_err(map_err(m::COUNTERS))?;
+        out.push(per_cpu.iter().sum());
+    }
+    Ok(Counters(out))
+}
+
+/// Reads the counters from the pinned map of a running (or stopped) daemon.
+pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
+    let data = MapData::from_pin(pin_dir.join(m::COUNTERS)).map_err(map_err(m::COUNTERS))?;
+    let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err(m::COUNTERS))?;
+    read_counters(&map)
+}

@@ -1,0 +1,104 @@
+//! The embedded kernel program: loading with pinned maps, attaching, and the maps' contents.
+pub mod attach;
+pub mod bpffs;
+pub mod maps;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use dns_common::{maps as m, programs};
+
+/// The kernel object, built for bpfel-unknown-none by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the BPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("bpffs at {path}: {source}")]
+    Bpffs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("interface {iface}: {message}")]
+    Attach { iface: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps shared across daemon restarts, pinned by name under the pin folder.
+pub const PINNED_MAPS: [&str; 3] = [m::RECORDS_A, m::SERVICE_ADDRS, m::COUNTERS];
+
+/// Loads the object and both programs into the kernel. With a pin folder, the maps are
+/// pinned there, and maps already pinned by an earlier daemon are adopted as they are.
+pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    let paths: Vec<(&str, PathBuf)> = match pin_dir {
+        Some(dir) => {
+            bpffs::ensure(dir)?;
+            PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect()
+        }
+        None => Vec::new(),
+    };
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT)?;
+    let prog = |name| Error::MissingProgram(name);
+    let xdp: &mut Xdp = ebpf
+        .program_mut(programs::XDP)
+        .ok_or(prog(programs::XDP))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name: programs::XDP,
+            source,
+        })?;
+    xdp.load().map_err(|source| Error::Program {
+        name: programs::XDP,
+        source,
+    })?;
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::TC)
+        .ok_or(prog(programs::TC))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name: programs::TC,
+            source,
+        })?;
+    tc.load().map_err(|source| Error::Program {
+        name: programs::TC,
+        source,
+    })?;
+    Ok(ebpf)
+}
+
+/// Instructions the verifier processed for each program (kernel 5.16+).
+pub fn verified_insns(ebpf: &Ebpf) -> Vec<(&'static str, Option<u32>)> {
+    [programs::XDP, programs::TC]
+        .into_iter()
+        .map(|name| {
+            let n = ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .and_then(|i| i.verified_instruction_count());
+            (name, n)
+        })
+        .collect()
+}

@@ -1,0 +1,10 @@
+//! xdns daemon library: sources → record model → sinks (kernel maps, userspace answers).
+//!
+//! - [`source`]: where Services come from (a manifest directory for now), trimmed on arrival.
+//! - [`model`]: pure code turning Services into the zone's records, and query lookups.
+//! - [`dataplane`]: the embedded kernel program: loading, pinning, attaching, map sync.
+//! - [`answer`]: the userspace answer path and its UDP/TCP server.
+pub mod answer;
+pub mod dataplane;
+pub mod model;
+pub mod source;

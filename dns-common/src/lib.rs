@@ -61,7 +61,9 @@ const _: () = assert!(size_of::<ServiceAddr>() == 16);
 impl ServiceAddr {
     pub const fn v4(a: [u8; 4]) -> Self {
         Self {
-            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+            addr: [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+            ],
         }
     }
     pub const fn v6(a: [u8; 16]) -> Self {

@@ -99,7 +99,9 @@ impl Frame for Tc<'_> {
             return Err(Counter::ResizeFailed);
         }
         // change_tail may leave the new tail in a fragment; the writer needs it linear.
-        self.0.pull_data(len as u32).map_err(|_| Counter::ResizeFailed)
+        self.0
+            .pull_data(len as u32)
+            .map_err(|_| Counter::ResizeFailed)
     }
 }
 

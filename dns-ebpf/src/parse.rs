@@ -208,7 +208,11 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
             }
             write_volatile(key.add(i), lower(c));
             // The name starts at an even offset of the UDP segment (8 + 12).
-            let add = if i & 1 == 0 { (c as u64) << 8 } else { c as u64 };
+            let add = if i & 1 == 0 {
+                (c as u64) << 8
+            } else {
+                c as u64
+            };
             write_volatile(&mut (*s).name_sum, read_volatile(&(*s).name_sum) + add);
             i += 1;
         }

@@ -14,13 +14,7 @@ const REPLY_TTL: u8 = 64;
 /// Frame length of the answer to `q` with `count` A records.
 #[inline(always)]
 pub fn reply_len(q: &Query, count: usize) -> usize {
-    q.l4_off
-        + UDP_LEN
-        + DNS_LEN
-        + q.qlen
-        + 4
-        + count * A_RECORD_LEN
-        + q.has_opt as usize * OPT_LEN
+    q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4 + count * A_RECORD_LEN + q.has_opt as usize * OPT_LEN
 }
 
 /// Writes the answer into a frame already resized to `reply_len(q, count)`.

@@ -64,8 +64,7 @@ struct RunArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -155,7 +154,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 zone.set(records);
                 tracing::info!(services = services.len(), "reloaded manifests");
             }
-            Err(e) => tracing::error!(error = %e, "manifests rejected; the last good records keep serving"),
+            Err(e) => {
+                tracing::error!(error = %e, "manifests rejected; the last good records keep serving")
+            }
         }
     }
 

@@ -91,7 +91,11 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
         }
         Lookup::Aaaa(addrs) => {
             for a in addrs {
-                reply.add_answer(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a))));
+                reply.add_answer(Record::from_rdata(
+                    owner.clone(),
+                    ttl,
+                    RData::AAAA(AAAA(*a)),
+                ));
             }
         }
         Lookup::Soa => {
@@ -133,7 +137,9 @@ fn encode(mut reply: Message, query: &Message, transport: Transport) -> Option<V
     let bytes = reply.to_vec().ok()?;
     let limit = match (transport, query.extensions()) {
         (Transport::Tcp, _) => u16::MAX as usize,
-        (Transport::Udp, Some(e)) => (e.max_payload().min(EDNS_PAYLOAD) as usize).max(PLAIN_UDP_LIMIT),
+        (Transport::Udp, Some(e)) => {
+            (e.max_payload().min(EDNS_PAYLOAD) as usize).max(PLAIN_UDP_LIMIT)
+        }
         (Transport::Udp, None) => PLAIN_UDP_LIMIT,
     };
     if bytes.len() <= limit {

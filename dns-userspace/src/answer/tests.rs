@@ -61,27 +61,50 @@ fn a_record_with_client_case_and_copied_flags() {
     assert_eq!(r.message_type(), MessageType::Response);
     assert!(r.authoritative() && r.recursion_desired() && !r.recursion_available());
     assert_eq!(r.response_code(), ResponseCode::NoError);
-    assert_eq!(r.queries()[0].name().to_ascii(), "WEB.Shop.svc.cluster.local.");
+    assert_eq!(
+        r.queries()[0].name().to_ascii(),
+        "WEB.Shop.svc.cluster.local."
+    );
     assert_eq!(r.answers().len(), 1);
     assert_eq!(r.answers()[0].ttl(), 30);
-    assert_eq!(r.answers()[0].data(), &RData::A("10.96.1.2".parse().unwrap()));
+    assert_eq!(
+        r.answers()[0].data(),
+        &RData::A("10.96.1.2".parse().unwrap())
+    );
     assert!(r.extensions().is_none(), "no OPT unless the query had one");
 }
 
 #[test]
 fn opt_is_echoed_with_our_size_and_the_do_bit() {
-    let r = ask(&query("web.shop.svc.cluster.local.", RecordType::A, Some((4096, true))));
+    let r = ask(&query(
+        "web.shop.svc.cluster.local.",
+        RecordType::A,
+        Some((4096, true)),
+    ));
     let e = r.extensions().as_ref().expect("OPT echoed");
-    assert_eq!((e.max_payload(), e.version(), e.flags().dnssec_ok), (1232, 0, true));
+    assert_eq!(
+        (e.max_payload(), e.version(), e.flags().dnssec_ok),
+        (1232, 0, true)
+    );
 }
 
 #[test]
 fn aaaa_nodata_and_nxdomain_carry_the_soa() {
-    let r = ask(&query("web.shop.svc.cluster.local.", RecordType::AAAA, None));
-    assert_eq!(r.answers()[0].data(), &RData::AAAA("fd00::12".parse().unwrap()));
+    let r = ask(&query(
+        "web.shop.svc.cluster.local.",
+        RecordType::AAAA,
+        None,
+    ));
+    assert_eq!(
+        r.answers()[0].data(),
+        &RData::AAAA("fd00::12".parse().unwrap())
+    );
 
     let r = ask(&query("web.shop.svc.cluster.local.", RecordType::TXT, None));
-    assert_eq!((r.response_code(), r.answers().len()), (ResponseCode::NoError, 0));
+    assert_eq!(
+        (r.response_code(), r.answers().len()),
+        (ResponseCode::NoError, 0)
+    );
     assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
     assert!(r.authoritative());
 
@@ -94,7 +117,10 @@ fn aaaa_nodata_and_nxdomain_carry_the_soa() {
         RData::SOA(s) => {
             assert_eq!(s.mname().to_ascii(), "ns.dns.cluster.local.");
             assert_eq!(s.rname().to_ascii(), "hostmaster.cluster.local.");
-            assert_eq!((s.serial(), s.refresh(), s.retry(), s.expire(), s.minimum()), (42, 7200, 1800, 86400, 30));
+            assert_eq!(
+                (s.serial(), s.refresh(), s.retry(), s.expire(), s.minimum()),
+                (42, 7200, 1800, 86400, 30)
+            );
         }
         other => panic!("not an SOA: {other:?}"),
     }
@@ -110,10 +136,18 @@ fn outside_the_zone_is_refused_without_aa() {
 #[test]
 fn malformed_input() {
     let z = zone();
-    assert_eq!(respond(&[1, 2, 3], &z, Transport::Udp), None, "no ID to answer");
+    assert_eq!(
+        respond(&[1, 2, 3], &z, Transport::Udp),
+        None,
+        "no ID to answer"
+    );
     let mut resp = query("web.shop.svc.cluster.local.", RecordType::A, None);
     resp[2] |= 0x80;
-    assert_eq!(respond(&resp, &z, Transport::Udp), None, "responses are not answered");
+    assert_eq!(
+        respond(&resp, &z, Transport::Udp),
+        None,
+        "responses are not answered"
+    );
 
     // A label running past the end.
     let mut bad = query("web.shop.svc.cluster.local.", RecordType::A, None);
@@ -123,17 +157,26 @@ fn malformed_input() {
 
     // Two questions.
     let mut m = Message::from_vec(&query("a.cluster.local.", RecordType::A, None)).unwrap();
-    m.add_query(Query::query(Name::from_ascii("b.cluster.local.").unwrap(), RecordType::A));
+    m.add_query(Query::query(
+        Name::from_ascii("b.cluster.local.").unwrap(),
+        RecordType::A,
+    ));
     let r = ask(&m.to_vec().unwrap());
     assert_eq!(r.response_code(), ResponseCode::FormErr);
 }
 
 #[test]
 fn edns_version_one_gets_badvers() {
-    let mut m = Message::from_vec(&query("web.shop.svc.cluster.local.", RecordType::A, Some((1232, false)))).unwrap();
+    let mut m = Message::from_vec(&query(
+        "web.shop.svc.cluster.local.",
+        RecordType::A,
+        Some((1232, false)),
+    ))
+    .unwrap();
     m.extensions_mut().as_mut().unwrap().set_version(1);
     let r = ask(&m.to_vec().unwrap());
-    assert_eq!(r.response_code(), ResponseCode::BADVERS);
+    // 16 is BADVERS in an OPT-carrying reply (hickory names the shared code BADSIG).
+    assert_eq!(u16::from(r.response_code()), 16);
     assert!(r.answers().is_empty());
 }
 

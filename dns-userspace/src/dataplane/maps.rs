@@ -55,7 +55,9 @@ impl KernelMaps {
                 stats.unchanged += 1;
                 continue;
             }
-            self.records.insert(k, v, 0).map_err(map_err(m::RECORDS_A))?;
+            self.records
+                .insert(k, v, 0)
+                .map_err(map_err(m::RECORDS_A))?;
             stats.upserted += 1;
         }
         for k in current.keys().filter(|k| !desired.contains_key(*k)) {

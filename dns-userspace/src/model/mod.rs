@@ -144,7 +144,10 @@ impl Records {
     pub fn kernel_a(&self) -> BTreeMap<NameKey, ARecords> {
         let mut out = BTreeMap::new();
         for (owner, addrs) in &self.a {
-            if addrs.is_empty() || addrs.len() > MAX_A_RECORDS || owner.len() > dns_common::MAX_NAME_LEN {
+            if addrs.is_empty()
+                || addrs.len() > MAX_A_RECORDS
+                || owner.len() > dns_common::MAX_NAME_LEN
+            {
                 continue;
             }
             let mut key = NameKey::zeroed();
@@ -200,16 +203,28 @@ mod tests {
         let a2 = ["10.96.1.2".parse().unwrap()];
         let aaaa = ["fd00::12".parse().unwrap()];
         let rows: &[(&str, QType, Lookup)] = &[
-            ("kubernetes.default.svc.cluster.local", QType::A, Lookup::A(&a1)),
+            (
+                "kubernetes.default.svc.cluster.local",
+                QType::A,
+                Lookup::A(&a1),
+            ),
             ("web.shop.svc.cluster.local", QType::A, Lookup::A(&a2)),
-            ("web.shop.svc.cluster.local", QType::Aaaa, Lookup::Aaaa(&aaaa)),
+            (
+                "web.shop.svc.cluster.local",
+                QType::Aaaa,
+                Lookup::Aaaa(&aaaa),
+            ),
             ("v6only.shop.svc.cluster.local", QType::A, Lookup::NoData),
             ("web.shop.svc.cluster.local", QType::Other, Lookup::NoData),
             ("shop.svc.cluster.local", QType::A, Lookup::NoData),
             ("svc.cluster.local", QType::A, Lookup::NoData),
             ("cluster.local", QType::Soa, Lookup::Soa),
             ("cluster.local", QType::A, Lookup::NoData),
-            ("headless.shop.svc.cluster.local", QType::A, Lookup::NxDomain),
+            (
+                "headless.shop.svc.cluster.local",
+                QType::A,
+                Lookup::NxDomain,
+            ),
             ("nope.shop.svc.cluster.local", QType::A, Lookup::NxDomain),
             ("web.nope.svc.cluster.local", QType::A, Lookup::NxDomain),
             ("x.web.shop.svc.cluster.local", QType::A, Lookup::NxDomain),
@@ -240,7 +255,9 @@ mod tests {
         let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
         let z = Records::build(&cfg, &[svc("a", "big", &ips)], 1);
         assert!(z.kernel_a().is_empty());
-        assert!(matches!(z.lookup(&w("big.a.svc.cluster.local"), QType::A), Lookup::A(v) if v.len() == 9));
+        assert!(
+            matches!(z.lookup(&w("big.a.svc.cluster.local"), QType::A), Lookup::A(v) if v.len() == 9)
+        );
     }
 
     #[test]
@@ -248,6 +265,9 @@ mod tests {
         let soa = zone().soa();
         assert_eq!(soa.mname, w("ns.dns.cluster.local"));
         assert_eq!(soa.rname, w("hostmaster.cluster.local"));
-        assert_eq!((soa.refresh, soa.retry, soa.expire, soa.minimum, soa.serial), (7200, 1800, 86400, 30, 7));
+        assert_eq!(
+            (soa.refresh, soa.retry, soa.expire, soa.minimum, soa.serial),
+            (7200, 1800, 86400, 30, 7)
+        );
     }
 }

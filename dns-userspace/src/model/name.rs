@@ -73,20 +73,38 @@ mod tests {
 
     #[test]
     fn wire_forms() {
-        assert_eq!(wire_from_dotted("Cluster.Local.").unwrap(), b"\x07cluster\x05local\x00");
+        assert_eq!(
+            wire_from_dotted("Cluster.Local.").unwrap(),
+            b"\x07cluster\x05local\x00"
+        );
         assert_eq!(wire_from_dotted(".").unwrap(), b"\x00");
-        assert!(matches!(wire_from_dotted("a..b"), Err(NameError::EmptyLabel(_))));
-        assert!(matches!(wire_from_dotted(&"x".repeat(64)), Err(NameError::LongLabel(_))));
+        assert!(matches!(
+            wire_from_dotted("a..b"),
+            Err(NameError::EmptyLabel(_))
+        ));
+        assert!(matches!(
+            wire_from_dotted(&"x".repeat(64)),
+            Err(NameError::LongLabel(_))
+        ));
         let long = vec!["abcdefghi"; 30].join(".");
-        assert!(matches!(wire_from_dotted(&long), Err(NameError::LongName(_))));
+        assert!(matches!(
+            wire_from_dotted(&long),
+            Err(NameError::LongName(_))
+        ));
     }
 
     #[test]
     fn within_compares_labels_not_bytes() {
         let zone = wire_from_dotted("cluster.local").unwrap();
-        assert!(is_within(&wire_from_dotted("a.cluster.local").unwrap(), &zone));
+        assert!(is_within(
+            &wire_from_dotted("a.cluster.local").unwrap(),
+            &zone
+        ));
         assert!(is_within(&zone, &zone));
-        assert!(!is_within(&wire_from_dotted("acluster.local").unwrap(), &zone));
+        assert!(!is_within(
+            &wire_from_dotted("acluster.local").unwrap(),
+            &zone
+        ));
         assert!(!is_within(&wire_from_dotted("local").unwrap(), &zone));
         assert!(!is_within(b"\x00", &zone));
     }

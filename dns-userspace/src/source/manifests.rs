@@ -229,8 +229,14 @@ mod tests {
         let e = parse("kind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.1}\n---\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.0.0.999}\n")
             .expect_err("bad IP");
         let msg = e.to_string();
-        assert!(msg.contains("t.yaml") && msg.contains("document 2"), "{msg}");
-        assert!(msg.contains("spec.clusterIP[0]") && msg.contains("10.0.0.999"), "{msg}");
+        assert!(
+            msg.contains("t.yaml") && msg.contains("document 2"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.clusterIP[0]") && msg.contains("10.0.0.999"),
+            "{msg}"
+        );
     }
 
     #[test]

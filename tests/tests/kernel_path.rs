@@ -1,0 +1,563 @@
+//! The kernel program driven through BPF_PROG_TEST_RUN: crafted frames in, the exact frame
+//! out (or the same frame passed), for both hooks.
+use std::net::IpAddr;
+
+use aya::{
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use dns_common::{programs, ARecords, Counter, NameKey, MAX_A_RECORDS};
+use dns_userspace::{
+    answer::{respond, Transport},
+    dataplane::{self, maps::KernelMaps},
+    model::{Records, ZoneConfig},
+    source::ServiceView,
+};
+use tests::packet::{parse_reply, udp_frame, CLIENT_MAC, NODE_MAC};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+
+fn svc4() -> IpAddr {
+    "10.96.0.10".parse().unwrap()
+}
+fn svc6() -> IpAddr {
+    "fd00:10:96::a".parse().unwrap()
+}
+fn client4() -> IpAddr {
+    "10.1.0.2".parse().unwrap()
+}
+fn client6() -> IpAddr {
+    "fd00:1::2".parse().unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hook {
+    Xdp,
+    Tc,
+}
+const HOOKS: [Hook; 2] = [Hook::Xdp, Hook::Tc];
+
+impl Hook {
+    fn answered(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_TX,
+            Hook::Tc => TC_ACT_REDIRECT,
+        }
+    }
+    fn passed(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_PASS,
+            Hook::Tc => TC_ACT_OK,
+        }
+    }
+}
+
+struct Kernel {
+    ebpf: Ebpf,
+    maps: KernelMaps,
+    zone: Records,
+}
+
+fn services() -> Vec<ServiceView> {
+    let s = |ns: &str, name: &str, ips: &[&str]| ServiceView {
+        namespace: ns.into(),
+        name: name.into(),
+        cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+    };
+    let eight: Vec<String> = (1..=8).map(|i| format!("10.97.0.{i}")).collect();
+    let eight: Vec<&str> = eight.iter().map(String::as_str).collect();
+    vec![
+        s("default", "kubernetes", &["10.96.0.1"]),
+        s("shop", "web", &["10.96.1.2", "fd00::12"]),
+        s("shop", "eight", &eight),
+    ]
+}
+
+fn setup() -> Option<Kernel> {
+    if !tests::require_root("kernel_path") {
+        return None;
+    }
+    let mut ebpf = dataplane::load(None).expect("the verifier accepts both programs");
+    for (prog, n) in dataplane::verified_insns(&ebpf) {
+        println!("verified_insns {prog} {n:?}");
+    }
+    let mut maps = KernelMaps::take(&mut ebpf).unwrap();
+    maps.sync_service_addrs(&[svc4(), svc6()]).unwrap();
+    let zone = Records::build(
+        &ZoneConfig::new("cluster.local", 30).unwrap(),
+        &services(),
+        9,
+    );
+    maps.sync_records(&zone.kernel_a()).unwrap();
+    Some(Kernel { ebpf, maps, zone })
+}
+
+impl Kernel {
+    fn run(&self, hook: Hook, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; 4096];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let r = match hook {
+            Hook::Xdp => {
+                let p: &Xdp = self
+                    .ebpf
+                    .program(programs::XDP)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                p.test_run(opts)
+            }
+            Hook::Tc => {
+                let p: &SchedClassifier =
+                    self.ebpf.program(programs::TC).unwrap().try_into().unwrap();
+                p.test_run(opts)
+            }
+        }
+        .unwrap_or_else(|e| panic!("{hook:?} test_run on {} bytes: {e}", frame.len()));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn counter(&self, c: Counter) -> u64 {
+        self.maps.counters().unwrap().get(c)
+    }
+
+    /// Runs `frame` and asserts it passes unchanged, counted under `why`.
+    fn assert_passes(&self, hook: Hook, frame: &[u8], why: Counter, what: &str) {
+        let before = self.counter(why);
+        let (action, out) = self.run(hook, frame);
+        assert_eq!(action, hook.passed(), "{hook:?} {what}: should pass");
+        assert_eq!(
+            out, frame,
+            "{hook:?} {what}: passed frame must be untouched"
+        );
+        assert_eq!(
+            self.counter(why),
+            before + 1,
+            "{hook:?} {what}: counted as {why:?}"
+        );
+    }
+
+    /// Runs `frame`, asserts the kernel answered it, and that the answer is exactly the
+    /// userspace answer to the same query, in a frame with correct lengths and checksums.
+    fn assert_answers(&self, hook: Hook, frame: &[u8], query: &[u8], what: &str) -> Vec<u8> {
+        let before = self.counter(Counter::Answered);
+        let (action, out) = self.run(hook, frame);
+        assert_eq!(action, hook.answered(), "{hook:?} {what}: should answer");
+        assert_eq!(self.counter(Counter::Answered), before + 1);
+        let r = parse_reply(&out).unwrap_or_else(|e| panic!("{hook:?} {what}: {e}"));
+        let q = parse_reply(frame).unwrap();
+        assert_eq!((r.src, r.dst), (q.dst, q.src), "{what}: addresses swapped");
+        assert_eq!(
+            (r.sport, r.dport),
+            (q.dport, q.sport),
+            "{what}: ports swapped"
+        );
+        assert_eq!(
+            (r.eth_dst, r.eth_src),
+            (CLIENT_MAC, NODE_MAC),
+            "{what}: MACs swapped"
+        );
+        assert_eq!(r.ttl, 64);
+        let userspace = respond(query, &self.zone, Transport::Udp).expect("userspace answers");
+        assert_eq!(
+            r.dns, userspace,
+            "{hook:?} {what}: kernel and userspace bytes differ"
+        );
+        r.dns
+    }
+}
+
+/// A DNS query message built by hand, so every field can be set wrong on purpose.
+fn dns_query(
+    id: u16,
+    flags: u16,
+    qname: &[u8],
+    qtype: u16,
+    qclass: u16,
+    opt: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&flags.to_be_bytes());
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, opt.is_some() as u8]);
+    m.extend_from_slice(qname);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&qclass.to_be_bytes());
+    if let Some(o) = opt {
+        m.extend_from_slice(o);
+    }
+    m
+}
+
+/// An OPT record: payload size, DO bit, options.
+fn opt(size: u16, dnssec_ok: bool, options: &[u8]) -> Vec<u8> {
+    let mut o = vec![0, 0, 41];
+    o.extend_from_slice(&size.to_be_bytes());
+    o.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+    o.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    o.extend_from_slice(options);
+    o
+}
+
+fn wire(s: &str) -> Vec<u8> {
+    // Keeps the case: the question must be echoed as the client wrote it.
+    let mut out = Vec::new();
+    for l in s.trim_end_matches('.').split('.') {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn frame4(q: &[u8]) -> Vec<u8> {
+    udp_frame(client4(), svc4(), 40000, 53, q)
+}
+fn frame6(q: &[u8]) -> Vec<u8> {
+    udp_frame(client6(), svc6(), 40000, 53, q)
+}
+
+const COOKIE: [u8; 12] = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+
+#[test]
+fn answers_a_queries_exactly_as_userspace() {
+    let Some(k) = setup() else { return };
+    let opts: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("no OPT", None),
+        ("OPT 4096", Some(opt(4096, false, &[]))),
+        ("OPT DO", Some(opt(1232, true, &[]))),
+        ("OPT 512 with cookie", Some(opt(512, false, &COOKIE))),
+        ("OPT tiny size", Some(opt(100, false, &[]))),
+    ];
+    let names = [
+        "kubernetes.default.svc.cluster.local",
+        "WEB.Shop.SVC.Cluster.Local",
+        "eight.shop.svc.cluster.local",
+    ];
+    for hook in HOOKS {
+        for name in names {
+            for (what, o) in &opts {
+                for rd in [0x0100u16, 0] {
+                    let q = dns_query(0x1234, rd | 0x0020, &wire(name), 1, 1, o.as_deref());
+                    let label = format!("{name} {what} rd={rd:#x}");
+                    let dns = k.assert_answers(hook, &frame4(&q), &q, &format!("v4 {label}"));
+                    k.assert_answers(hook, &frame6(&q), &q, &format!("v6 {label}"));
+                    // Flags: QR AA, RD as asked; answer count as in the map.
+                    assert_eq!(dns[2], 0x84 | (rd >> 8) as u8);
+                    assert_eq!(dns[3], 0);
+                }
+            }
+        }
+    }
+    // Eight addresses, in model order.
+    let q = dns_query(7, 0x0100, &wire("eight.shop.svc.cluster.local"), 1, 1, None);
+    let (_, out) = k.run(Hook::Xdp, &frame4(&q));
+    let dns = parse_reply(&out).unwrap().dns;
+    assert_eq!(u16::from_be_bytes([dns[6], dns[7]]), 8);
+    assert_eq!(&dns[dns.len() - 4..], &[10, 97, 0, 8]);
+}
+
+#[test]
+fn longest_name_is_answered_and_longer_ones_pass() {
+    let Some(mut k) = setup() else { return };
+    // 255 bytes in wire form: four 62-byte labels (4 * 63 = 252) plus one 1-byte label.
+    let labels = [
+        &"a".repeat(62),
+        &"b".repeat(62),
+        &"c".repeat(62),
+        &"d".repeat(62),
+        "e",
+    ];
+    let longest = wire(&labels.join("."));
+    assert_eq!(longest.len(), 255);
+    let mut desired = k.zone.kernel_a();
+    let mut key = NameKey::zeroed();
+    key.name[..255].copy_from_slice(&longest);
+    let mut v = ARecords {
+        ttl: 5,
+        count: 1,
+        addrs: [[0; 4]; MAX_A_RECORDS],
+    };
+    v.addrs[0] = [192, 0, 2, 1];
+    desired.insert(key, v);
+    k.maps.sync_records(&desired).unwrap();
+    for hook in HOOKS {
+        let q = dns_query(1, 0, &longest, 1, 1, None);
+        let (action, out) = k.run(hook, &frame4(&q));
+        assert_eq!(action, hook.answered(), "{hook:?}: 255-byte name answered");
+        let dns = parse_reply(&out).unwrap().dns;
+        assert_eq!(&dns[dns.len() - 4..], &[192, 0, 2, 1]);
+
+        // 256 bytes: one more label byte.
+        let too_long = wire(&[labels[0], labels[1], labels[2], labels[3], "ee"].join("."));
+        assert_eq!(too_long.len(), 256);
+        let q = dns_query(1, 0, &too_long, 1, 1, None);
+        k.assert_passes(hook, &frame4(&q), Counter::BadName, "256-byte name");
+    }
+}
+
+#[test]
+fn every_truncation_passes_untouched() {
+    let Some(k) = setup() else { return };
+    let q = dns_query(
+        1,
+        0x0100,
+        &wire("web.shop.svc.cluster.local"),
+        1,
+        1,
+        Some(&opt(1232, false, &COOKIE)),
+    );
+    for hook in HOOKS {
+        for full in [frame4(&q), frame6(&q)] {
+            // The frame cut short: headers claim more than is there.
+            // BPF_PROG_TEST_RUN builds no skb without a whole IP header (EINVAL).
+            let ip_len = if full[12] == 0x08 { 20 } else { 40 };
+            let min = if hook == Hook::Tc { 14 + ip_len } else { 14 };
+            for n in min..full.len() {
+                let before = k.maps.counters().unwrap().passed();
+                let (action, out) = k.run(hook, &full[..n]);
+                assert_eq!(action, hook.passed(), "{hook:?} frame cut at {n}");
+                assert_eq!(out, &full[..n]);
+                assert_eq!(k.maps.counters().unwrap().passed(), before + 1);
+            }
+        }
+        // Consistent headers around a DNS message cut at every byte.
+        for n in 0..q.len() {
+            for f in [frame4(&q[..n]), frame6(&q[..n])] {
+                let (action, out) = k.run(hook, &f);
+                assert_eq!(action, hook.passed(), "{hook:?} message cut at {n}");
+                assert_eq!(out, f);
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_and_foreign_packets_pass_with_their_reason() {
+    let Some(k) = setup() else { return };
+    let name = wire("web.shop.svc.cluster.local");
+    let good = dns_query(1, 0x0100, &name, 1, 1, None);
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut q = good.clone();
+        f(&mut q);
+        q
+    };
+    // Label length running past the end of the message.
+    let mut past_end = dns_query(1, 0, b"\x03web\x3fshop", 1, 1, None);
+    past_end.truncate(12 + 9);
+    // Compression pointer to the header, and one pointing at itself.
+    let pointer = dns_query(1, 0, b"\x03web\xc0\x0c", 1, 1, None);
+    let ptr_loop = dns_query(1, 0, b"\xc0\x0c", 1, 1, None);
+    let ext_label = dns_query(1, 0, b"\x03web\x40\x00", 1, 1, None);
+    let cases: Vec<(&str, Vec<u8>, Counter)> = vec![
+        ("label past end", frame4(&past_end), Counter::Malformed),
+        ("compression pointer", frame4(&pointer), Counter::BadName),
+        ("pointer loop", frame4(&ptr_loop), Counter::BadName),
+        ("extended label type", frame4(&ext_label), Counter::BadName),
+        (
+            "AAAA",
+            frame4(&dns_query(1, 0, &name, 28, 1, None)),
+            Counter::OtherType,
+        ),
+        (
+            "TXT",
+            frame6(&dns_query(1, 0, &name, 16, 1, None)),
+            Counter::OtherType,
+        ),
+        (
+            "class CH",
+            frame4(&dns_query(1, 0, &name, 1, 3, None)),
+            Counter::NotClassIn,
+        ),
+        (
+            "unknown name",
+            frame4(&dns_query(
+                1,
+                0,
+                &wire("nope.shop.svc.cluster.local"),
+                1,
+                1,
+                None,
+            )),
+            Counter::NoRecord,
+        ),
+        (
+            "response",
+            frame4(&with(&|q| q[2] |= 0x80)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "opcode NOTIFY",
+            frame4(&with(&|q| q[2] |= 4 << 3)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "TC set",
+            frame4(&with(&|q| q[2] |= 2)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "Z set",
+            frame4(&with(&|q| q[3] |= 0x40)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "qdcount 2",
+            frame4(&with(&|q| q[5] = 2)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "qdcount 0",
+            frame4(&with(&|q| q[5] = 0)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "ancount 1",
+            frame4(&with(&|q| q[7] = 1)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "arcount 2",
+            frame4(&with(&|q| q[11] = 2)),
+            Counter::NotPlainQuery,
+        ),
+        (
+            "trailing byte",
+            frame4(&with(&|q| q.push(0))),
+            Counter::Malformed,
+        ),
+        (
+            "arcount 1 without OPT",
+            frame4(&with(&|q| q[11] = 1)),
+            Counter::Malformed,
+        ),
+        (
+            "EDNS version 1",
+            frame4(&dns_query(
+                1,
+                0,
+                &name,
+                1,
+                1,
+                Some(&{
+                    let mut o = opt(1232, false, &[]);
+                    o[6] = 1;
+                    o
+                }),
+            )),
+            Counter::BadEdns,
+        ),
+        (
+            "OPT not root",
+            frame4(&dns_query(
+                1,
+                0,
+                &name,
+                1,
+                1,
+                Some(&{
+                    let mut o = opt(1232, false, &[]);
+                    o[0] = 1;
+                    o
+                }),
+            )),
+            Counter::BadEdns,
+        ),
+        (
+            "OPT option overruns",
+            frame4(&dns_query(
+                1,
+                0,
+                &name,
+                1,
+                1,
+                Some(&opt(1232, false, &[0, 10, 0, 9, 1, 2, 3, 4])),
+            )),
+            Counter::BadEdns,
+        ),
+        (
+            "wrong port",
+            udp_frame(client4(), svc4(), 40000, 5353, &good),
+            Counter::NotDnsPort,
+        ),
+        (
+            "other address v4",
+            udp_frame(client4(), "10.96.0.11".parse().unwrap(), 40000, 53, &good),
+            Counter::NotServiceAddr,
+        ),
+        (
+            "other address v6",
+            udp_frame(client6(), "fd00::99".parse().unwrap(), 40000, 53, &good),
+            Counter::NotServiceAddr,
+        ),
+    ];
+    for hook in HOOKS {
+        for (what, f, why) in &cases {
+            k.assert_passes(hook, f, *why, what);
+        }
+        // IP-level: TCP, fragments, options, not IP at all.
+        let base = frame4(&good);
+        let tcp = {
+            let mut f = base.clone();
+            f[23] = 6;
+            f
+        };
+        let mf = {
+            let mut f = base.clone();
+            f[20] = 0x20;
+            f
+        };
+        let offset = {
+            let mut f = base.clone();
+            f[21] = 1;
+            f
+        };
+        let options = {
+            let mut f = base.clone();
+            f[14] = 0x46;
+            f
+        };
+        let arp = {
+            let mut f = base.clone();
+            f[12] = 0x08;
+            f[13] = 0x06;
+            f
+        };
+        let v6_hbh = {
+            let mut f = frame6(&good);
+            f[20] = 0;
+            f
+        };
+        k.assert_passes(hook, &tcp, Counter::NotUdp, "TCP");
+        k.assert_passes(hook, &mf, Counter::Fragment, "more fragments");
+        k.assert_passes(hook, &offset, Counter::Fragment, "fragment offset");
+        k.assert_passes(hook, &options, Counter::IpOptions, "IP options");
+        k.assert_passes(hook, &arp, Counter::NotIp, "ARP");
+        k.assert_passes(hook, &v6_hbh, Counter::Ipv6ExtHeader, "IPv6 hop-by-hop");
+    }
+}
+
+#[test]
+fn removed_records_are_no_longer_answered() {
+    let Some(mut k) = setup() else { return };
+    let q = dns_query(1, 0, &wire("web.shop.svc.cluster.local"), 1, 1, None);
+    k.assert_answers(Hook::Xdp, &frame4(&q), &q, "before");
+    let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
+    let fewer: Vec<ServiceView> = services().into_iter().filter(|s| s.name != "web").collect();
+    let zone = Records::build(&cfg, &fewer, 10);
+    let stats = k.maps.sync_records(&zone.kernel_a()).unwrap();
+    assert_eq!((stats.deleted, stats.upserted), (1, 0));
+    assert_eq!(
+        k.maps.sync_records(&zone.kernel_a()).unwrap().deleted,
+        0,
+        "idempotent"
+    );
+    k.assert_passes(Hook::Xdp, &frame4(&q), Counter::NoRecord, "after delete");
+}

@@ -2,7 +2,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args)),
@@ -79,17 +80,12 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serial_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(1)
-}
-
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = ZoneConfig::new(&args.zone, args.ttl).context("--zone")?;
+    // Taken before reading, so a change made while reading is seen on the next tick.
+    let mut fingerprint = manifests::fingerprint(&args.manifests).ok();
     let services = manifests::load_dir(&args.manifests)?;
-    let records = Records::build(&cfg, &services, serial_now());
+    let records = Records::build(&cfg, &services);
     tracing::info!(services = services.len(), "loaded manifests");
 
     let mut kernel = None;
@@ -125,7 +121,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     println!("ready");
 
-    let mut fingerprint = manifests::fingerprint(&args.manifests).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -144,7 +139,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         fingerprint = now;
         match manifests::load_dir(&args.manifests) {
             Ok(services) => {
-                let records = Records::build(&cfg, &services, serial_now());
+                let records = Records::build(&cfg, &services);
                 if let Some((_, maps)) = kernel.as_mut() {
                     match maps.sync_records(&records.kernel_a()) {
                         Ok(stats) => tracing::info!(?stats, "kernel records in sync"),

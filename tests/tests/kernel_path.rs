@@ -86,11 +86,7 @@ fn setup() -> Option<Kernel> {
     }
     let mut maps = KernelMaps::take(&mut ebpf).unwrap();
     maps.sync_service_addrs(&[svc4(), svc6()]).unwrap();
-    let zone = Records::build(
-        &ZoneConfig::new("cluster.local", 30).unwrap(),
-        &services(),
-        9,
-    );
+    let zone = Records::build(&ZoneConfig::new("cluster.local", 30).unwrap(), &services());
     maps.sync_records(&zone.kernel_a()).unwrap();
     Some(Kernel { ebpf, maps, zone })
 }
@@ -551,7 +547,7 @@ fn removed_records_are_no_longer_answered() {
     k.assert_answers(Hook::Xdp, &frame4(&q), &q, "before");
     let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
     let fewer: Vec<ServiceView> = services().into_iter().filter(|s| s.name != "web").collect();
-    let zone = Records::build(&cfg, &fewer, 10);
+    let zone = Records::build(&cfg, &fewer);
     let stats = k.maps.sync_records(&zone.kernel_a()).unwrap();
     assert_eq!((stats.deleted, stats.upserted), (1, 0));
     assert_eq!(

@@ -34,15 +34,13 @@ impl fmt::Display for AttachMode {
     }
 }
 
-/// A virtual link (veth, vlan, macvlan...) has a peer or lower device: its `iflink`
-/// differs from its own index. Native XDP_TX on a veth only delivers if the peer runs XDP.
-fn peer_dependent(iface: &str) -> bool {
-    let read = |f: &str| {
-        fs::read_to_string(format!("/sys/class/net/{iface}/{f}"))
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
-    matches!((read("ifindex"), read("iflink")), (Some(a), Some(b)) if a != b)
+/// Virtual links (veth, vlan, bridge...) sit under /sys/devices/virtual. Native XDP_TX on
+/// a veth only delivers if the peer runs XDP too, so such links get tc. (`iflink` cannot
+/// tell: a veth's peer index lives in another namespace and may equal its own.)
+fn is_virtual(iface: &str) -> bool {
+    fs::canonicalize(format!("/sys/class/net/{iface}"))
+        .map(|p| p.starts_with("/sys/devices/virtual"))
+        .unwrap_or(false)
 }
 
 /// Attaches to `iface` in `mode` and returns the mode used (never `Auto`).
@@ -52,7 +50,7 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<AttachMo
         message: e.to_string(),
     };
     match mode {
-        AttachMode::Auto if peer_dependent(iface) => attach(ebpf, iface, AttachMode::Tc),
+        AttachMode::Auto if is_virtual(iface) => attach(ebpf, iface, AttachMode::Tc),
         AttachMode::Auto => attach(ebpf, iface, AttachMode::Native)
             .or_else(|_| attach(ebpf, iface, AttachMode::Generic)),
         AttachMode::Native | AttachMode::Generic => {

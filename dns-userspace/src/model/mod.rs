@@ -81,10 +81,10 @@ pub enum QType {
 impl Records {
     /// Builds the zone from services: `<svc>.<ns>.svc.<zone>` A/AAAA for each cluster IP,
     /// in the order the Service lists them.
-    pub fn build(cfg: &ZoneConfig, services: &[ServiceView], serial: u32) -> Self {
+    pub fn build(cfg: &ZoneConfig, services: &[ServiceView]) -> Self {
         let mut r = Records {
             cfg: cfg.clone(),
-            serial,
+            serial: 0,
             a: BTreeMap::new(),
             aaaa: BTreeMap::new(),
             names: BTreeSet::new(),
@@ -102,7 +102,34 @@ impl Records {
                 r.add_with_ancestors(owner);
             }
         }
+        r.serial = r.content_serial();
         r
+    }
+
+    /// The SOA serial is a hash of the zone's contents: it changes when a record does, and
+    /// every node (and every restart) serving the same records gives the same serial, so
+    /// answers do not depend on which daemon, or which path, gave them.
+    fn content_serial(&self) -> u32 {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut h: u32 = 0x811c_9dc5;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ *b as u32).wrapping_mul(0x0100_0193);
+            }
+        };
+        eat(&self.cfg.ttl.to_be_bytes());
+        for (n, v) in &self.a {
+            eat(n);
+            v.iter().for_each(|a| eat(&a.octets()));
+        }
+        for (n, v) in &self.aaaa {
+            eat(n);
+            v.iter().for_each(|a| eat(&a.octets()));
+        }
+        for n in &self.names {
+            eat(n);
+        }
+        h.max(1)
     }
 
     fn add_with_ancestors(&mut self, mut name: Vec<u8>) {
@@ -192,7 +219,6 @@ mod tests {
                 svc("shop", "v6only", &["fd00::13"]),
                 svc("shop", "headless", &[]),
             ],
-            7,
         )
     }
 
@@ -253,7 +279,7 @@ mod tests {
         let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
         let ips: Vec<String> = (1..=9).map(|i| format!("10.0.0.{i}")).collect();
         let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-        let z = Records::build(&cfg, &[svc("a", "big", &ips)], 1);
+        let z = Records::build(&cfg, &[svc("a", "big", &ips)]);
         assert!(z.kernel_a().is_empty());
         assert!(
             matches!(z.lookup(&w("big.a.svc.cluster.local"), QType::A), Lookup::A(v) if v.len() == 9)
@@ -267,7 +293,7 @@ mod tests {
         assert_eq!(soa.rname, w("hostmaster.cluster.local"));
         assert_eq!(
             (soa.refresh, soa.retry, soa.expire, soa.minimum, soa.serial),
-            (7200, 1800, 86400, 30, 7)
+            (7200, 1800, 86400, 30, zone().serial)
         );
     }
 }

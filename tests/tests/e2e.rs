@@ -1,0 +1,368 @@
+//! End to end on real namespaces: a node running the daemon, pods querying it over veth with
+//! real clients (dig, kdig, glibc), nothing of ours attached in the pods.
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use dns_common::Counter;
+use dns_userspace::dataplane::maps::{pinned_counters, Counters};
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{Name, RData, RecordType},
+};
+use tests::netns::{write_manifest, Bpffs, Daemon, Netns, Topology, SVC4, SVC6};
+
+struct Fixture {
+    topo: Topology,
+    pins: Bpffs,
+    manifests: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fixture(tag: &str, pods: usize) -> Option<Fixture> {
+    if !tests::require_root(tag) {
+        return None;
+    }
+    let prefix = format!("xt{}{tag}", std::process::id() % 10000);
+    let topo = Topology::new(&prefix, pods).expect("namespaces and veths");
+    let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs for pins");
+    let dir = std::env::temp_dir().join(format!("{prefix}-manifests"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    for e in fs::read_dir(examples).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    Some(Fixture {
+        topo,
+        pins,
+        manifests: TempDir(dir),
+    })
+}
+
+impl Fixture {
+    fn args(&self, mode: Option<&str>) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--manifests".into(),
+            self.manifests.0.display().to_string(),
+            "--listen".into(),
+            SVC4.into(),
+            "--listen".into(),
+            SVC6.into(),
+            "--pin-dir".into(),
+            self.pins.pin_dir().display().to_string(),
+        ];
+        match mode {
+            Some(m) => {
+                a.extend(["--attach".into(), m.into()]);
+                for p in &self.topo.pods {
+                    a.extend(["--iface".into(), p.host_if.clone()]);
+                }
+            }
+            None => a.push("--no-kernel".into()),
+        }
+        a
+    }
+
+    fn counters(&self) -> Counters {
+        pinned_counters(&self.pins.pin_dir()).expect("pinned counters")
+    }
+
+    fn pod(&self, i: usize) -> &Netns {
+        &self.topo.pods[i].ns
+    }
+}
+
+fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
+    let out = ns.output(program, args).expect("spawn");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn dig(ns: &Netns, server: &str, extra: &[&str]) -> String {
+    let at = format!("@{server}");
+    let mut args = vec![at.as_str(), "+short", "+time=2", "+tries=1"];
+    args.extend_from_slice(extra);
+    run(ns, "dig", &args)
+}
+
+fn query(name: &str, qtype: RecordType, id: u16, edns: bool) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn exchange(ns: &Netns, server: &str, q: &[u8]) -> Vec<u8> {
+    let to: IpAddr = server.parse().unwrap();
+    ns.udp_exchange(to, 53, q, Duration::from_secs(3))
+        .expect("a reply")
+}
+
+/// Queries whose answers are compared between the kernel and userspace-only runs.
+fn battery() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            SVC4,
+            query("web.shop.svc.cluster.local.", RecordType::A, 1, true),
+        ),
+        (
+            SVC4,
+            query(
+                "Kubernetes.Default.svc.cluster.local.",
+                RecordType::A,
+                2,
+                false,
+            ),
+        ),
+        (
+            SVC6,
+            query("cart.shop.svc.cluster.local.", RecordType::A, 3, true),
+        ),
+        (
+            SVC4,
+            query("web.shop.svc.cluster.local.", RecordType::AAAA, 4, true),
+        ),
+        (
+            SVC6,
+            query("nope.shop.svc.cluster.local.", RecordType::A, 5, true),
+        ),
+        (
+            SVC4,
+            query("db.shop.svc.cluster.local.", RecordType::A, 6, false),
+        ),
+        (
+            SVC4,
+            query("shop.svc.cluster.local.", RecordType::A, 7, true),
+        ),
+        (SVC4, query("example.com.", RecordType::A, 8, true)),
+    ]
+}
+
+#[test]
+fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
+    let Some(f) = fixture("modes", 2) else { return };
+
+    // Userspace only first: the reference answers.
+    let d = Daemon::start(&f.topo.node, &f.args(None)).expect("daemon (userspace only)");
+    let reference: Vec<Vec<u8>> = battery()
+        .iter()
+        .map(|(s, q)| exchange(f.pod(0), s, q))
+        .collect();
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    assert!(
+        pinned_counters(&f.pins.pin_dir()).is_err(),
+        "userspace only: no maps were created"
+    );
+    d.stop().unwrap();
+
+    for mode in ["tc", "generic"] {
+        let d = Daemon::start(&f.topo.node, &f.args(Some(mode))).expect("daemon");
+        for p in &f.topo.pods {
+            assert!(
+                d.stdout.contains(&format!("attached {} {mode}", p.host_if)),
+                "{:?}",
+                d.stdout
+            );
+        }
+        let c0 = f.counters();
+        assert_eq!(
+            dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+            "10.96.12.7"
+        );
+        assert_eq!(
+            dig(f.pod(1), SVC6, &["CART.shop.svc.cluster.local", "+noedns"]),
+            "10.96.12.8"
+        );
+        assert_eq!(
+            run(
+                f.pod(1),
+                "kdig",
+                &[
+                    "@10.96.0.10",
+                    "+short",
+                    "kube-dns.kube-system.svc.cluster.local"
+                ]
+            ),
+            "10.96.0.10"
+        );
+        assert_eq!(
+            run(
+                f.pod(0),
+                "kdig",
+                &[
+                    "@fd00:10:96::a",
+                    "+short",
+                    "metrics-server.kube-system.svc.cluster.local",
+                    "A"
+                ]
+            ),
+            "10.96.33.4"
+        );
+        let c1 = f.counters();
+        assert_eq!(
+            c1.get(Counter::Answered),
+            c0.get(Counter::Answered) + 4,
+            "{mode}: the kernel answered all four"
+        );
+
+        // Misses reach userspace and are answered there.
+        assert_eq!(
+            dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local", "AAAA"]),
+            "fd00:10:96::c07"
+        );
+        let nx = Message::from_vec(&exchange(
+            f.pod(1),
+            SVC4,
+            &query("nope.cluster.local.", RecordType::A, 9, true),
+        ))
+        .unwrap();
+        assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+        assert!(matches!(nx.name_servers()[0].data(), RData::SOA(_)));
+        let c2 = f.counters();
+        assert_eq!(c2.get(Counter::Answered), c1.get(Counter::Answered));
+        assert_eq!(c2.get(Counter::OtherType), c1.get(Counter::OtherType) + 1);
+        assert_eq!(c2.get(Counter::NoRecord), c1.get(Counter::NoRecord) + 1);
+        // TCP is always userspace.
+        assert_eq!(
+            dig(f.pod(1), SVC4, &["+tcp", "web.shop.svc.cluster.local"]),
+            "10.96.12.7"
+        );
+
+        // Every answer is the same message, byte for byte, whichever path gave it.
+        for ((server, q), want) in battery().iter().zip(&reference) {
+            let got = exchange(f.pod(0), server, q);
+            assert_eq!(
+                &got,
+                want,
+                "{mode}: reply to {:?} differs from userspace",
+                Message::from_vec(q).unwrap().queries()
+            );
+        }
+        assert!(f.counters().get(Counter::Answered) >= c2.get(Counter::Answered) + 3);
+
+        let out = d.stop().unwrap();
+        assert!(
+            out.iter().any(|l| l.starts_with("kernel path counters")),
+            "{out:?}"
+        );
+        // Detached on exit: queries still work, from userspace, and the kernel counts none.
+        let d = Daemon::start(&f.topo.node, &f.args(None)).unwrap();
+        let c3 = f.counters();
+        assert_eq!(
+            dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+            "10.96.12.7"
+        );
+        assert_eq!(f.counters(), c3, "{mode}: nothing left attached after exit");
+        d.stop().unwrap();
+    }
+}
+
+#[test]
+fn glibc_resolver_with_search_path_and_ndots() {
+    let Some(f) = fixture("glibc", 1) else { return };
+    f.pod(0)
+        .set_resolv_conf(&format!(
+            "nameserver {SVC4}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:2\n"
+        ))
+        .unwrap();
+    let d = Daemon::start(&f.topo.node, &f.args(Some("auto"))).expect("daemon");
+    assert!(
+        d.stdout
+            .contains(&format!("attached {} tc", f.topo.pods[0].host_if)),
+        "auto picks tc on a veth: {:?}",
+        d.stdout
+    );
+    let c0 = f.counters();
+    let web = run(f.pod(0), "getent", &["ahostsv4", "web"]);
+    assert!(web.starts_with("10.96.12.7"), "{web}");
+    let dns = run(f.pod(0), "getent", &["hosts", "kube-dns.kube-system"]);
+    assert!(dns.starts_with("10.96.0.10"), "{dns}");
+    let out = f
+        .pod(0)
+        .output("getent", &["hosts", "no-such-service"])
+        .unwrap();
+    assert!(!out.status.success(), "unknown names do not resolve");
+    assert!(f.counters().get(Counter::Answered) > c0.get(Counter::Answered));
+}
+
+#[test]
+fn manifest_changes_reach_the_kernel_and_bad_ones_keep_the_last_good() {
+    let Some(f) = fixture("reload", 1) else {
+        return;
+    };
+    let _d = Daemon::start(&f.topo.node, &f.args(Some("tc"))).expect("daemon");
+    let dir = &f.manifests.0;
+    let svc = |ip: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: late\n  namespace: shop\nspec:\n  clusterIP: {ip}\n")
+    };
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = dig(f.pod(0), SVC4, &["late.shop.svc.cluster.local"]);
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still {got:?}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    write_manifest(dir, "late.yaml", &svc("10.96.50.1")).unwrap();
+    wait_for("10.96.50.1");
+    let c0 = f.counters();
+    wait_for("10.96.50.1");
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0.get(Counter::Answered) + 1,
+        "served from the kernel map"
+    );
+
+    write_manifest(dir, "late.yaml", &svc("10.96.50.2")).unwrap();
+    wait_for("10.96.50.2");
+
+    // A bad file: reported, and the last good records keep serving.
+    write_manifest(
+        dir,
+        "broken.yaml",
+        "kind: Service\nmetadata: {name: broken}\nspec: {clusterIP: 10.96.999.1}\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["late.shop.svc.cluster.local"]),
+        "10.96.50.2"
+    );
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+
+    fs::remove_file(dir.join("broken.yaml")).unwrap();
+    fs::remove_file(dir.join("late.yaml")).unwrap();
+    wait_for("");
+}

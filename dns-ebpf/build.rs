@@ -1,8 +1,6 @@
-use std::path::PathBuf;
-
 // bpf-linker links the object; rebuild when it changes (it is installed by `cargo xtask`).
 fn main() {
     if let Ok(linker) = which::which("bpf-linker") {
-        println!("cargo:rerun-if-changed={}", PathBuf::from(linker).display());
+        println!("cargo:rerun-if-changed={}", linker.display());
     }
 }

@@ -298,6 +298,10 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, wait for exit, and return everything it printed.
     pub fn stop(mut self) -> io::Result<Vec<String>> {
         self.terminate();

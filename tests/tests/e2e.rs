@@ -366,3 +366,59 @@ fn manifest_changes_reach_the_kernel_and_bad_ones_keep_the_last_good() {
     fs::remove_file(dir.join("late.yaml")).unwrap();
     wait_for("");
 }
+
+#[test]
+fn demo_cleans_up_after_itself_on_ctrl_c() {
+    if !tests::require_root("demo") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_xdns-demo"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let mut lines = BufReader::new(demo.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let pid: u32 = lines
+        .by_ref()
+        .find_map(|l| l.strip_prefix("daemon pid ").map(|p| p.parse().unwrap()))
+        .expect("demo reports its daemon");
+    assert!(lines
+        .by_ref()
+        .any(|l| l.contains("dig @10.96.0.10 web.shop.svc.cluster.local")));
+    // The demo's own pod answers, through the kernel.
+    let pod = Netns {
+        name: "xdns-demo-pod1".into(),
+    };
+    assert_eq!(
+        dig(&pod, SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    std::mem::forget(pod);
+
+    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.collect();
+    assert!(demo.wait().unwrap().success());
+    let answered = rest
+        .iter()
+        .find_map(|l| l.strip_prefix("answered"))
+        .map(|n| n.trim().parse::<u64>().unwrap());
+    assert!(
+        answered.unwrap_or(0) >= 1,
+        "counters printed at exit: {rest:?}"
+    );
+    let left = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!left.contains("xdns-demo"), "namespaces left: {left}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "daemon {pid} still running"
+    );
+}

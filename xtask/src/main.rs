@@ -1,1 +1,159 @@
-fn main() {}
+//! `cargo xtask`: the one entry point. Installs what is missing, builds, tests, runs the
+//! demo and the benchmark.
+mod setup;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, test, demo and benchmark xdns")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the tests need (idempotent).
+    Setup,
+    /// Build the daemon (eBPF object embedded) in release mode.
+    Build,
+    /// Format and lint checks, then every test (unit, BPF_PROG_TEST_RUN, namespaces).
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Run the daemon on a demo node with two pods (namespaces), until Ctrl-C.
+    Demo {
+        /// Stop by itself after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Measure the kernel path and userspace, in one run; prints a Markdown table.
+    Bench {
+        /// Seconds of load per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::ensure()?;
+    match cli.cmd {
+        Cmd::Setup => Ok(()),
+        Cmd::Build => cargo(&["build", "--release", "-p", "dns-userspace"]),
+        Cmd::Test {
+            no_lint,
+            cargo_args,
+        } => test(no_lint, &cargo_args),
+        Cmd::Demo { duration } => {
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "dns-userspace",
+                "-p",
+                "tests",
+                "--bins",
+            ])?;
+            let mut args = Vec::new();
+            if let Some(d) = duration {
+                args.extend(["--duration".to_owned(), d.to_string()]);
+            }
+            run_bin("xdns-demo", &args)
+        }
+        Cmd::Bench { seconds } => {
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "dns-userspace",
+                "-p",
+                "tests",
+                "--bins",
+            ])?;
+            run_bin("xdns-bench", &["--seconds".to_owned(), seconds.to_string()])
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(&[], args)
+}
+
+fn cargo_with(toolchain: &[&str], args: &[&str]) -> Result<()> {
+    let mut c = Command::new("cargo");
+    c.args(toolchain).args(args).current_dir(root());
+    println!("xtask: cargo {}", [toolchain, args].concat().join(" "));
+    let status = c.status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn run_bin(name: &str, args: &[String]) -> Result<()> {
+    let dir = root().join("target/release");
+    let status = Command::new(dir.join(name))
+        .args(args)
+        .env("XDNS_BIN", dir.join("xdns"))
+        .status()
+        .with_context(|| format!("running {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(no_lint: bool, extra: &[String]) -> Result<()> {
+    if !no_lint {
+        cargo(&["fmt", "--all", "--", "--check"])?;
+        cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+        // The eBPF crate only builds for the BPF target, with nightly.
+        cargo_with(
+            &["+nightly"],
+            &[
+                "clippy",
+                "-p",
+                "dns-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
+    // The namespace tests start the daemon binary and the demo.
+    cargo(&["build", "-p", "dns-userspace", "-p", "tests", "--bins"])?;
+    let mut args = vec!["test"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    let daemon = root().join("target/debug/xdns");
+    let mut c = Command::new("cargo");
+    c.args(&args).current_dir(root()).env("XDNS_BIN", daemon);
+    println!("xtask: cargo {}", args.join(" "));
+    let status = c.status()?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
+}

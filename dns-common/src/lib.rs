@@ -170,6 +170,8 @@ pub mod maps {
 pub mod programs {
     pub const XDP: &str = "xdns_xdp";
     pub const TC: &str = "xdns_tc";
+    /// An XDP program that only passes: the benchmark's baseline.
+    pub const PASS: &str = "xdns_pass";
 }
 
 #[cfg(feature = "user")]

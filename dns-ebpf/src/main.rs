@@ -160,6 +160,12 @@ pub fn xdns_tc(ctx: TcContext) -> i32 {
     }
 }
 
+/// Does nothing: the benchmark's baseline for the cost of running any XDP program.
+#[xdp]
+pub fn xdns_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -2,7 +2,11 @@
 //! demo and the benchmark.
 mod setup;
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -149,11 +153,45 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     }
     let daemon = root().join("target/debug/xdns");
     let mut c = Command::new("cargo");
-    c.args(&args).current_dir(root()).env("XDNS_BIN", daemon);
+    c.args(&args)
+        .current_dir(root())
+        .env("XDNS_BIN", daemon)
+        .stdout(Stdio::piped());
     println!("xtask: cargo {}", args.join(" "));
-    let status = c.status()?;
+    let mut child = c.spawn()?;
+    let out = child.stdout.take().context("cargo test stdout")?;
+    // Echo everything, and total the per-binary summaries: cargo's own last line is the
+    // (often empty) doc-test run, which says nothing about the suite.
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, "passed");
+            failed += count(rest, "failed");
+            ignored += count(rest, "ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("tests failed ({status})");
     }
+    if passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
+}
+
+/// The number before `label` in a `test result:` line ("ok. 18 passed; 0 failed; ...").
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(
+            |part| match part.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [.., n, l] if *l == label => n.parse().ok(),
+                _ => None,
+            },
+        )
+        .unwrap_or(0)
 }

@@ -1,0 +1,310 @@
+//! `cargo xtask bench`: the kernel path and userspace measured in one run, on the same
+//! namespaces and the same names, printed as a Markdown table.
+//!
+//! - Program cost: BPF_PROG_TEST_RUN with a large repeat count, for the XDP and tc
+//!   programs on an A query, beside an XDP program that only passes.
+//! - Throughput: kxdpgun (AF_XDP, Debian's knot) in a pod namespace floods the service
+//!   address; answered queries per second and the share the kernel answered, per attach
+//!   mode and for userspace with no program attached.
+//! - Latency: dnsperf at a moderate rate, per-query latencies (`-v`), sorted.
+use std::{fs, net::IpAddr, process::Command, time::Duration};
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use dns_common::{programs, Counter};
+use dns_userspace::{
+    dataplane::{
+        self,
+        maps::{pinned_counters, KernelMaps},
+    },
+    model::{Records, ZoneConfig},
+    source::manifests,
+};
+use tests::{
+    netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
+    packet::udp_frame,
+};
+
+const NAMES: &[&str] = &[
+    "web.shop.svc.cluster.local",
+    "cart.shop.svc.cluster.local",
+    "kubernetes.default.svc.cluster.local",
+    "kube-dns.kube-system.svc.cluster.local",
+];
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut seconds = 5u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seconds N")?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root".into());
+    }
+    let kernel = sh("uname", &["-r"]);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!("## xdns benchmark\n\nkernel {kernel}, {cpus} CPUs, {seconds} s per load run.\n");
+    program_cost()?;
+    on_namespaces(seconds)?;
+    Ok(())
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn example_records() -> Result<Records, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let services = manifests::load_dir(&dir).map_err(|e| e.to_string())?;
+    Ok(Records::build(
+        &ZoneConfig::new("cluster.local", 30).map_err(|e| e.to_string())?,
+        &services,
+    ))
+}
+
+fn a_query(name: &str, id: u16) -> Vec<u8> {
+    let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // OPT, 1232, no options: what dig and kdig send, less the cookie.
+    m.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+    m
+}
+
+fn program_cost() -> Result<(), String> {
+    const REPEAT: u32 = 1_000_000;
+    let mut ebpf = dataplane::load(None).map_err(|e| e.to_string())?;
+    {
+        let pass: &mut Xdp = ebpf
+            .program_mut(programs::PASS)
+            .ok_or("no pass program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        pass.load().map_err(|e| e.to_string())?;
+    }
+    let mut maps = KernelMaps::take(&mut ebpf).map_err(|e| e.to_string())?;
+    let svc: IpAddr = SVC4.parse().unwrap();
+    maps.sync_service_addrs(&[svc]).map_err(|e| e.to_string())?;
+    maps.sync_records(&example_records()?.kernel_a())
+        .map_err(|e| e.to_string())?;
+    let frame = udp_frame(
+        "10.1.1.2".parse().unwrap(),
+        svc,
+        40000,
+        53,
+        &a_query(NAMES[0], 1),
+    );
+    let miss = udp_frame(
+        "10.1.1.2".parse().unwrap(),
+        svc,
+        40000,
+        53,
+        &a_query("nope.shop.svc.cluster.local", 1),
+    );
+    let time = |name: &str, frame: &[u8]| -> Result<f64, String> {
+        let mut out = vec![0u8; 2048];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: REPEAT,
+            ..Default::default()
+        };
+        let prog = ebpf.program(name).ok_or(name.to_owned())?;
+        let r = if name == programs::TC {
+            let p: &SchedClassifier = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.test_run(opts)
+        } else {
+            let p: &Xdp = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.test_run(opts)
+        }
+        .map_err(|e| e.to_string())?;
+        // The kernel reports the mean time of one run.
+        Ok(r.duration.as_nanos() as f64)
+    };
+    let base = time(programs::PASS, &frame)?;
+    println!("### Program cost (BPF_PROG_TEST_RUN, {REPEAT} repeats)\n");
+    println!("| program | packet | ns/packet | × XDP_PASS |\n|---|---|---:|---:|");
+    println!("| xdns_pass (baseline) | A query | {base:.0} | 1.0 |");
+    for (prog, pkt, f) in [
+        (programs::XDP, "A query, answered", &frame),
+        (programs::XDP, "A query, miss (passed)", &miss),
+        (programs::TC, "A query, answered", &frame),
+    ] {
+        let ns = time(prog, f)?;
+        println!("| {prog} | {pkt} | {ns:.0} | {:.1} |", ns / base.max(1.0));
+    }
+    for (prog, n) in dataplane::verified_insns(&ebpf) {
+        println!(
+            "\nverified_insns {prog}: {}",
+            n.map(|n| n.to_string()).unwrap_or("?".into())
+        );
+    }
+    println!();
+    Ok(())
+}
+
+struct Load {
+    sent: u64,
+    replies: u64,
+}
+
+fn kxdpgun(topo: &Topology, qfile: &str, seconds: u64) -> Result<Load, String> {
+    let out = topo.pods[0]
+        .ns
+        .output(
+            "kxdpgun",
+            &[
+                "-t",
+                &seconds.to_string(),
+                "-Q",
+                "3000000",
+                "-i",
+                qfile,
+                "-I",
+                "eth0",
+                SVC4,
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let grab = |label: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    match (grab("total queries"), grab("total replies")) {
+        (Some(sent), Some(replies)) => Ok(Load { sent, replies }),
+        _ => Err(format!("kxdpgun said: {text}")),
+    }
+}
+
+fn dnsperf(topo: &Topology, qfile: &str, seconds: u64) -> Result<(f64, f64, usize), String> {
+    let out = topo.pods[0]
+        .ns
+        .output(
+            "dnsperf",
+            &[
+                "-s",
+                SVC4,
+                "-d",
+                qfile,
+                "-l",
+                &seconds.to_string(),
+                "-Q",
+                "20000",
+                "-v",
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Verbose lines: "> NOERROR web.shop.svc.cluster.local A 0.000085".
+    let mut lat: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with('>'))
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect();
+    if lat.is_empty() {
+        return Err(format!(
+            "dnsperf gave no latencies: {}",
+            text.lines().take(20).collect::<Vec<_>>().join("\n")
+        ));
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] * 1e6;
+    Ok((pct(0.5), pct(0.99), lat.len()))
+}
+
+fn on_namespaces(seconds: u64) -> Result<(), String> {
+    let topo = Topology::new("xdns-bench", 1).map_err(|e| e.to_string())?;
+    let pins = Bpffs::new("xdns-bench-bpf").map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join("xdns-bench");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let qfile = dir.join("queries.txt");
+    let text: String = NAMES.iter().map(|n| format!("{n} A\n")).collect();
+    fs::write(&qfile, text).map_err(|e| e.to_string())?;
+    let qfile = qfile.display().to_string();
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let base: Vec<String> = vec![
+        "--manifests".into(),
+        manifests.display().to_string(),
+        "--listen".into(),
+        SVC4.into(),
+        "--listen".into(),
+        SVC6.into(),
+        "--pin-dir".into(),
+        pins.pin_dir().display().to_string(),
+    ];
+    println!("### One pod flooding the service address over its veth\n");
+    println!("Load: kxdpgun in the pod (its AF_XDP socket puts an XDP program on the pod's eth0, which is");
+    println!(
+        "what lets native XDP_TX on the host end deliver at all), names: {}.",
+        NAMES.join(", ")
+    );
+    println!("Latency: dnsperf at 20k qps offered, per-query latencies sorted.\n");
+    println!("| path | attach | answered qps | answered | by kernel | p50 µs | p99 µs |\n|---|---|---:|---:|---:|---:|---:|");
+    for mode in ["native", "generic", "tc", "userspace"] {
+        let mut args = base.clone();
+        if mode == "userspace" {
+            args.push("--no-kernel".into());
+        } else {
+            args.extend([
+                "--attach".into(),
+                mode.into(),
+                "--iface".into(),
+                topo.pods[0].host_if.clone(),
+            ]);
+        }
+        let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let before = pinned_counters(&pins.pin_dir()).ok();
+        let load = kxdpgun(&topo, &qfile, seconds)?;
+        let after = pinned_counters(&pins.pin_dir()).ok();
+        let kernel = match (before, after, mode) {
+            (_, _, "userspace") => 0,
+            (Some(b), Some(a), _) => a.get(Counter::Answered) - b.get(Counter::Answered),
+            _ => 0,
+        };
+        let (p50, p99, _) = dnsperf(&topo, &qfile, seconds.min(3))?;
+        daemon.stop().map_err(|e| e.to_string())?;
+        let path = if mode == "userspace" {
+            "userspace (no program)"
+        } else {
+            "kernel"
+        };
+        let attach = if mode == "userspace" { "-" } else { mode };
+        println!(
+            "| {path} | {attach} | {:.0} | {:.1}% | {:.1}% | {p50:.0} | {p99:.0} |",
+            load.replies as f64 / seconds as f64,
+            100.0 * load.replies as f64 / load.sent.max(1) as f64,
+            100.0 * kernel as f64 / load.sent.max(1) as f64,
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}

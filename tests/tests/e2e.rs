@@ -93,6 +93,55 @@ fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Counts UDP/53 packets at netfilter's earliest hook in `ns` (raw priority -300, before
+/// conntrack): what the kernel path answers must never get there.
+fn install_netfilter_counter(ns: &Netns) {
+    run(ns, "nft", &["add", "table", "inet", "xdns_test"]);
+    run(
+        ns,
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "xdns_test",
+            "pre",
+            "{ type filter hook prerouting priority -300; }",
+        ],
+    );
+    run(
+        ns,
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "xdns_test",
+            "pre",
+            "udp",
+            "dport",
+            "53",
+            "counter",
+        ],
+    );
+}
+
+fn netfilter_count(ns: &Netns) -> u64 {
+    let json = run(
+        ns,
+        "nft",
+        &["-j", "list", "chain", "inet", "xdns_test", "pre"],
+    );
+    let at = json.find("\"packets\":").expect("counter in nft output") + "\"packets\":".len();
+    json[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn dig(ns: &Netns, server: &str, extra: &[&str]) -> String {
     let at = format!("@{server}");
     let mut args = vec![at.as_str(), "+short", "+time=2", "+tries=1"];
@@ -181,6 +230,7 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
     );
     d.stop().unwrap();
 
+    install_netfilter_counter(&f.topo.node);
     for mode in ["tc", "generic"] {
         let d = Daemon::start(&f.topo.node, &f.args(Some(mode))).expect("daemon");
         for p in &f.topo.pods {
@@ -191,6 +241,7 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
             );
         }
         let c0 = f.counters();
+        let nf0 = netfilter_count(&f.topo.node);
         assert_eq!(
             dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
             "10.96.12.7"
@@ -230,6 +281,11 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
             c0.get(Counter::Answered) + 4,
             "{mode}: the kernel answered all four"
         );
+        assert_eq!(
+            netfilter_count(&f.topo.node),
+            nf0,
+            "{mode}: answered queries never reach netfilter"
+        );
 
         // Misses reach userspace and are answered there.
         assert_eq!(
@@ -246,6 +302,10 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
         assert!(matches!(nx.name_servers()[0].data(), RData::SOA(_)));
         let c2 = f.counters();
         assert_eq!(c2.get(Counter::Answered), c1.get(Counter::Answered));
+        assert!(
+            netfilter_count(&f.topo.node) >= nf0 + 2,
+            "{mode}: passed queries go through the stack"
+        );
         assert_eq!(c2.get(Counter::OtherType), c1.get(Counter::OtherType) + 1);
         assert_eq!(c2.get(Counter::NoRecord), c1.get(Counter::NoRecord) + 1);
         // TCP is always userspace.

@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("knot-dnsutils", "kdig"),
     ("dnsperf", "latency percentiles"),
     ("knot", "kxdpgun load generator"),
+    ("nftables", "proving answered queries skip netfilter"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -49,7 +49,10 @@ fn run() -> Result<(), String> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/services")
+        .canonicalize()
+        .map_err(|e| format!("examples/services: {e}"))?;
     let topo = Topology::new("xdns-demo", 2).map_err(|e| format!("namespaces: {e}"))?;
     let mut daemon_args: Vec<String> = vec![
         "--manifests".into(),

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use dns_userspace::{
     answer::server::{self, Zone},
     dataplane::{self, attach::AttachMode, maps::KernelMaps},
-    model::{Records, ZoneConfig},
+    model::{selector::Selector, PodMode, Records, ZoneConfig},
     source::manifests,
 };
 
@@ -59,6 +59,43 @@ struct RunArgs {
     /// Serve from userspace only: load no kernel program.
     #[arg(long)]
     no_kernel: bool,
+    /// Pod records (CoreDNS `pods`).
+    #[arg(long, value_enum, default_value_t = PodMode::Insecure)]
+    pods: PodMode,
+    /// Serve only these namespaces (CoreDNS `namespaces`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Serve only services matching this label selector (CoreDNS `labels`).
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Serve only namespaces matching this label selector (CoreDNS `namespace_labels`).
+    #[arg(long, default_value = "")]
+    namespace_labels: String,
+    /// Name endpoints without a hostname by their pod (CoreDNS `endpoint_pod_names`).
+    #[arg(long)]
+    endpoint_pod_names: bool,
+    /// No endpoint records (CoreDNS `noendpoints`).
+    #[arg(long)]
+    noendpoints: bool,
+    /// NXDOMAIN for ClusterIP services without ready endpoints (CoreDNS `ignore empty_service`).
+    #[arg(long)]
+    ignore_empty_service: bool,
+}
+
+impl RunArgs {
+    fn zone_config(&self) -> anyhow::Result<ZoneConfig> {
+        let mut cfg = ZoneConfig::new(&self.zone, self.ttl).context("--zone")?;
+        cfg.pods = self.pods;
+        cfg.namespaces = self.namespaces.clone();
+        cfg.labels = Selector::parse(&self.labels).context("--labels")?;
+        cfg.namespace_labels =
+            Selector::parse(&self.namespace_labels).context("--namespace-labels")?;
+        cfg.endpoint_pod_names = self.endpoint_pod_names;
+        cfg.noendpoints = self.noendpoints;
+        cfg.ignore_empty_service = self.ignore_empty_service;
+        cfg.ns_addrs = self.listen.clone();
+        Ok(cfg)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,12 +118,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cfg = ZoneConfig::new(&args.zone, args.ttl).context("--zone")?;
+    let cfg = args.zone_config()?;
     // Taken before reading, so a change made while reading is seen on the next tick.
     let mut fingerprint = manifests::fingerprint(&args.manifests).ok();
-    let services = manifests::load_dir(&args.manifests)?;
-    let records = Records::build(&cfg, &services);
-    tracing::info!(services = services.len(), "loaded manifests");
+    let view = manifests::load_dir(&args.manifests)?;
+    let records = Records::build(&cfg, &view);
+    tracing::info!(
+        services = view.services.len(),
+        slices = view.slices.len(),
+        namespaces = view.namespaces.len(),
+        "loaded manifests"
+    );
 
     let mut kernel = None;
     if !args.no_kernel {
@@ -138,16 +180,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         fingerprint = now;
         match manifests::load_dir(&args.manifests) {
-            Ok(services) => {
-                let records = Records::build(&cfg, &services);
+            Ok(view) => {
+                let records = Records::build(&cfg, &view);
                 if let Some((_, maps)) = kernel.as_mut() {
                     match maps.sync_records(&records.kernel_a()) {
                         Ok(stats) => tracing::info!(?stats, "kernel records in sync"),
                         Err(e) => tracing::error!(error = %e, "kernel map sync failed"),
                     }
                 }
+                let records_len = records.len();
                 zone.set(records);
-                tracing::info!(services = services.len(), "reloaded manifests");
+                tracing::info!(
+                    services = view.services.len(),
+                    records = records_len,
+                    "reloaded manifests"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "manifests rejected; the last good records keep serving")

@@ -10,8 +10,10 @@ use dns_common::{programs, ARecords, Counter, NameKey, MAX_A_RECORDS};
 use dns_userspace::{
     answer::{respond, Transport},
     dataplane::{self, maps::KernelMaps},
-    model::{Records, ZoneConfig},
-    source::ServiceView,
+    model::{
+        view::{ClusterView, NamespaceView, ServiceKind, ServiceView},
+        Records, ZoneConfig,
+    },
 };
 use tests::packet::{parse_reply, udp_frame, CLIENT_MAC, NODE_MAC};
 
@@ -61,19 +63,30 @@ struct Kernel {
     zone: Records,
 }
 
-fn services() -> Vec<ServiceView> {
+fn services() -> ClusterView {
     let s = |ns: &str, name: &str, ips: &[&str]| ServiceView {
         namespace: ns.into(),
         name: name.into(),
-        cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        kind: ServiceKind::ClusterIp(ips.iter().map(|i| i.parse().unwrap()).collect()),
+        ports: vec![],
+        publish_not_ready: false,
+        labels: Default::default(),
     };
     let eight: Vec<String> = (1..=8).map(|i| format!("10.97.0.{i}")).collect();
     let eight: Vec<&str> = eight.iter().map(String::as_str).collect();
-    vec![
-        s("default", "kubernetes", &["10.96.0.1"]),
-        s("shop", "web", &["10.96.1.2", "fd00::12"]),
-        s("shop", "eight", &eight),
-    ]
+    let ns = |name: &str| NamespaceView {
+        name: name.into(),
+        labels: Default::default(),
+    };
+    ClusterView {
+        services: vec![
+            s("default", "kubernetes", &["10.96.0.1"]),
+            s("shop", "web", &["10.96.1.2", "fd00::12"]),
+            s("shop", "eight", &eight),
+        ],
+        namespaces: vec![ns("default"), ns("shop")],
+        ..Default::default()
+    }
 }
 
 fn setup() -> Option<Kernel> {
@@ -546,7 +559,8 @@ fn removed_records_are_no_longer_answered() {
     let q = dns_query(1, 0, &wire("web.shop.svc.cluster.local"), 1, 1, None);
     k.assert_answers(Hook::Xdp, &frame4(&q), &q, "before");
     let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
-    let fewer: Vec<ServiceView> = services().into_iter().filter(|s| s.name != "web").collect();
+    let mut fewer = services();
+    fewer.services.retain(|s| s.name != "web");
     let zone = Records::build(&cfg, &fewer);
     let stats = k.maps.sync_records(&zone.kernel_a()).unwrap();
     assert_eq!((stats.deleted, stats.upserted), (1, 0));

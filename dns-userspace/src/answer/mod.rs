@@ -8,12 +8,12 @@ pub mod server;
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{
-        rdata::{A, AAAA, SOA},
+        rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT},
         DNSClass, Name, RData, Record, RecordType,
     },
 };
 
-use crate::model::{Lookup, QType, Records};
+use crate::model::{Lookup, QType, RData as RDataModel, Rec, Records, Soa};
 
 /// Largest UDP payload we accept to send; also what our OPT record advertises.
 pub const EDNS_PAYLOAD: u16 = dns_common::EDNS_PAYLOAD;
@@ -71,7 +71,12 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
     let qtype = match q.query_type() {
         RecordType::A => QType::A,
         RecordType::AAAA => QType::Aaaa,
+        RecordType::SRV => QType::Srv,
+        RecordType::PTR => QType::Ptr,
+        RecordType::CNAME => QType::Cname,
+        RecordType::TXT => QType::Txt,
         RecordType::SOA => QType::Soa,
+        RecordType::NS => QType::Ns,
         _ => QType::Other,
     };
     let lookup = zone.lookup(&qname, qtype);
@@ -82,24 +87,26 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
     }
     reply.set_authoritative(true);
     let ttl = zone.cfg.ttl;
-    let owner = q.name().clone();
+    // Owners equal to the question keep the client's spelling, as the kernel path does.
+    let owner = |wire: &[u8]| {
+        if wire == qname.as_slice() {
+            q.name().clone()
+        } else {
+            name_from_wire(wire)
+        }
+    };
+    let to_record = |r: &Rec| Record::from_rdata(owner(&r.owner), ttl, rdata(&r.data));
     match lookup {
-        Lookup::A(addrs) => {
-            for a in addrs {
-                reply.add_answer(Record::from_rdata(owner.clone(), ttl, RData::A(A(*a))));
+        Lookup::Answer {
+            answers,
+            additional,
+        } => {
+            for r in &answers {
+                reply.add_answer(to_record(r));
             }
-        }
-        Lookup::Aaaa(addrs) => {
-            for a in addrs {
-                reply.add_answer(Record::from_rdata(
-                    owner.clone(),
-                    ttl,
-                    RData::AAAA(AAAA(*a)),
-                ));
+            for r in &additional {
+                reply.add_additional(to_record(r));
             }
-        }
-        Lookup::Soa => {
-            reply.add_answer(soa_record(zone));
         }
         Lookup::NoData => {
             reply.add_name_server(soa_record(zone));
@@ -108,13 +115,38 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
             reply.set_response_code(ResponseCode::NXDomain);
             reply.add_name_server(soa_record(zone));
         }
+        Lookup::CnameToNxDomain(chain) => {
+            // RFC 6604: the rcode describes the end of the chain.
+            reply.set_response_code(ResponseCode::NXDomain);
+            for r in &chain {
+                reply.add_answer(to_record(r));
+            }
+            reply.add_name_server(soa_record(zone));
+        }
         Lookup::OutOfZone => {}
     }
 }
 
-fn soa_record(zone: &Records) -> Record {
-    let soa = zone.soa();
-    let rdata = SOA::new(
+fn rdata(d: &RDataModel) -> RData {
+    match d {
+        RDataModel::A(a) => RData::A(A(*a)),
+        RDataModel::Aaaa(a) => RData::AAAA(AAAA(*a)),
+        RDataModel::Srv(s) => RData::SRV(SRV::new(
+            s.priority,
+            s.weight,
+            s.port,
+            name_from_wire(&s.target),
+        )),
+        RDataModel::Ptr(t) => RData::PTR(PTR(name_from_wire(t))),
+        RDataModel::Cname(t) => RData::CNAME(CNAME(name_from_wire(t))),
+        RDataModel::Txt(t) => RData::TXT(TXT::new(vec![t.clone()])),
+        RDataModel::Ns(t) => RData::NS(NS(name_from_wire(t))),
+        RDataModel::Soa(soa) => RData::SOA(soa_rdata(soa)),
+    }
+}
+
+fn soa_rdata(soa: &Soa) -> SOA {
+    SOA::new(
         name_from_wire(&soa.mname),
         name_from_wire(&soa.rname),
         soa.serial,
@@ -122,12 +154,16 @@ fn soa_record(zone: &Records) -> Record {
         soa.retry as i32,
         soa.expire as i32,
         soa.minimum,
-    );
+    )
+}
+
+fn soa_record(zone: &Records) -> Record {
+    let soa = zone.soa();
     // RFC 2308 §5: the negative TTL is the lesser of the SOA's TTL and its minimum.
     Record::from_rdata(
         name_from_wire(&zone.cfg.zone),
         zone.cfg.ttl.min(soa.minimum),
-        RData::SOA(rdata),
+        RData::SOA(soa_rdata(&soa)),
     )
 }
 

@@ -4,32 +4,50 @@ use hickory_proto::{
 };
 
 use super::{respond, Transport};
-use crate::{
-    model::{Records, ZoneConfig},
-    source::ServiceView,
+use crate::model::{
+    view::{ClusterView, NamespaceView, ServiceKind, ServiceView},
+    Records, ZoneConfig,
 };
 
 fn zone() -> Records {
     let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
-    let mut many = Vec::new();
-    for i in 0..100u8 {
-        many.push(format!("fd00::{i:x}").parse().unwrap());
-    }
-    Records::build(
-        &cfg,
-        &[
-            ServiceView {
-                namespace: "shop".into(),
-                name: "web".into(),
-                cluster_ips: vec!["10.96.1.2".parse().unwrap(), "fd00::12".parse().unwrap()],
-            },
-            ServiceView {
-                namespace: "shop".into(),
-                name: "many".into(),
-                cluster_ips: many,
-            },
+    let many = (0..100u8)
+        .map(|i| format!("fd00::{i:x}").parse().unwrap())
+        .collect();
+    let svc = |name: &str, kind| ServiceView {
+        namespace: "shop".into(),
+        name: name.into(),
+        kind,
+        ports: vec![],
+        publish_not_ready: false,
+        labels: Default::default(),
+    };
+    let view = ClusterView {
+        services: vec![
+            svc(
+                "web",
+                ServiceKind::ClusterIp(vec![
+                    "10.96.1.2".parse().unwrap(),
+                    "fd00::12".parse().unwrap(),
+                ]),
+            ),
+            svc("many", ServiceKind::ClusterIp(many)),
+            svc(
+                "alias",
+                ServiceKind::ExternalName("web.shop.svc.cluster.local".into()),
+            ),
+            svc(
+                "gone",
+                ServiceKind::ExternalName("nothing.shop.svc.cluster.local".into()),
+            ),
         ],
-    )
+        namespaces: vec![NamespaceView {
+            name: "shop".into(),
+            labels: Default::default(),
+        }],
+        ..Default::default()
+    };
+    Records::build(&cfg, &view)
 }
 
 fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
@@ -188,4 +206,45 @@ fn large_answers_truncate_over_udp_and_not_over_tcp() {
     let r = Message::from_vec(&full).unwrap();
     assert!(!r.truncated());
     assert_eq!(r.answers().len(), 100);
+}
+
+#[test]
+fn cname_chains_inside_the_zone() {
+    let r = ask(&query("Alias.shop.svc.cluster.local.", RecordType::A, None));
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert_eq!(r.answers().len(), 2);
+    assert_eq!(
+        r.answers()[0].name().to_ascii(),
+        "Alias.shop.svc.cluster.local."
+    );
+    assert_eq!(r.answers()[0].record_type(), RecordType::CNAME);
+    assert_eq!(
+        r.answers()[1].name().to_ascii(),
+        "web.shop.svc.cluster.local."
+    );
+    assert_eq!(
+        r.answers()[1].data(),
+        &RData::A("10.96.1.2".parse().unwrap())
+    );
+
+    let r = ask(&query("gone.shop.svc.cluster.local.", RecordType::A, None));
+    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    assert_eq!(r.answers()[0].record_type(), RecordType::CNAME);
+    assert_eq!(r.name_servers()[0].record_type(), RecordType::SOA);
+}
+
+#[test]
+fn ptr_and_txt() {
+    let r = ask(&query("2.1.96.10.in-addr.arpa.", RecordType::PTR, None));
+    assert_eq!(
+        r.answers()[0].data(),
+        &RData::PTR(hickory_proto::rr::rdata::PTR(
+            Name::from_ascii("web.shop.svc.cluster.local.").unwrap()
+        ))
+    );
+    let r = ask(&query("dns-version.cluster.local.", RecordType::TXT, None));
+    assert_eq!(r.answers()[0].data().to_string(), "1.1.0");
+    // A reverse name we hold nothing for is not ours.
+    let r = ask(&query("1.1.1.1.in-addr.arpa.", RecordType::PTR, None));
+    assert_eq!(r.response_code(), ResponseCode::Refused);
 }

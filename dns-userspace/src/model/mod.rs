@@ -1,37 +1,35 @@
 //! The record model: pure functions from the cluster view to the zone's records, and the
 //! lookups both answer paths use. No I/O here.
+//!
+//! Where the Kubernetes DNS specification (schema 1.1.0) is silent this follows CoreDNS's
+//! kubernetes plugin; each such choice is named where it is made.
+mod build;
+pub mod config;
 pub mod name;
+pub mod selector;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use dns_common::{ARecords, NameKey, MAX_A_RECORDS};
+use dns_common::{ARecords, NameKey, MAX_A_RECORDS, MAX_NAME_LEN};
 
-use crate::source::ServiceView;
+pub use config::{PodMode, ZoneConfig};
 pub use name::{wire_from_dotted, NameError};
 
 /// SOA timers, as CoreDNS's kubernetes plugin sets them; the minimum is the record TTL.
 pub const SOA_REFRESH: u32 = 7200;
 pub const SOA_RETRY: u32 = 1800;
 pub const SOA_EXPIRE: u32 = 86400;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZoneConfig {
-    /// Lower-case wire form of the zone, e.g. `cluster.local.`.
-    pub zone: Vec<u8>,
-    pub ttl: u32,
-}
-
-impl ZoneConfig {
-    pub fn new(zone: &str, ttl: u32) -> Result<Self, NameError> {
-        Ok(Self {
-            zone: wire_from_dotted(zone)?,
-            ttl,
-        })
-    }
-}
+/// The schema version `dns-version.<zone>` announces.
+pub const SCHEMA_VERSION: &str = "1.1.0";
+/// CNAMEs followed inside the zone before giving up on a chain.
+const MAX_CNAME_CHAIN: usize = 8;
 
 /// The zone's SOA, shared by every negative answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,114 +43,94 @@ pub struct Soa {
     pub minimum: u32,
 }
 
-/// Every record of the zone, keyed by lower-case wire name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Srv {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: Vec<u8>,
+}
+
+/// All records of one owner name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RRSet {
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+    pub srv: Vec<Srv>,
+    pub ptr: Vec<Vec<u8>>,
+    pub cname: Option<Vec<u8>>,
+    pub txt: Vec<String>,
+}
+
+/// One answer record; owners and targets are lower-case wire names.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Records {
-    pub cfg: ZoneConfig,
-    pub serial: u32,
-    a: BTreeMap<Vec<u8>, Vec<Ipv4Addr>>,
-    aaaa: BTreeMap<Vec<u8>, Vec<Ipv6Addr>>,
-    /// Every name that exists, empty non-terminals included.
-    names: BTreeSet<Vec<u8>>,
+pub enum RData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv(Srv),
+    Ptr(Vec<u8>),
+    Cname(Vec<u8>),
+    Txt(String),
+    Ns(Vec<u8>),
+    Soa(Soa),
 }
 
-/// What the zone holds for a (name, type).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Lookup<'a> {
-    /// The name is not in this zone: not ours to answer.
-    OutOfZone,
-    NxDomain,
-    /// The name exists, without records of this type.
-    NoData,
-    A(&'a [Ipv4Addr]),
-    Aaaa(&'a [Ipv6Addr]),
-    Soa,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rec {
+    pub owner: Vec<u8>,
+    pub data: RData,
 }
 
-/// Query types the model distinguishes; everything else is [`QType::Other`].
+/// Query types the model distinguishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QType {
     A,
     Aaaa,
+    Srv,
+    Ptr,
+    Cname,
+    Txt,
     Soa,
+    Ns,
     Other,
 }
 
+/// What the zone holds for a (name, type).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not ours to answer: outside the zone, or a reverse name we hold nothing for
+    /// (the seed Corefile's `fallthrough in-addr.arpa ip6.arpa`).
+    OutOfZone,
+    NxDomain,
+    /// The name exists without records of this type.
+    NoData,
+    /// Answer records (a CNAME chain first), and additional records (SRV targets).
+    Answer {
+        answers: Vec<Rec>,
+        additional: Vec<Rec>,
+    },
+    /// A CNAME chain whose target, inside the zone, does not exist: NXDOMAIN with the chain.
+    CnameToNxDomain(Vec<Rec>),
+}
+
+/// Every record of the zone and its reverse zones, keyed by lower-case wire name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Records {
+    pub cfg: ZoneConfig,
+    pub serial: u32,
+    rrsets: BTreeMap<Vec<u8>, RRSet>,
+    /// Every in-zone name that exists, empty non-terminals included.
+    names: BTreeSet<Vec<u8>>,
+    /// Namespaces served (existing, and passing the namespace filters).
+    namespaces: BTreeSet<String>,
+    /// `pods verified`: (namespace, address) of every pod.
+    pod_ips: BTreeSet<(String, IpAddr)>,
+}
+
 impl Records {
-    /// Builds the zone from services: `<svc>.<ns>.svc.<zone>` A/AAAA for each cluster IP,
-    /// in the order the Service lists them.
-    pub fn build(cfg: &ZoneConfig, services: &[ServiceView]) -> Self {
-        let mut r = Records {
-            cfg: cfg.clone(),
-            serial: 0,
-            a: BTreeMap::new(),
-            aaaa: BTreeMap::new(),
-            names: BTreeSet::new(),
-        };
-        r.names.insert(cfg.zone.clone());
-        for svc in services {
-            let owner = name::child(&cfg.zone, &[&svc.name, &svc.namespace, "svc"]);
-            for ip in &svc.cluster_ips {
-                match ip {
-                    IpAddr::V4(v4) => r.a.entry(owner.clone()).or_default().push(*v4),
-                    IpAddr::V6(v6) => r.aaaa.entry(owner.clone()).or_default().push(*v6),
-                }
-            }
-            if !svc.cluster_ips.is_empty() {
-                r.add_with_ancestors(owner);
-            }
-        }
-        r.serial = r.content_serial();
-        r
-    }
-
-    /// The SOA serial is a hash of the zone's contents: it changes when a record does, and
-    /// every node (and every restart) serving the same records gives the same serial, so
-    /// answers do not depend on which daemon, or which path, gave them.
-    fn content_serial(&self) -> u32 {
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let mut h: u32 = 0x811c_9dc5;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h = (h ^ *b as u32).wrapping_mul(0x0100_0193);
-            }
-        };
-        eat(&self.cfg.ttl.to_be_bytes());
-        for (n, v) in &self.a {
-            eat(n);
-            v.iter().for_each(|a| eat(&a.octets()));
-        }
-        for (n, v) in &self.aaaa {
-            eat(n);
-            v.iter().for_each(|a| eat(&a.octets()));
-        }
-        for n in &self.names {
-            eat(n);
-        }
-        h.max(1)
-    }
-
-    fn add_with_ancestors(&mut self, mut name: Vec<u8>) {
-        while name.len() > self.cfg.zone.len() && self.names.insert(name.clone()) {
-            name = name::parent(&name).to_vec();
-        }
-    }
-
-    /// Looks up a lower-case wire name.
-    pub fn lookup(&self, qname: &[u8], qtype: QType) -> Lookup<'_> {
-        if !name::is_within(qname, &self.cfg.zone) {
-            return Lookup::OutOfZone;
-        }
-        if !self.names.contains(qname) {
-            return Lookup::NxDomain;
-        }
-        let found = match qtype {
-            QType::A => self.a.get(qname).map(|v| Lookup::A(v)),
-            QType::Aaaa => self.aaaa.get(qname).map(|v| Lookup::Aaaa(v)),
-            QType::Soa if qname == self.cfg.zone.as_slice() => Some(Lookup::Soa),
-            _ => None,
-        };
-        found.unwrap_or(Lookup::NoData)
+    /// Builds the zone from the cluster view.
+    pub fn build(cfg: &ZoneConfig, view: &view::ClusterView) -> Self {
+        build::build(cfg, view)
     }
 
     pub fn soa(&self) -> Soa {
@@ -167,13 +145,165 @@ impl Records {
         }
     }
 
-    /// The kernel map's desired contents: every A set small enough for one map value.
+    pub fn rrset(&self, owner: &[u8]) -> Option<&RRSet> {
+        self.rrsets.get(owner)
+    }
+
+    /// Number of owner names with records (reverse names included).
+    pub fn len(&self) -> usize {
+        self.rrsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rrsets.is_empty()
+    }
+
+    /// Looks up a lower-case wire name.
+    pub fn lookup(&self, qname: &[u8], qtype: QType) -> Lookup {
+        if name::is_within(qname, &self.cfg.zone) {
+            return self.lookup_in_zone(qname, qtype, 0);
+        }
+        let reverse = name::is_within(qname, &wire_from_dotted("in-addr.arpa").unwrap_or_default())
+            || name::is_within(qname, &wire_from_dotted("ip6.arpa").unwrap_or_default());
+        match self.rrsets.get(qname) {
+            Some(set) if reverse && !set.ptr.is_empty() => match qtype {
+                QType::Ptr => answer(set.ptr.iter().map(|t| rec(qname, RData::Ptr(t.clone())))),
+                _ => Lookup::NoData,
+            },
+            _ => Lookup::OutOfZone,
+        }
+    }
+
+    fn lookup_in_zone(&self, qname: &[u8], qtype: QType, depth: usize) -> Lookup {
+        if qname == self.cfg.zone.as_slice() {
+            return match qtype {
+                QType::Soa => answer([rec(qname, RData::Soa(self.soa()))]),
+                QType::Ns => answer([rec(qname, RData::Ns(self.soa().mname))]),
+                _ => Lookup::NoData,
+            };
+        }
+        if let Some(found) = self.pod_lookup(qname, qtype) {
+            return found;
+        }
+        let Some(set) = self.rrsets.get(qname) else {
+            return if self.names.contains(qname) {
+                Lookup::NoData
+            } else {
+                Lookup::NxDomain
+            };
+        };
+        if let Some(target) = &set.cname {
+            let cname = rec(qname, RData::Cname(target.clone()));
+            if qtype == QType::Cname || !name::is_within(target, &self.cfg.zone) {
+                return answer([cname]);
+            }
+            if depth >= MAX_CNAME_CHAIN {
+                return answer([cname]);
+            }
+            return match self.lookup_in_zone(target, qtype, depth + 1) {
+                Lookup::Answer {
+                    mut answers,
+                    additional,
+                } => {
+                    answers.insert(0, cname);
+                    Lookup::Answer {
+                        answers,
+                        additional,
+                    }
+                }
+                Lookup::NxDomain => Lookup::CnameToNxDomain(vec![cname]),
+                Lookup::CnameToNxDomain(mut chain) => {
+                    chain.insert(0, cname);
+                    Lookup::CnameToNxDomain(chain)
+                }
+                // NODATA at the target: the chain alone.
+                _ => answer([cname]),
+            };
+        }
+        let answers: Vec<Rec> = match qtype {
+            QType::A => set.a.iter().map(|a| rec(qname, RData::A(*a))).collect(),
+            QType::Aaaa => set
+                .aaaa
+                .iter()
+                .map(|a| rec(qname, RData::Aaaa(*a)))
+                .collect(),
+            QType::Srv => set
+                .srv
+                .iter()
+                .map(|s| rec(qname, RData::Srv(s.clone())))
+                .collect(),
+            QType::Txt => set
+                .txt
+                .iter()
+                .map(|t| rec(qname, RData::Txt(t.clone())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if answers.is_empty() {
+            return Lookup::NoData;
+        }
+        let mut additional = Vec::new();
+        if qtype == QType::Srv {
+            // As CoreDNS does: the targets' addresses, so clients need no second round.
+            for s in &set.srv {
+                if let Some(t) = self.rrsets.get(&s.target) {
+                    additional.extend(t.a.iter().map(|a| rec(&s.target, RData::A(*a))));
+                    additional.extend(t.aaaa.iter().map(|a| rec(&s.target, RData::Aaaa(*a))));
+                }
+            }
+            additional.dedup();
+        }
+        Lookup::Answer {
+            answers,
+            additional,
+        }
+    }
+
+    /// `<address>.<ns>.pod.<zone>`; `None` when `qname` is not a pod name.
+    fn pod_lookup(&self, qname: &[u8], qtype: QType) -> Option<Lookup> {
+        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
+        if !name::is_within(qname, &pod_zone) || qname == pod_zone.as_slice() {
+            return None;
+        }
+        if self.cfg.pods == PodMode::Disabled {
+            return Some(Lookup::NxDomain);
+        }
+        let extra = name::labels(&qname[..qname.len() - pod_zone.len()]).len();
+        let labels = name::labels(qname);
+        let ns = std::str::from_utf8(labels[extra - 1]).ok()?;
+        if !self.namespaces.contains(ns) {
+            return Some(Lookup::NxDomain);
+        }
+        if extra == 1 {
+            return Some(Lookup::NoData);
+        }
+        if extra > 2 {
+            return Some(Lookup::NxDomain);
+        }
+        let Some(ip) = std::str::from_utf8(labels[0]).ok().and_then(name::undash) else {
+            return Some(Lookup::NxDomain);
+        };
+        if self.cfg.pods == PodMode::Verified && !self.pod_ips.contains(&(ns.to_owned(), ip)) {
+            return Some(Lookup::NxDomain);
+        }
+        Some(match (qtype, ip) {
+            (QType::A, IpAddr::V4(v4)) => answer([rec(qname, RData::A(v4))]),
+            (QType::Aaaa, IpAddr::V6(v6)) => answer([rec(qname, RData::Aaaa(v6))]),
+            _ => Lookup::NoData,
+        })
+    }
+
+    /// The kernel map's desired contents: every in-zone A set small enough for one map
+    /// value. (Pod names are computed at lookup time and stay in userspace.)
     pub fn kernel_a(&self) -> BTreeMap<NameKey, ARecords> {
         let mut out = BTreeMap::new();
-        for (owner, addrs) in &self.a {
+        for (owner, set) in &self.rrsets {
+            let addrs = &set.a;
             if addrs.is_empty()
                 || addrs.len() > MAX_A_RECORDS
-                || owner.len() > dns_common::MAX_NAME_LEN
+                || owner.len() > MAX_NAME_LEN
+                || set.cname.is_some()
+                || !name::is_within(owner, &self.cfg.zone)
             {
                 continue;
             }
@@ -193,107 +323,16 @@ impl Records {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn svc(ns: &str, name: &str, ips: &[&str]) -> ServiceView {
-        ServiceView {
-            namespace: ns.into(),
-            name: name.into(),
-            cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-        }
+fn rec(owner: &[u8], data: RData) -> Rec {
+    Rec {
+        owner: owner.to_vec(),
+        data,
     }
+}
 
-    fn w(s: &str) -> Vec<u8> {
-        wire_from_dotted(s).unwrap()
-    }
-
-    fn zone() -> Records {
-        let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
-        Records::build(
-            &cfg,
-            &[
-                svc("default", "kubernetes", &["10.96.0.1"]),
-                svc("shop", "web", &["10.96.1.2", "fd00::12"]),
-                svc("shop", "v6only", &["fd00::13"]),
-                svc("shop", "headless", &[]),
-            ],
-        )
-    }
-
-    #[test]
-    fn spec_rows() {
-        let z = zone();
-        let a1 = ["10.96.0.1".parse().unwrap()];
-        let a2 = ["10.96.1.2".parse().unwrap()];
-        let aaaa = ["fd00::12".parse().unwrap()];
-        let rows: &[(&str, QType, Lookup)] = &[
-            (
-                "kubernetes.default.svc.cluster.local",
-                QType::A,
-                Lookup::A(&a1),
-            ),
-            ("web.shop.svc.cluster.local", QType::A, Lookup::A(&a2)),
-            (
-                "web.shop.svc.cluster.local",
-                QType::Aaaa,
-                Lookup::Aaaa(&aaaa),
-            ),
-            ("v6only.shop.svc.cluster.local", QType::A, Lookup::NoData),
-            ("web.shop.svc.cluster.local", QType::Other, Lookup::NoData),
-            ("shop.svc.cluster.local", QType::A, Lookup::NoData),
-            ("svc.cluster.local", QType::A, Lookup::NoData),
-            ("cluster.local", QType::Soa, Lookup::Soa),
-            ("cluster.local", QType::A, Lookup::NoData),
-            (
-                "headless.shop.svc.cluster.local",
-                QType::A,
-                Lookup::NxDomain,
-            ),
-            ("nope.shop.svc.cluster.local", QType::A, Lookup::NxDomain),
-            ("web.nope.svc.cluster.local", QType::A, Lookup::NxDomain),
-            ("x.web.shop.svc.cluster.local", QType::A, Lookup::NxDomain),
-            ("example.com", QType::A, Lookup::OutOfZone),
-            ("local", QType::A, Lookup::OutOfZone),
-            ("xcluster.local", QType::A, Lookup::OutOfZone),
-        ];
-        for (qname, qtype, want) in rows {
-            assert_eq!(&z.lookup(&w(qname), *qtype), want, "{qname} {qtype:?}");
-        }
-    }
-
-    #[test]
-    fn kernel_entries_hold_ipv4_sets_with_ttl() {
-        let k = zone().kernel_a();
-        assert_eq!(k.len(), 2);
-        let mut key = NameKey::zeroed();
-        let n = w("web.shop.svc.cluster.local");
-        key.name[..n.len()].copy_from_slice(&n);
-        let v = k.get(&key).expect("web has an entry");
-        assert_eq!((v.ttl, v.count, v.addrs[0]), (30, 1, [10, 96, 1, 2]));
-    }
-
-    #[test]
-    fn more_addresses_than_a_map_value_holds_stay_in_userspace() {
-        let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
-        let ips: Vec<String> = (1..=9).map(|i| format!("10.0.0.{i}")).collect();
-        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-        let z = Records::build(&cfg, &[svc("a", "big", &ips)]);
-        assert!(z.kernel_a().is_empty());
-        assert!(
-            matches!(z.lookup(&w("big.a.svc.cluster.local"), QType::A), Lookup::A(v) if v.len() == 9)
-        );
-    }
-
-    #[test]
-    fn soa_follows_coredns() {
-        let soa = zone().soa();
-        assert_eq!(soa.mname, w("ns.dns.cluster.local"));
-        assert_eq!(soa.rname, w("hostmaster.cluster.local"));
-        assert_eq!(
-            (soa.refresh, soa.retry, soa.expire, soa.minimum, soa.serial),
-            (7200, 1800, 86400, 30, zone().serial)
-        );
+fn answer(records: impl IntoIterator<Item = Rec>) -> Lookup {
+    Lookup::Answer {
+        answers: records.into_iter().collect(),
+        additional: Vec::new(),
     }
 }

@@ -109,3 +109,110 @@ mod tests {
         assert!(!is_within(b"\x00", &zone));
     }
 }
+
+/// The reverse-lookup name of an address: `d.c.b.a.in-addr.arpa.` or the nibble form
+/// under `ip6.arpa.` (RFC 1035 §3.5, RFC 3596 §2.5).
+pub fn reverse(ip: std::net::IpAddr) -> Vec<u8> {
+    let labels: Vec<String> = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut l: Vec<String> = v4.octets().iter().rev().map(|o| o.to_string()).collect();
+            l.extend(["in-addr".into(), "arpa".into()]);
+            l
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut l: Vec<String> = v6
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|b| [format!("{:x}", b & 0xf), format!("{:x}", b >> 4)])
+                .collect();
+            l.extend(["ip6".into(), "arpa".into()]);
+            l
+        }
+    };
+    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+    child(b"\x00", &refs)
+}
+
+/// An address as one label, as CoreDNS names endpoints and pods: `10-1-2-3`, and for IPv6
+/// the colons as dashes (a trailing dash gets a `0`, so the label never ends in `-`).
+pub fn dashed(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.to_string().replace(':', "-");
+            if s.ends_with('-') {
+                s + "0"
+            } else {
+                s
+            }
+        }
+    }
+}
+
+/// The inverse of [`dashed`] for pod names: three dashes and no `--` is IPv4.
+pub fn undash(label: &str) -> Option<std::net::IpAddr> {
+    if label.matches('-').count() == 3 && !label.contains("--") {
+        label
+            .replace('-', ".")
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(Into::into)
+    } else {
+        label
+            .replace('-', ":")
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(Into::into)
+    }
+}
+
+/// The labels of a wire name, leftmost first.
+pub fn labels(name: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(&n) = name.get(at) {
+        if n == 0 {
+            break;
+        }
+        match name.get(at + 1..at + 1 + n as usize) {
+            Some(l) => out.push(l),
+            None => break,
+        }
+        at += 1 + n as usize;
+    }
+    out
+}
+
+#[cfg(test)]
+mod address_names {
+    use super::*;
+
+    #[test]
+    fn reverse_and_dashed_forms() {
+        assert_eq!(
+            reverse("10.96.0.1".parse().unwrap()),
+            wire_from_dotted("1.0.96.10.in-addr.arpa").unwrap()
+        );
+        let r6 = reverse("fd00::1".parse().unwrap());
+        assert!(r6.starts_with(b"\x011\x010\x010"));
+        assert!(r6.ends_with(b"\x01d\x01f\x03ip6\x04arpa\x00"));
+        assert_eq!(labels(&r6).len(), 34);
+        assert_eq!(dashed("10.1.2.3".parse().unwrap()), "10-1-2-3");
+        assert_eq!(dashed("fd00::".parse().unwrap()), "fd00--0");
+        assert_eq!(dashed("fd00::1".parse().unwrap()), "fd00--1");
+        for ip in [
+            "10.1.2.3",
+            "fd00::",
+            "fd00::1",
+            "::1",
+            "2001:db8:1:2:3:4:5:6",
+        ] {
+            let ip = ip.parse().unwrap();
+            assert_eq!(undash(&dashed(ip)), Some(ip), "{ip}");
+        }
+        assert_eq!(undash("10-1-2"), None);
+        assert_eq!(undash("10-1-2-300"), None);
+        assert_eq!(undash("web"), None);
+    }
+}

@@ -1,16 +1,24 @@
 //! A directory of Kubernetes manifests (YAML as `kubectl get -o yaml` prints it: single
-//! objects, multi-document files or `kind: List`), read as the real API types.
+//! objects, multi-document files or `kind: List`), read as the real API types: Services,
+//! EndpointSlices, Namespaces and Pods. Other kinds are skipped.
 use std::{
+    collections::BTreeSet,
     fs,
-    net::IpAddr,
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::{
+    api::{
+        core::v1::{Namespace, Pod, Service},
+        discovery::v1::EndpointSlice,
+    },
+    serde::de::DeserializeOwned,
+};
 use serde::Deserialize;
 
-use super::ServiceView;
+use super::convert::{self, FieldError};
+use crate::model::view::{ClusterView, NamespaceView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,17 +46,36 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Reads every `*.yaml` / `*.yml` / `*.json` file in `dir` (sorted, not recursive).
 /// Any error fails the whole snapshot, so a half-read directory never replaces a good one.
-pub fn load_dir(dir: &Path) -> Result<Vec<ServiceView>> {
-    let mut services = Vec::new();
+///
+/// A directory need not carry Namespace objects: a namespace that its objects name is
+/// taken to exist (without labels) when no Namespace object says otherwise.
+pub fn load_dir(dir: &Path) -> Result<ClusterView> {
+    let mut view = ClusterView::default();
     for path in manifest_files(dir)? {
         let text = fs::read_to_string(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
-        services.extend(parse_file(&path, &text)?);
+        parse_into(&path, &text, &mut view)?;
     }
-    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Ok(services)
+    let declared: BTreeSet<String> = view.namespaces.iter().map(|n| n.name.clone()).collect();
+    let used: BTreeSet<String> = view
+        .services
+        .iter()
+        .map(|s| s.namespace.clone())
+        .chain(view.slices.iter().map(|s| s.namespace.clone()))
+        .chain(view.pods.iter().map(|p| p.namespace.clone()))
+        .collect();
+    for name in used.difference(&declared) {
+        view.namespaces.push(NamespaceView {
+            name: name.clone(),
+            labels: Default::default(),
+        });
+    }
+    view.services
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    view.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(view)
 }
 
 fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -79,38 +106,33 @@ pub fn fingerprint(dir: &Path) -> Result<(Option<SystemTime>, usize)> {
     Ok((newest, files.len()))
 }
 
-/// Parses one file's documents into Services; other kinds are skipped.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<ServiceView>> {
-    let mut out = Vec::new();
+/// Parses one file's documents into `view`.
+pub fn parse_into(path: &Path, text: &str, view: &mut ClusterView) -> Result<()> {
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let doc_no = i + 1;
+        let ctx = Ctx { path, doc: i + 1 };
         let value = serde_yaml::Value::deserialize(doc).map_err(|source| Error::Yaml {
             path: path.to_owned(),
-            doc: doc_no,
+            doc: ctx.doc,
             source,
         })?;
         if value.is_null() {
             continue;
         }
-        let ctx = Ctx { path, doc: doc_no };
         match value.get("kind").and_then(|k| k.as_str()) {
-            Some("List") | Some("ServiceList") => {
+            Some(k) if k == "List" || k.ends_with("List") => {
                 let items = value
                     .get("items")
                     .and_then(|i| i.as_sequence())
                     .ok_or_else(|| ctx.field("items", "a List needs an `items` sequence"))?;
                 for (n, item) in items.iter().enumerate() {
-                    if item.get("kind").and_then(|k| k.as_str()) == Some("Service") {
-                        out.push(ctx.service(item.clone(), &format!("items[{n}]."))?);
-                    }
+                    ctx.object(item.clone(), &format!("items[{n}]."), view)?;
                 }
             }
-            Some("Service") => out.push(ctx.service(value, "")?),
-            Some(_) => {}
+            Some(_) => ctx.object(value, "", view)?,
             None => return Err(ctx.field("kind", "missing")),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 struct Ctx<'a> {
@@ -128,104 +150,129 @@ impl Ctx<'_> {
         }
     }
 
-    fn service(&self, value: serde_yaml::Value, prefix: &str) -> Result<ServiceView> {
-        let svc: Service = serde_path_to_error::deserialize(value).map_err(|e| {
+    fn typed<T: DeserializeOwned>(&self, value: serde_yaml::Value, prefix: &str) -> Result<T> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let field = format!("{prefix}{}", e.path());
             self.field(&field, &e.into_inner().to_string())
-        })?;
-        let name = svc
-            .metadata
-            .name
-            .ok_or_else(|| self.field(&format!("{prefix}metadata.name"), "missing"))?;
-        check_label(&name).map_err(|m| self.field(&format!("{prefix}metadata.name"), &m))?;
-        // `kubectl apply` puts a manifest without a namespace in `default`.
-        let namespace = svc.metadata.namespace.unwrap_or_else(|| "default".into());
-        check_label(&namespace)
-            .map_err(|m| self.field(&format!("{prefix}metadata.namespace"), &m))?;
-
-        let spec = svc.spec.unwrap_or_default();
-        let (ips, field) = match spec.cluster_ips {
-            Some(ips) if !ips.is_empty() => (ips, "spec.clusterIPs"),
-            _ => (spec.cluster_ip.into_iter().collect(), "spec.clusterIP"),
-        };
-        let mut cluster_ips = Vec::new();
-        for (n, ip) in ips.iter().enumerate() {
-            // "None" is a headless service; "" is not yet allocated.
-            if ip.is_empty() || ip == "None" {
-                continue;
-            }
-            let parsed: IpAddr = ip.parse().map_err(|_| {
-                self.field(
-                    &format!("{prefix}{field}[{n}]"),
-                    &format!("`{ip}` is not an IP address"),
-                )
-            })?;
-            cluster_ips.push(parsed);
-        }
-        Ok(ServiceView {
-            namespace,
-            name,
-            cluster_ips,
         })
     }
-}
 
-/// Service and namespace names become DNS labels: RFC 1123 label rules, as the API enforces.
-fn check_label(s: &str) -> std::result::Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    fn object(&self, value: serde_yaml::Value, prefix: &str, view: &mut ClusterView) -> Result<()> {
+        let at = |e: FieldError| self.field(&format!("{prefix}{}", e.field), &e.message);
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("Service") => {
+                let s: Service = self.typed(value, prefix)?;
+                view.services.push(convert::service(&s).map_err(at)?);
+            }
+            Some("EndpointSlice") => {
+                let s: EndpointSlice = self.typed(value, prefix)?;
+                view.slices.extend(convert::slice(&s).map_err(at)?);
+            }
+            Some("Namespace") => {
+                let n: Namespace = self.typed(value, prefix)?;
+                view.namespaces.push(convert::namespace(&n).map_err(at)?);
+            }
+            Some("Pod") => {
+                let p: Pod = self.typed(value, prefix)?;
+                view.pods.push(convert::pod(&p).map_err(at)?);
+            }
+            Some(_) => {}
+            None => return Err(self.field(&format!("{prefix}kind"), "missing")),
+        }
         Ok(())
-    } else {
-        Err(format!("`{s}` is not a valid DNS label (RFC 1123)"))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::IpAddr;
 
-    fn parse(text: &str) -> Result<Vec<ServiceView>> {
-        parse_file(Path::new("t.yaml"), text)
+    use super::*;
+    use crate::model::view::ServiceKind;
+
+    fn parse(text: &str) -> Result<ClusterView> {
+        let mut v = ClusterView::default();
+        parse_into(Path::new("t.yaml"), text, &mut v)?;
+        Ok(v)
+    }
+
+    fn ips(l: &[&str]) -> Vec<IpAddr> {
+        l.iter().map(|i| i.parse().unwrap()).collect()
     }
 
     #[test]
-    fn single_service_with_cluster_ips() {
-        let s = parse(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n\
-             spec:\n  clusterIP: 10.96.1.2\n  clusterIPs: [10.96.1.2, 'fd00::12']\n",
+    fn services_of_every_kind() {
+        let v = parse(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  labels: {app: web}\n\
+             spec:\n  clusterIP: 10.96.1.2\n  clusterIPs: [10.96.1.2, 'fd00::12']\n  ports: [{name: http, port: 80}]\n\
+             ---\nkind: Service\napiVersion: v1\nmetadata: {name: db}\nspec: {clusterIP: None, publishNotReadyAddresses: true}\n\
+             ---\nkind: Service\napiVersion: v1\nmetadata: {name: ext, namespace: shop}\nspec: {type: ExternalName, externalName: api.example.com}\n",
         )
         .expect("parses");
         assert_eq!(
-            s,
-            vec![ServiceView {
-                namespace: "shop".into(),
-                name: "web".into(),
-                cluster_ips: vec!["10.96.1.2".parse().unwrap(), "fd00::12".parse().unwrap()],
-            }]
+            v.services[0].kind,
+            ServiceKind::ClusterIp(ips(&["10.96.1.2", "fd00::12"]))
+        );
+        assert_eq!(
+            (
+                v.services[0].ports[0].name.as_str(),
+                v.services[0].ports[0].protocol.as_str(),
+                v.services[0].ports[0].port
+            ),
+            ("http", "TCP", 80)
+        );
+        assert_eq!(
+            v.services[0].labels.get("app").map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            (
+                v.services[1].namespace.as_str(),
+                &v.services[1].kind,
+                v.services[1].publish_not_ready
+            ),
+            ("default", &ServiceKind::Headless, true)
+        );
+        assert_eq!(
+            v.services[2].kind,
+            ServiceKind::ExternalName("api.example.com".into())
         );
     }
 
     #[test]
-    fn list_and_multi_document_and_other_kinds() {
-        let s = parse(
-            "kind: List\napiVersion: v1\nitems:\n- kind: Service\n  apiVersion: v1\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.0.0.1}\n\
-             - kind: ConfigMap\n  apiVersion: v1\n  metadata: {name: c}\n---\n\
-             kind: Service\napiVersion: v1\nmetadata: {name: b}\nspec: {clusterIP: None}\n",
+    fn endpoint_slices_namespaces_and_pods() {
+        let v = parse(
+            "kind: List\napiVersion: v1\nitems:\n\
+             - apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: db-x, namespace: shop, labels: {kubernetes.io/service-name: db}}\n  addressType: IPv4\n\
+             \x20 endpoints:\n  - addresses: [10.1.0.5]\n    hostname: db-0\n    conditions: {ready: true}\n    targetRef: {kind: Pod, name: db-0}\n\
+             \x20 - addresses: [10.1.0.6]\n    conditions: {ready: false}\n  - addresses: [10.1.0.7]\n  ports: [{name: pg, port: 5432, protocol: TCP}]\n\
+             - apiVersion: v1\n  kind: Namespace\n  metadata: {name: shop, labels: {team: a}}\n\
+             - apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: shop}\n  status: {podIP: 10.1.0.20, podIPs: [{ip: 10.1.0.20}, {ip: 'fd00::20'}]}\n\
+             - apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: orphan, namespace: shop}\n  addressType: IPv4\n  endpoints: []\n",
         )
         .expect("parses");
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].name, "a");
-        assert_eq!(s[1].namespace, "default");
-        assert!(s[1].cluster_ips.is_empty(), "headless has no cluster IP");
+        assert_eq!(
+            v.slices.len(),
+            1,
+            "a slice without a service label is skipped"
+        );
+        let s = &v.slices[0];
+        assert_eq!((s.service.as_str(), s.ports[0].port), ("db", 5432));
+        assert_eq!(
+            s.endpoints.iter().map(|e| e.ready).collect::<Vec<_>>(),
+            [true, false, true],
+            "no condition reads as ready"
+        );
+        assert_eq!(s.endpoints[0].pod_name.as_deref(), Some("db-0"));
+        assert_eq!(
+            v.namespaces[0].labels.get("team").map(String::as_str),
+            Some("a")
+        );
+        assert_eq!(v.pods[0].ips, ips(&["10.1.0.20", "fd00::20"]));
     }
 
     #[test]
-    fn bad_ip_names_file_document_and_field() {
+    fn errors_name_file_document_and_field() {
         let e = parse("kind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.1}\n---\nkind: Service\nmetadata: {name: b}\nspec: {clusterIP: 10.0.0.999}\n")
             .expect_err("bad IP");
         let msg = e.to_string();
@@ -237,22 +284,36 @@ mod tests {
             msg.contains("spec.clusterIP[0]") && msg.contains("10.0.0.999"),
             "{msg}"
         );
-    }
 
-    #[test]
-    fn wrong_type_names_the_field_path() {
         let e = parse("kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: eighty}]}\n")
             .expect_err("bad port");
         assert!(e.to_string().contains("spec.ports[0].port"), "{e}");
-    }
-
-    #[test]
-    fn invalid_name_and_missing_kind_are_errors() {
+        let e = parse("kind: List\nitems:\n- kind: Service\n  metadata: {name: a}\n  spec: {ports: [{port: 70000}]}\n").expect_err("range");
+        assert!(e.to_string().contains("items[0].spec.ports[0].port"), "{e}");
         let e = parse("kind: Service\nmetadata: {name: Web_1}\n").expect_err("bad name");
         assert!(e.to_string().contains("metadata.name"), "{e}");
         let e = parse("metadata: {name: a}\n").expect_err("no kind");
         assert!(e.to_string().contains("`kind`"), "{e}");
         let e = parse("kind: Service\nmetadata: [\n").expect_err("bad yaml");
         assert!(matches!(e, Error::Yaml { .. }), "{e}");
+        let e = parse("kind: EndpointSlice\napiVersion: discovery.k8s.io/v1\nmetadata: {name: s, labels: {kubernetes.io/service-name: x}}\naddressType: IPv4\nendpoints: [{addresses: [nope]}]\n").expect_err("bad address");
+        assert!(e.to_string().contains("endpoints[0].addresses[0]"), "{e}");
+    }
+
+    #[test]
+    fn implied_namespaces() {
+        let dir = std::env::temp_dir().join(format!("xdns-manifests-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("a.yaml"), "kind: Service\napiVersion: v1\nmetadata: {name: a, namespace: x}\nspec: {clusterIP: 10.0.0.1}\n").unwrap();
+        fs::write(
+            dir.join("b.yaml"),
+            "kind: Namespace\napiVersion: v1\nmetadata: {name: y, labels: {k: v}}\n",
+        )
+        .unwrap();
+        fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let v = load_dir(&dir).unwrap();
+        let names: Vec<&str> = v.namespaces.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["x", "y"]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

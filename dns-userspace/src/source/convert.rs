@@ -1,0 +1,221 @@
+//! Kubernetes API objects → the trimmed views the record model reads. Shared by every
+//! source, so the API and manifest files mean the same thing.
+use std::net::IpAddr;
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service, ServicePort},
+    discovery::v1::{EndpointPort, EndpointSlice},
+};
+
+use crate::model::view::{
+    EndpointView, NamespaceView, PodView, PortView, ServiceKind, ServiceView, SliceView,
+};
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A field of an object that cannot be used, named by its path in the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn ip(field: String, s: &str) -> Result<IpAddr, FieldError> {
+    s.parse()
+        .map_err(|_| bad(field, format!("`{s}` is not an IP address")))
+}
+
+/// Service and namespace names become DNS labels: RFC 1123 label rules, as the API enforces.
+pub fn check_label(field: &str, s: &str) -> Result<(), FieldError> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("`{s}` is not a valid DNS label (RFC 1123)"),
+        ))
+    }
+}
+
+fn name_and_namespace(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(String, String), FieldError> {
+    let name = meta
+        .name
+        .clone()
+        .ok_or_else(|| bad("metadata.name", "missing"))?;
+    // `kubectl apply` puts an object without a namespace in `default`.
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    check_label("metadata.namespace", &namespace)?;
+    Ok((name, namespace))
+}
+
+fn port(
+    field: &str,
+    name: Option<&String>,
+    protocol: Option<&String>,
+    port: i32,
+) -> Result<PortView, FieldError> {
+    Ok(PortView {
+        name: name.cloned().unwrap_or_default(),
+        protocol: protocol.cloned().unwrap_or_else(|| "TCP".into()),
+        port: u16::try_from(port).map_err(|_| bad(field, format!("port {port} out of range")))?,
+    })
+}
+
+pub fn service(svc: &Service) -> Result<ServiceView, FieldError> {
+    let (name, namespace) = name_and_namespace(&svc.metadata)?;
+    check_label("metadata.name", &name)?;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let kind = if spec.type_.as_deref() == Some("ExternalName") {
+        let target = spec
+            .external_name
+            .ok_or_else(|| bad("spec.externalName", "missing for type ExternalName"))?;
+        ServiceKind::ExternalName(target)
+    } else if spec.cluster_ip.as_deref() == Some("None") {
+        ServiceKind::Headless
+    } else {
+        let (list, field) = match spec.cluster_ips {
+            Some(ips) if !ips.is_empty() => (ips, "spec.clusterIPs"),
+            _ => (spec.cluster_ip.into_iter().collect(), "spec.clusterIP"),
+        };
+        let mut ips = Vec::new();
+        for (n, s) in list.iter().enumerate() {
+            // "" is not yet allocated.
+            if !s.is_empty() && s != "None" {
+                ips.push(ip(format!("{field}[{n}]"), s)?);
+            }
+        }
+        ServiceKind::ClusterIp(ips)
+    };
+    let ports = spec
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(n, p): (usize, &ServicePort)| {
+            port(
+                &format!("spec.ports[{n}].port"),
+                p.name.as_ref(),
+                p.protocol.as_ref(),
+                p.port,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ServiceView {
+        namespace,
+        name,
+        kind,
+        ports,
+        publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+        labels: svc.metadata.labels.clone().unwrap_or_default(),
+    })
+}
+
+/// `None` for slices that belong to no service, or carry FQDN addresses.
+pub fn slice(s: &EndpointSlice) -> Result<Option<SliceView>, FieldError> {
+    let (name, namespace) = name_and_namespace(&s.metadata)?;
+    let Some(service) = s
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    if s.address_type == "FQDN" {
+        return Ok(None);
+    }
+    let mut endpoints = Vec::new();
+    for (n, e) in s.endpoints.iter().flatten().enumerate() {
+        let addresses = e
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(m, a)| ip(format!("endpoints[{n}].addresses[{m}]"), a))
+            .collect::<Result<_, _>>()?;
+        let pod_name = e
+            .target_ref
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .and_then(|r| r.name.clone());
+        endpoints.push(EndpointView {
+            addresses,
+            hostname: e.hostname.clone(),
+            // The API: a nil ready condition is to be read as ready.
+            ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+            pod_name,
+        });
+    }
+    let mut ports = Vec::new();
+    for (n, p) in s.ports.iter().flatten().enumerate() {
+        let p: &EndpointPort = p;
+        if let Some(num) = p.port {
+            ports.push(port(
+                &format!("ports[{n}].port"),
+                p.name.as_ref(),
+                p.protocol.as_ref(),
+                num,
+            )?);
+        }
+    }
+    Ok(Some(SliceView {
+        namespace,
+        name,
+        service,
+        endpoints,
+        ports,
+    }))
+}
+
+pub fn namespace(ns: &Namespace) -> Result<NamespaceView, FieldError> {
+    let name = ns
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| bad("metadata.name", "missing"))?;
+    check_label("metadata.name", &name)?;
+    Ok(NamespaceView {
+        name,
+        labels: ns.metadata.labels.clone().unwrap_or_default(),
+    })
+}
+
+pub fn pod(p: &Pod) -> Result<PodView, FieldError> {
+    let (name, namespace) = name_and_namespace(&p.metadata)?;
+    let status = p.status.clone().unwrap_or_default();
+    let mut ips = Vec::new();
+    match status.pod_ips {
+        Some(list) if !list.is_empty() => {
+            for (n, a) in list.iter().enumerate() {
+                ips.push(ip(format!("status.podIPs[{n}].ip"), &a.ip)?);
+            }
+        }
+        _ => {
+            if let Some(a) = status.pod_ip.filter(|a| !a.is_empty()) {
+                ips.push(ip("status.podIP".into(), &a)?);
+            }
+        }
+    }
+    Ok(PodView {
+        namespace,
+        name,
+        ips,
+    })
+}

@@ -2,6 +2,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -10,9 +11,12 @@ use clap::{Parser, Subcommand};
 use dns_userspace::{
     answer::server::{self, Zone},
     dataplane::{self, attach::AttachMode, maps::KernelMaps},
+    model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
+    source::kube as kube_source,
     source::manifests,
 };
+use tokio::sync::Notify;
 
 #[derive(Parser)]
 #[command(name = "xdns", version, about = "Cluster DNS answered in the kernel")]
@@ -34,9 +38,16 @@ enum Cmd {
 
 #[derive(Parser)]
 struct RunArgs {
-    /// Directory of Service manifests (YAML/JSON as `kubectl get -o yaml` prints them).
+    /// Directory of manifests (Services, EndpointSlices, Namespaces, Pods; YAML or JSON as
+    /// `kubectl get -o yaml` prints them), re-read when it changes.
     #[arg(long)]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
+    /// Watch the Kubernetes API with this kubeconfig.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch the Kubernetes API with the pod's service account.
+    #[arg(long)]
+    in_cluster: bool,
     /// The cluster zone.
     #[arg(long, default_value = "cluster.local")]
     zone: String,
@@ -117,18 +128,102 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Where the cluster view comes from.
+enum Source {
+    Manifests {
+        dir: PathBuf,
+        fingerprint: Option<(Option<std::time::SystemTime>, usize)>,
+    },
+    Kube {
+        stores: kube_source::Stores,
+        changed: Arc<Notify>,
+    },
+}
+
+impl Source {
+    /// The first complete view: the manifests as read, or the API once every kind has had
+    /// its first full list.
+    async fn first(&mut self) -> anyhow::Result<ClusterView> {
+        match self {
+            Source::Manifests { dir, fingerprint } => {
+                // Taken before reading, so a change made while reading is seen next time.
+                *fingerprint = manifests::fingerprint(dir).ok();
+                Ok(manifests::load_dir(dir)?)
+            }
+            Source::Kube { stores, .. } => {
+                stores.wait_synced().await;
+                Ok(stores.view())
+            }
+        }
+    }
+
+    /// Waits for the next change and returns the new view; `Ok(None)` when nothing usable
+    /// changed (a rejected manifest keeps the last good view).
+    async fn next(&mut self) -> anyhow::Result<Option<ClusterView>> {
+        match self {
+            Source::Manifests { dir, fingerprint } => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = manifests::fingerprint(dir).ok();
+                if now == *fingerprint {
+                    return Ok(None);
+                }
+                *fingerprint = now;
+                match manifests::load_dir(dir) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "manifests rejected; the last good records keep serving");
+                        Ok(None)
+                    }
+                }
+            }
+            Source::Kube { stores, changed } => {
+                changed.notified().await;
+                // Coalesce a burst of events (a relist, a rollout) into one rebuild.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Some(stores.view()))
+            }
+        }
+    }
+}
+
+/// The kernel side: the loaded object and its maps.
+struct Kernel {
+    ebpf: aya::Ebpf,
+    maps: KernelMaps,
+}
+
+/// Makes every sink serve `records`: kernel maps first, then userspace.
+fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records) {
+    if let Some(k) = kernel {
+        match k.maps.sync_records(&records.kernel_a()) {
+            Ok(stats) => tracing::info!(?stats, "kernel records in sync"),
+            Err(e) => tracing::error!(error = %e, "kernel map sync failed"),
+        }
+    }
+    tracing::info!(
+        records = records.len(),
+        serial = records.serial,
+        "zone updated"
+    );
+    zone.set(records);
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = args.zone_config()?;
-    // Taken before reading, so a change made while reading is seen on the next tick.
-    let mut fingerprint = manifests::fingerprint(&args.manifests).ok();
-    let view = manifests::load_dir(&args.manifests)?;
-    let records = Records::build(&cfg, &view);
-    tracing::info!(
-        services = view.services.len(),
-        slices = view.slices.len(),
-        namespaces = view.namespaces.len(),
-        "loaded manifests"
-    );
+    let mut source = match (&args.manifests, &args.kubeconfig, args.in_cluster) {
+        (Some(dir), None, false) => Source::Manifests {
+            dir: dir.clone(),
+            fingerprint: None,
+        },
+        (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
+            let client = kube_source::client(kubeconfig.as_deref()).await?;
+            let changed = Arc::new(Notify::new());
+            let stores =
+                kube_source::Stores::start(client, cfg.pods == PodMode::Verified, changed.clone());
+            Source::Kube { stores, changed }
+        }
+        _ => bail!("give exactly one source: --manifests DIR, --kubeconfig FILE or --in-cluster"),
+    };
 
     let mut kernel = None;
     if !args.no_kernel {
@@ -138,71 +233,63 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         let mut maps = KernelMaps::take(&mut ebpf)?;
         maps.sync_service_addrs(&args.listen)?;
-        let stats = maps.sync_records(&records.kernel_a())?;
-        tracing::info!(?stats, "kernel records in sync");
-        for iface in &args.ifaces {
-            let mode = dataplane::attach::attach(&mut ebpf, iface, args.attach)?;
-            tracing::info!(iface, %mode, "attached");
-            // One line per interface on stdout, for scripts and tests.
-            println!("attached {iface} {mode}");
-        }
-        kernel = Some((ebpf, maps));
+        kernel = Some(Kernel { ebpf, maps });
     } else if !args.ifaces.is_empty() {
         bail!("--iface needs the kernel path; drop --no-kernel");
     }
 
-    let zone = Zone::new(records);
+    // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
+    let zone = Zone::new(Records::unsynced(&cfg));
     let mut servers = Vec::new();
     for ip in &args.listen {
         let addr = SocketAddr::new(*ip, args.port);
-        // Bind before reporting ready, so a failure is a start-up error.
+        // Bind before going on, so a failure is a start-up error.
         let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
         drop(udp);
         servers.push(tokio::spawn(server::serve(addr, zone.clone())));
         tracing::info!(%addr, "serving udp and tcp");
     }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let first = tokio::select! {
+        v = source.first() => v?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = term.recv() => return Ok(()),
+    };
+    tracing::info!(
+        services = first.services.len(),
+        slices = first.slices.len(),
+        namespaces = first.namespaces.len(),
+        pods = first.pods.len(),
+        "first full view"
+    );
+    publish(&zone, kernel.as_mut(), Records::build(&cfg, &first));
+    // The kernel path goes on only once its maps hold the whole zone.
+    if let Some(k) = kernel.as_mut() {
+        for iface in &args.ifaces {
+            let mode = dataplane::attach::attach(&mut k.ebpf, iface, args.attach)?;
+            tracing::info!(iface, %mode, "attached");
+            // One line per interface on stdout, for scripts and tests.
+            println!("attached {iface} {mode}");
+        }
+    }
     println!("ready");
 
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        tokio::select! {
+        let next = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = tick.tick() => {}
-        }
+            v = source.next() => v?,
+        };
         if servers.iter().any(|s| s.is_finished()) {
             bail!("a listener stopped");
         }
-        let now = manifests::fingerprint(&args.manifests).ok();
-        if now == fingerprint {
-            continue;
-        }
-        fingerprint = now;
-        match manifests::load_dir(&args.manifests) {
-            Ok(view) => {
-                let records = Records::build(&cfg, &view);
-                if let Some((_, maps)) = kernel.as_mut() {
-                    match maps.sync_records(&records.kernel_a()) {
-                        Ok(stats) => tracing::info!(?stats, "kernel records in sync"),
-                        Err(e) => tracing::error!(error = %e, "kernel map sync failed"),
-                    }
-                }
-                let records_len = records.len();
-                zone.set(records);
-                tracing::info!(
-                    services = view.services.len(),
-                    records = records_len,
-                    "reloaded manifests"
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "manifests rejected; the last good records keep serving")
-            }
+        if let Some(view) = next {
+            publish(&zone, kernel.as_mut(), Records::build(&cfg, &view));
         }
     }
 
-    if let Some((ebpf, maps)) = kernel {
+    if let Some(Kernel { ebpf, maps }) = kernel {
         let counters = maps.counters()?;
         // Dropping the object detaches every program; the pinned maps stay.
         drop(ebpf);

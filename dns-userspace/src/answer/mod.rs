@@ -85,6 +85,10 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
         reply.set_response_code(ResponseCode::Refused);
         return;
     }
+    if !zone.synced {
+        reply.set_response_code(ResponseCode::ServFail);
+        return;
+    }
     reply.set_authoritative(true);
     let ttl = zone.cfg.ttl;
     // Owners equal to the question keep the client's spelling, as the kernel path does.

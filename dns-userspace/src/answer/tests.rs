@@ -248,3 +248,27 @@ fn ptr_and_txt() {
     let r = ask(&query("1.1.1.1.in-addr.arpa.", RecordType::PTR, None));
     assert_eq!(r.response_code(), ResponseCode::Refused);
 }
+
+#[test]
+fn unsynced_zone_is_servfail_not_nxdomain() {
+    let z = Records::unsynced(&ZoneConfig::new("cluster.local", 30).unwrap());
+    let reply = respond(
+        &query("web.shop.svc.cluster.local.", RecordType::A, None),
+        &z,
+        Transport::Udp,
+    )
+    .unwrap();
+    let r = Message::from_vec(&reply).unwrap();
+    assert_eq!(r.response_code(), ResponseCode::ServFail);
+    assert!(!r.authoritative() && r.name_servers().is_empty());
+    let reply = respond(
+        &query("example.com.", RecordType::A, None),
+        &z,
+        Transport::Udp,
+    )
+    .unwrap();
+    assert_eq!(
+        Message::from_vec(&reply).unwrap().response_code(),
+        ResponseCode::Refused
+    );
+}

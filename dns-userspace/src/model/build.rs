@@ -82,6 +82,7 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
     let mut r = Records {
         cfg: cfg.clone(),
         serial: 0,
+        synced: true,
         rrsets,
         names,
         namespaces,

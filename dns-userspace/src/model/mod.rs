@@ -118,6 +118,9 @@ pub enum Lookup {
 pub struct Records {
     pub cfg: ZoneConfig,
     pub serial: u32,
+    /// False until the source delivered its first full view: the zone then answers
+    /// SERVFAIL rather than a false NXDOMAIN.
+    pub synced: bool,
     rrsets: BTreeMap<Vec<u8>, RRSet>,
     /// Every in-zone name that exists, empty non-terminals included.
     names: BTreeSet<Vec<u8>>,
@@ -131,6 +134,13 @@ impl Records {
     /// Builds the zone from the cluster view.
     pub fn build(cfg: &ZoneConfig, view: &view::ClusterView) -> Self {
         build::build(cfg, view)
+    }
+
+    /// The zone before the first full view: no records, not synced.
+    pub fn unsynced(cfg: &ZoneConfig) -> Self {
+        let mut r = build::build(cfg, &view::ClusterView::default());
+        r.synced = false;
+        r
     }
 
     pub fn soa(&self) -> Soa {

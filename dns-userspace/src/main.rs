@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the kernel path's counters from the pinned map.
     Counters {
         #[arg(long, default_value = "/sys/fs/bpf/xdns")]
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
-        Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args)),
+        Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(*args)),
         Cmd::Counters { pin_dir } => {
             let c = dataplane::maps::pinned_counters(&pin_dir)
                 .with_context(|| format!("reading counters under {}", pin_dir.display()))?;
@@ -135,7 +135,7 @@ enum Source {
         fingerprint: Option<(Option<std::time::SystemTime>, usize)>,
     },
     Kube {
-        stores: kube_source::Stores,
+        stores: Box<kube_source::Stores>,
         changed: Arc<Notify>,
     },
 }
@@ -218,8 +218,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
             let client = kube_source::client(kubeconfig.as_deref()).await?;
             let changed = Arc::new(Notify::new());
-            let stores =
-                kube_source::Stores::start(client, cfg.pods == PodMode::Verified, changed.clone());
+            let stores = Box::new(kube_source::Stores::start(
+                client,
+                cfg.pods == PodMode::Verified,
+                changed.clone(),
+            ));
             Source::Kube { stores, changed }
         }
         _ => bail!("give exactly one source: --manifests DIR, --kubeconfig FILE or --in-cluster"),

@@ -1,6 +1,7 @@
 //! Fixtures for the integration tests: packet builders, network-namespace and child-process
 //! guards that clean up on drop, and the rule for when root-only tests may skip.
 pub mod apiserver;
+pub mod client;
 pub mod netns;
 pub mod packet;
 

@@ -260,6 +260,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `xdns run` inside `ns` with `args` and waits for it to say `ready`.
     pub fn start(ns: &Netns, args: &[String]) -> io::Result<Self> {
+        let mut d = Self::spawn(ns, args)?;
+        d.wait_ready(Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// Starts `xdns run` inside `ns` without waiting for it.
+    pub fn spawn(ns: &Netns, args: &[String]) -> io::Result<Self> {
         let mut child = ns
             .cmd(daemon_bin().to_str().expect("utf-8 path"))
             .arg("run")
@@ -276,22 +283,26 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon {
+        Ok(Daemon {
             child,
             lines: rx,
             stdout: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        })
+    }
+
+    /// Waits until the daemon says `ready` (after its first full view and attach).
+    pub fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match d.lines.recv_timeout(left) {
-                Ok(l) if l == "ready" => return Ok(d),
-                Ok(l) => d.stdout.push(l),
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == "ready" => return Ok(()),
+                Ok(l) => self.stdout.push(l),
                 Err(_) => {
-                    let status = d.child.try_wait()?;
+                    let status = self.child.try_wait()?;
                     return Err(io::Error::other(format!(
                         "daemon not ready ({status:?}); said {:?}",
-                        d.stdout
+                        self.stdout
                     )));
                 }
             }

@@ -13,6 +13,7 @@ use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
+use tests::client::{dig, run};
 use tests::netns::{write_manifest, Bpffs, Daemon, Netns, Topology, SVC4, SVC6};
 
 struct Fixture {
@@ -83,16 +84,6 @@ impl Fixture {
     }
 }
 
-fn run(ns: &Netns, program: &str, args: &[&str]) -> String {
-    let out = ns.output(program, args).expect("spawn");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Counts UDP/53 packets at netfilter's earliest hook in `ns` (raw priority -300, before
 /// conntrack): what the kernel path answers must never get there.
 fn install_netfilter_counter(ns: &Netns) {
@@ -140,13 +131,6 @@ fn netfilter_count(ns: &Netns) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn dig(ns: &Netns, server: &str, extra: &[&str]) -> String {
-    let at = format!("@{server}");
-    let mut args = vec![at.as_str(), "+short", "+time=2", "+tries=1"];
-    args.extend_from_slice(extra);
-    run(ns, "dig", &args)
 }
 
 fn query(name: &str, qtype: RecordType, id: u16, edns: bool) -> Vec<u8> {

@@ -138,3 +138,13 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
     let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err(m::COUNTERS))?;
     read_counters(&map)
 }
+
+/// The records map of a running (or stopped) daemon, as the kernel holds it.
+pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, ARecords>> {
+    let data = MapData::from_pin(pin_dir.join(m::RECORDS_A)).map_err(map_err(m::RECORDS_A))?;
+    let map: HashMap<MapData, NameKey, ARecords> =
+        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS_A))?;
+    map.iter()
+        .map(|e| e.map_err(map_err(m::RECORDS_A)))
+        .collect()
+}

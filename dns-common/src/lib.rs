@@ -13,8 +13,9 @@ pub const PRODUCT: &str = "xdns";
 pub const MAX_NAME_LEN: usize = 255;
 /// Key buffer: the wire name zero-padded to a power of two so indexing can be masked.
 pub const NAME_KEY_LEN: usize = 256;
-/// A records one kernel map value carries; larger sets are answered by userspace.
-pub const MAX_A_RECORDS: usize = 8;
+/// Addresses of one family one kernel map value carries; larger sets are answered by
+/// userspace. Eight AAAA records after a 255-byte name still fit 512 bytes.
+pub const MAX_ADDRS: usize = 8;
 /// UDP payload size we advertise in our own OPT record (DNS flag day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
 /// Largest UDP datagram (header included) the kernel path parses; queries are far smaller.
@@ -38,16 +39,50 @@ impl NameKey {
     }
 }
 
-/// The A records of one name, in answer order.
+/// The addresses of one name, each family in answer order. A name in the map exists: a
+/// query for a family it has none of gets NODATA.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct ARecords {
+pub struct NameRecords {
     pub ttl: u32,
-    /// Number of valid entries in `addrs`, 1..=MAX_A_RECORDS.
-    pub count: u32,
-    pub addrs: [[u8; 4]; MAX_A_RECORDS],
+    /// Valid entries in `a`, 0..=MAX_ADDRS.
+    pub a_count: u16,
+    /// Valid entries in `aaaa`, 0..=MAX_ADDRS.
+    pub aaaa_count: u16,
+    pub a: [[u8; 4]; MAX_ADDRS],
+    pub aaaa: [[u8; 16]; MAX_ADDRS],
 }
-const _: () = assert!(size_of::<ARecords>() == 8 + 4 * MAX_A_RECORDS);
+const _: () = assert!(size_of::<NameRecords>() == 8 + 4 * MAX_ADDRS + 16 * MAX_ADDRS);
+
+impl NameRecords {
+    pub const fn empty(ttl: u32) -> Self {
+        Self {
+            ttl,
+            a_count: 0,
+            aaaa_count: 0,
+            a: [[0; 4]; MAX_ADDRS],
+            aaaa: [[0; 16]; MAX_ADDRS],
+        }
+    }
+}
+
+/// The cluster zone as negative answers need it: the SOA (owner is the zone apex, which
+/// ends every name in the records map, `zone_len` bytes before the end of the QNAME).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ZoneInfo {
+    /// Wire length of the zone name, root label included; 0 until the daemon sets it.
+    pub zone_len: u32,
+    /// TTL of the SOA record in negative answers (RFC 2308: min(TTL, minimum)).
+    pub soa_ttl: u32,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ZoneInfo>() == 32);
 
 /// A destination address the kernel path answers for; IPv4 is stored IPv4-mapped
 /// (`::ffff:a.b.c.d`) so both families share one map.
@@ -158,7 +193,8 @@ impl Counter {
 
 /// Map names, the same on both sides (and the pin file names under the bpffs folder).
 pub mod maps {
-    pub const RECORDS_A: &str = "RECORDS_A";
+    pub const RECORDS: &str = "RECORDS";
+    pub const ZONE: &str = "ZONE";
     pub const SERVICE_ADDRS: &str = "SERVICE_ADDRS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SCRATCH: &str = "SCRATCH";
@@ -179,6 +215,7 @@ mod pod {
     // SAFETY: all of these are repr(C), padding-free (sizes asserted above) and valid for
     // any bit pattern.
     unsafe impl aya::Pod for super::NameKey {}
-    unsafe impl aya::Pod for super::ARecords {}
+    unsafe impl aya::Pod for super::NameRecords {}
+    unsafe impl aya::Pod for super::ZoneInfo {}
     unsafe impl aya::Pod for super::ServiceAddr {}
 }

@@ -50,17 +50,6 @@ pub struct Dns {
     pub arcount: [u8; 2],
 }
 
-/// One A record as we write it: owner is a pointer to the question name.
-#[repr(C)]
-pub struct ARecord {
-    pub name_ptr: [u8; 2],
-    pub rtype: [u8; 2],
-    pub class: [u8; 2],
-    pub ttl: [u8; 4],
-    pub rdlen: [u8; 2],
-    pub addr: [u8; 4],
-}
-
 /// The OPT pseudo-record (RFC 6891 §6.1.2) with an empty RDATA.
 #[repr(C)]
 pub struct Opt {
@@ -78,6 +67,8 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_UDP: u8 = 17;
 pub const DNS_PORT: u16 = 53;
 pub const TYPE_A: u16 = 1;
+pub const TYPE_SOA: u16 = 6;
+pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
 pub const ETH_LEN: usize = core::mem::size_of::<Eth>();
@@ -85,11 +76,19 @@ pub const IPV4_LEN: usize = core::mem::size_of::<Ipv4>();
 pub const IPV6_LEN: usize = core::mem::size_of::<Ipv6>();
 pub const UDP_LEN: usize = core::mem::size_of::<Udp>();
 pub const DNS_LEN: usize = core::mem::size_of::<Dns>();
-pub const A_RECORD_LEN: usize = core::mem::size_of::<ARecord>();
+/// An A record with its owner a pointer to the question: 2 + 10 + 4.
+pub const A_RECORD_LEN: usize = 16;
+/// An AAAA record likewise: 2 + 10 + 16.
+pub const AAAA_RECORD_LEN: usize = 28;
+/// The zone's SOA, every name in it a pointer into the question: owner 2, fixed 10,
+/// `\x02ns\x03dns` + pointer 9, `\x0ahostmaster` + pointer 13, five numbers 20.
+pub const SOA_RECORD_LEN: usize = 54;
+/// Offset of the question name in the DNS message.
+pub const QNAME_OFF: usize = 12;
 pub const OPT_LEN: usize = core::mem::size_of::<Opt>();
 
 const _: () = assert!(ETH_LEN == 14 && IPV4_LEN == 20 && IPV6_LEN == 40 && UDP_LEN == 8);
-const _: () = assert!(DNS_LEN == 12 && A_RECORD_LEN == 16 && OPT_LEN == 11);
+const _: () = assert!(DNS_LEN == 12 && QNAME_OFF == DNS_LEN && OPT_LEN == 11);
 
 #[inline(always)]
 pub fn be16(b: [u8; 2]) -> u16 {

@@ -16,18 +16,24 @@ use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
     helpers::{bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
     macros::{classifier, map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use dns_common::{
-    maps as m, ARecords, Counter, NameKey, Scratch, ServiceAddr, COUNTER_COUNT, MAX_A_RECORDS,
+    maps as m, Counter, NameKey, NameRecords, Scratch, ServiceAddr, ZoneInfo, COUNTER_COUNT,
+    MAX_ADDRS,
 };
+use headers::TYPE_A;
 use packet::Bounds;
 use parse::ServiceAddrs;
+use respond::Body;
 
-#[map(name = "RECORDS_A")]
-static RECORDS_A: HashMap<NameKey, ARecords> = HashMap::with_max_entries(m::RECORDS_MAX, 0);
+#[map(name = "RECORDS")]
+static RECORDS: HashMap<NameKey, NameRecords> = HashMap::with_max_entries(m::RECORDS_MAX, 0);
+
+#[map(name = "ZONE")]
+static ZONE: Array<ZoneInfo> = Array::with_max_entries(1, 0);
 
 #[map(name = "SERVICE_ADDRS")]
 static SERVICE_ADDRS: HashMap<ServiceAddr, u32> =
@@ -113,16 +119,28 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
     let q = parse::parse(&f.bounds(), &Addrs, s)?;
     // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { RECORDS_A.get(&(*s).key) }.ok_or(Counter::NoRecord)?;
-    let count = rec.count as usize;
-    if count == 0 || count > MAX_A_RECORDS {
+    let rec = unsafe { RECORDS.get(&(*s).key) }.ok_or(Counter::NoRecord)?;
+    let (a, aaaa) = (rec.a_count as usize, rec.aaaa_count as usize);
+    if a > MAX_ADDRS || aaaa > MAX_ADDRS {
         return Err(Counter::NoRecord);
     }
+    let body = match (q.qtype == TYPE_A, a, aaaa) {
+        (true, 1.., _) => Body::A(a),
+        (false, _, 1..) => Body::Aaaa(aaaa),
+        // The name exists without this type: NODATA, with the zone's SOA.
+        _ => {
+            let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
+            if z.zone_len == 0 || z.zone_len as usize > q.qlen {
+                return Err(Counter::NoRecord);
+            }
+            Body::NoData(*z)
+        }
+    };
     let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
-    f.resize(respond::reply_len(&q, count))?;
+    f.resize(respond::reply_len(&q, &body))?;
     // From here the packet may be changed: a failure can only mean the resize did not give
     // the length asked for, which the bounds checks catch before any write.
-    respond::write(&f.bounds(), &q, rec, count, name_sum)
+    respond::write(&f.bounds(), &q, rec, &body, name_sum)
 }
 
 #[xdp]

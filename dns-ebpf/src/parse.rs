@@ -22,6 +22,8 @@ pub struct Query {
     pub do_bit: u16,
     /// The query's RD bit, copied into the reply.
     pub rd: u8,
+    /// TYPE_A or TYPE_AAAA.
+    pub qtype: u16,
 }
 
 pub trait ServiceAddrs {
@@ -82,7 +84,8 @@ pub fn parse(b: &Bounds, addrs: &impl ServiceAddrs, s: *mut Scratch) -> Result<Q
     if be16([qtc[2], qtc[3]]) != CLASS_IN {
         return Err(Counter::NotClassIn);
     }
-    if be16([qtc[0], qtc[1]]) != TYPE_A {
+    let qtype = be16([qtc[0], qtc[1]]);
+    if qtype != TYPE_A && qtype != TYPE_AAAA {
         return Err(Counter::OtherType);
     }
 
@@ -102,6 +105,7 @@ pub fn parse(b: &Bounds, addrs: &impl ServiceAddrs, s: *mut Scratch) -> Result<Q
         has_opt,
         do_bit,
         rd: flags[0] & 1,
+        qtype,
     })
 }
 
@@ -216,8 +220,10 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
             write_volatile(&mut (*s).name_sum, read_volatile(&(*s).name_sum) + add);
             i += 1;
         }
-        let qlen = read_volatile(&(*s).qlen) as usize;
-        if qlen == 0 || qlen > MAX_NAME_LEN {
+        // Masked, not only compared: the compiler may reuse an unchecked copy of the loaded
+        // value for offsets, and the mask bounds every copy derived after it.
+        let qlen = read_volatile(&(*s).qlen) as usize & 0xff;
+        if qlen == 0 {
             return Err(Counter::BadName);
         }
         Ok(qlen)

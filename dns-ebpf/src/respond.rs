@@ -1,6 +1,7 @@
 //! Turns a validated query into its answer, in place: the question stays where it is, the
-//! headers are rewritten, the records and OPT are written after the question.
-use dns_common::{ARecords, Counter, EDNS_PAYLOAD, MAX_A_RECORDS};
+//! headers are rewritten, the records (or the zone's SOA, for NODATA) and the OPT are
+//! written after the question.
+use dns_common::{Counter, NameRecords, ZoneInfo, EDNS_PAYLOAD, MAX_ADDRS};
 
 use crate::{
     csum::{finish_udp, fold, word, words},
@@ -11,23 +12,65 @@ use crate::{
 
 const REPLY_TTL: u8 = 64;
 
-/// Frame length of the answer to `q` with `count` A records.
-#[inline(always)]
-pub fn reply_len(q: &Query, count: usize) -> usize {
-    q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4 + count * A_RECORD_LEN + q.has_opt as usize * OPT_LEN
+/// What the reply carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `n` A records.
+    A(usize),
+    /// `n` AAAA records.
+    Aaaa(usize),
+    /// No answer; the zone's SOA in the authority section.
+    NoData(ZoneInfo),
 }
 
-/// Writes the answer into a frame already resized to `reply_len(q, count)`.
+impl Body {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        match self {
+            Body::A(n) => n * A_RECORD_LEN,
+            Body::Aaaa(n) => n * AAAA_RECORD_LEN,
+            Body::NoData(_) => SOA_RECORD_LEN,
+        }
+    }
+}
+
+/// Frame length of the answer to `q`.
+#[inline(always)]
+pub fn reply_len(q: &Query, body: &Body) -> usize {
+    q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4 + body.len() + q.has_opt as usize * OPT_LEN
+}
+
+/// The fixed part of a resource record after its owner: type, class IN, TTL, RDLENGTH.
+#[inline(always)]
+fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
+    let t = rtype.to_be_bytes();
+    let l = ttl.to_be_bytes();
+    let r = rdlen.to_be_bytes();
+    [
+        t[0],
+        t[1],
+        0,
+        CLASS_IN as u8,
+        l[0],
+        l[1],
+        l[2],
+        l[3],
+        r[0],
+        r[1],
+    ]
+}
+
+/// Writes the answer into a frame already resized to `reply_len(q, body)`.
 /// `name_sum` is the QNAME's checksum contribution, summed during the parse.
 #[inline(always)]
 pub fn write(
     b: &Bounds,
     q: &Query,
-    rec: &ARecords,
-    count: usize,
+    rec: &NameRecords,
+    body: &Body,
     name_sum: u64,
 ) -> Result<(), Counter> {
-    let udp_len = reply_len(q, count) - q.l4_off;
+    let udp_len = reply_len(q, body) - q.l4_off;
     let eth: *mut Eth = ptr_at(b, 0)?;
     unsafe {
         core::mem::swap(&mut (*eth).dst, &mut (*eth).src);
@@ -65,46 +108,73 @@ pub fn write(
     }
     sum += udp_len as u64;
 
+    let (ancount, nscount) = match body {
+        Body::A(n) | Body::Aaaa(n) => (*n as u16, 0u16),
+        Body::NoData(_) => (0, 1),
+    };
     let dns: *mut Dns = ptr_at(b, q.l4_off + UDP_LEN)?;
     unsafe {
         // QR AA, RD copied; RA, AD, CD clear; NOERROR.
         (*dns).flags = [0x84 | q.rd, 0];
         (*dns).qdcount = 1u16.to_be_bytes();
-        (*dns).ancount = (count as u16).to_be_bytes();
-        (*dns).nscount = [0, 0];
+        (*dns).ancount = ancount.to_be_bytes();
+        (*dns).nscount = nscount.to_be_bytes();
         (*dns).arcount = (q.has_opt as u16).to_be_bytes();
-        sum += word((*dns).id[0], (*dns).id[1]) + word((*dns).flags[0], 0) + 1 + count as u64;
-        sum += q.has_opt as u64;
+        sum += word((*dns).id[0], (*dns).id[1]) + word((*dns).flags[0], 0) + 1;
+        sum += ancount as u64 + nscount as u64 + q.has_opt as u64;
     }
     sum += name_sum;
 
     // Everything after the name, summed as if it started on an even offset; it starts on an
     // odd one when the name's length is odd, which a byte swap of the folded sum corrects.
-    let mut tail = (TYPE_A + CLASS_IN) as u64;
-    let ans_off = q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4;
-    let ttl = rec.ttl.to_be_bytes();
-    let mut i = 0;
-    while i < MAX_A_RECORDS {
-        if i >= count {
-            break;
+    let mut tail = q.qtype as u64 + CLASS_IN as u64;
+    let body_off = q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4;
+    let owner = [0xc0, QNAME_OFF as u8];
+    match body {
+        Body::A(n) => {
+            let fixed = rr_fixed(TYPE_A, rec.ttl, 4);
+            let mut i = 0;
+            while i < MAX_ADDRS && i < *n {
+                let a = rec.a[i];
+                let r = [
+                    owner[0], owner[1], fixed[0], fixed[1], fixed[2], fixed[3], fixed[4], fixed[5],
+                    fixed[6], fixed[7], fixed[8], fixed[9], a[0], a[1], a[2], a[3],
+                ];
+                let p: *mut [u8; A_RECORD_LEN] = ptr_at(b, body_off + i * A_RECORD_LEN)?;
+                unsafe { *p = r };
+                tail += words(&r);
+                i += 1;
+            }
         }
-        let r: *mut ARecord = ptr_at(b, ans_off + i * A_RECORD_LEN)?;
-        let addr = rec.addrs[i];
-        unsafe {
-            (*r).name_ptr = [0xc0, DNS_LEN as u8];
-            (*r).rtype = TYPE_A.to_be_bytes();
-            (*r).class = CLASS_IN.to_be_bytes();
-            (*r).ttl = ttl;
-            (*r).rdlen = 4u16.to_be_bytes();
-            (*r).addr = addr;
+        Body::Aaaa(n) => {
+            let fixed = rr_fixed(TYPE_AAAA, rec.ttl, 16);
+            let mut head = [0u8; 12];
+            head[0] = owner[0];
+            head[1] = owner[1];
+            head[2..].copy_from_slice(&fixed);
+            let mut i = 0;
+            while i < MAX_ADDRS && i < *n {
+                let off = body_off + i * AAAA_RECORD_LEN;
+                let h: *mut [u8; 12] = ptr_at(b, off)?;
+                let a: *mut [u8; 16] = ptr_at(b, off + 12)?;
+                let addr = rec.aaaa[i];
+                unsafe {
+                    *h = head;
+                    *a = addr;
+                }
+                tail += words(&head) + words(&addr);
+                i += 1;
+            }
         }
-        tail += 0xc000 + DNS_LEN as u64 + TYPE_A as u64 + CLASS_IN as u64 + 4;
-        tail += word(ttl[0], ttl[1]) + word(ttl[2], ttl[3]);
-        tail += word(addr[0], addr[1]) + word(addr[2], addr[3]);
-        i += 1;
+        Body::NoData(z) => {
+            let soa = soa_record(q, z);
+            let p: *mut [u8; SOA_RECORD_LEN] = ptr_at(b, body_off)?;
+            unsafe { *p = soa };
+            tail += words(&soa);
+        }
     }
     if q.has_opt == 1 {
-        let o: *mut Opt = ptr_at(b, ans_off + count * A_RECORD_LEN)?;
+        let o: *mut Opt = ptr_at(b, body_off + body.len())?;
         let payload = EDNS_PAYLOAD.to_be_bytes();
         unsafe {
             (*o).name = 0;
@@ -130,4 +200,32 @@ pub fn write(
         (*udp).csum = finish_udp(sum).to_be_bytes();
     }
     Ok(())
+}
+
+/// The zone's SOA with every name compressed against the question, whose last `zone_len`
+/// bytes are the zone apex: owner, `ns.dns.<zone>`, `hostmaster.<zone>`.
+#[inline(always)]
+fn soa_record(q: &Query, z: &ZoneInfo) -> [u8; SOA_RECORD_LEN] {
+    let apex = (QNAME_OFF + q.qlen - z.zone_len as usize) as u16;
+    let ptr = (0xc000 | apex).to_be_bytes();
+    let f = rr_fixed(TYPE_SOA, z.soa_ttl, (SOA_RECORD_LEN - 12) as u16);
+    let n = [z.serial, z.refresh, z.retry, z.expire, z.minimum];
+    let mut r = [0u8; SOA_RECORD_LEN];
+    r[0] = ptr[0];
+    r[1] = ptr[1];
+    r[2..12].copy_from_slice(&f);
+    r[12..21].copy_from_slice(&[2, b'n', b's', 3, b'd', b'n', b's', ptr[0], ptr[1]]);
+    r[21..34].copy_from_slice(&[
+        10, b'h', b'o', b's', b't', b'm', b'a', b's', b't', b'e', b'r', ptr[0], ptr[1],
+    ]);
+    let mut i = 0;
+    while i < 5 {
+        let v = n[i].to_be_bytes();
+        r[34 + i * 4] = v[0];
+        r[35 + i * 4] = v[1];
+        r[36 + i * 4] = v[2];
+        r[37 + i * 4] = v[3];
+        i += 1;
+    }
+    r
 }

@@ -195,7 +195,11 @@ struct Kernel {
 /// Makes every sink serve `records`: kernel maps first, then userspace.
 fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records) {
     if let Some(k) = kernel {
-        match k.maps.sync_records(&records.kernel_a()) {
+        // The SOA before the records it describes.
+        if let Err(e) = k.maps.set_zone(&records.kernel_zone()) {
+            tracing::error!(error = %e, "kernel zone update failed");
+        }
+        match k.maps.sync_records(&records.kernel_records()) {
             Ok(stats) => tracing::info!(?stats, "kernel records in sync"),
             Err(e) => tracing::error!(error = %e, "kernel map sync failed"),
         }

@@ -13,7 +13,7 @@ use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
-use tests::client::{dig, run};
+use tests::client::{dig, dig_status, run};
 use tests::netns::{write_manifest, Bpffs, Daemon, Netns, Topology, SVC4, SVC6};
 
 struct Fixture {
@@ -259,11 +259,20 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
             ),
             "10.96.33.4"
         );
+        // AAAA, and NODATA for a name with no IPv6 address, from the kernel too.
+        assert_eq!(
+            dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local", "AAAA"]),
+            "fd00:10:96::c07"
+        );
+        assert_eq!(
+            dig_status(f.pod(1), SVC6, &["cart.shop.svc.cluster.local", "AAAA"]),
+            "NOERROR"
+        );
         let c1 = f.counters();
         assert_eq!(
             c1.get(Counter::Answered),
-            c0.get(Counter::Answered) + 4,
-            "{mode}: the kernel answered all four"
+            c0.get(Counter::Answered) + 6,
+            "{mode}: the kernel answered all six"
         );
         assert_eq!(
             netfilter_count(&f.topo.node),
@@ -273,8 +282,12 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
 
         // Misses reach userspace and are answered there.
         assert_eq!(
-            dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local", "AAAA"]),
-            "fd00:10:96::c07"
+            dig(
+                f.pod(0),
+                SVC4,
+                &["_http._tcp.web.shop.svc.cluster.local", "SRV"]
+            ),
+            "0 100 80 web.shop.svc.cluster.local."
         );
         let nx = Message::from_vec(&exchange(
             f.pod(1),

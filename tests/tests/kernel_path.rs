@@ -6,7 +6,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use dns_common::{programs, ARecords, Counter, NameKey, MAX_A_RECORDS};
+use dns_common::{programs, Counter, NameKey, NameRecords};
 use dns_userspace::{
     answer::{respond, Transport},
     dataplane::{self, maps::KernelMaps},
@@ -83,6 +83,7 @@ fn services() -> ClusterView {
             s("default", "kubernetes", &["10.96.0.1"]),
             s("shop", "web", &["10.96.1.2", "fd00::12"]),
             s("shop", "eight", &eight),
+            s("shop", "v6only", &["fd00::13"]),
         ],
         namespaces: vec![ns("default"), ns("shop")],
         ..Default::default()
@@ -100,7 +101,8 @@ fn setup() -> Option<Kernel> {
     let mut maps = KernelMaps::take(&mut ebpf).unwrap();
     maps.sync_service_addrs(&[svc4(), svc6()]).unwrap();
     let zone = Records::build(&ZoneConfig::new("cluster.local", 30).unwrap(), &services());
-    maps.sync_records(&zone.kernel_a()).unwrap();
+    maps.set_zone(&zone.kernel_zone()).unwrap();
+    maps.sync_records(&zone.kernel_records()).unwrap();
     Some(Kernel { ebpf, maps, zone })
 }
 
@@ -265,6 +267,25 @@ fn answers_a_queries_exactly_as_userspace() {
             }
         }
     }
+    // AAAA, and NODATA (with the zone's SOA) for the family a name lacks.
+    for hook in HOOKS {
+        for (name, qtype, ancount, nscount) in [
+            ("web.shop.svc.cluster.local", 28u16, 1u16, 0u16),
+            ("kubernetes.default.svc.cluster.local", 28, 0, 1),
+            ("v6only.shop.svc.cluster.local", 1, 0, 1),
+            ("v6only.shop.svc.cluster.local", 28, 1, 0),
+        ] {
+            for (what, o) in &opts {
+                let q = dns_query(0x4321, 0x0100, &wire(name), qtype, 1, o.as_deref());
+                let label = format!("{name} type {qtype} {what}");
+                let dns = k.assert_answers(hook, &frame4(&q), &q, &format!("v4 {label}"));
+                k.assert_answers(hook, &frame6(&q), &q, &format!("v6 {label}"));
+                assert_eq!(u16::from_be_bytes([dns[6], dns[7]]), ancount, "{label}");
+                assert_eq!(u16::from_be_bytes([dns[8], dns[9]]), nscount, "{label}");
+            }
+        }
+    }
+
     // Eight addresses, in model order.
     let q = dns_query(7, 0x0100, &wire("eight.shop.svc.cluster.local"), 1, 1, None);
     let (_, out) = k.run(Hook::Xdp, &frame4(&q));
@@ -286,15 +307,12 @@ fn longest_name_is_answered_and_longer_ones_pass() {
     ];
     let longest = wire(&labels.join("."));
     assert_eq!(longest.len(), 255);
-    let mut desired = k.zone.kernel_a();
+    let mut desired = k.zone.kernel_records();
     let mut key = NameKey::zeroed();
     key.name[..255].copy_from_slice(&longest);
-    let mut v = ARecords {
-        ttl: 5,
-        count: 1,
-        addrs: [[0; 4]; MAX_A_RECORDS],
-    };
-    v.addrs[0] = [192, 0, 2, 1];
+    let mut v = NameRecords::empty(5);
+    v.a_count = 1;
+    v.a[0] = [192, 0, 2, 1];
     desired.insert(key, v);
     k.maps.sync_records(&desired).unwrap();
     for hook in HOOKS {
@@ -371,8 +389,8 @@ fn malformed_and_foreign_packets_pass_with_their_reason() {
         ("pointer loop", frame4(&ptr_loop), Counter::BadName),
         ("extended label type", frame4(&ext_label), Counter::BadName),
         (
-            "AAAA",
-            frame4(&dns_query(1, 0, &name, 28, 1, None)),
+            "SRV",
+            frame4(&dns_query(1, 0, &name, 33, 1, None)),
             Counter::OtherType,
         ),
         (
@@ -562,10 +580,10 @@ fn removed_records_are_no_longer_answered() {
     let mut fewer = services();
     fewer.services.retain(|s| s.name != "web");
     let zone = Records::build(&cfg, &fewer);
-    let stats = k.maps.sync_records(&zone.kernel_a()).unwrap();
+    let stats = k.maps.sync_records(&zone.kernel_records()).unwrap();
     assert_eq!((stats.deleted, stats.upserted), (1, 0));
     assert_eq!(
-        k.maps.sync_records(&zone.kernel_a()).unwrap().deleted,
+        k.maps.sync_records(&zone.kernel_records()).unwrap().deleted,
         0,
         "idempotent"
     );

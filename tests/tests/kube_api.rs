@@ -90,7 +90,7 @@ impl Fixture {
         let view = manifests::load_dir(&dir).unwrap();
         let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
         cfg.ns_addrs = vec![SVC4.parse().unwrap(), SVC6.parse().unwrap()];
-        let want = Records::build(&cfg, &view).kernel_a();
+        let want = Records::build(&cfg, &view).kernel_records();
         eventually(SOON, want, || pinned_records(&self.pins.pin_dir()).unwrap());
     }
 }

@@ -6,15 +6,16 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     Ebpf,
 };
-use dns_common::{maps as m, ARecords, Counter, NameKey, ServiceAddr, COUNTER_COUNT};
+use dns_common::{maps as m, Counter, NameKey, NameRecords, ServiceAddr, ZoneInfo, COUNTER_COUNT};
 
 use super::{Error, Result};
 
 pub struct KernelMaps {
-    records: HashMap<MapData, NameKey, ARecords>,
+    records: HashMap<MapData, NameKey, NameRecords>,
+    zone: Array<MapData, ZoneInfo>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -35,7 +36,8 @@ impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         Ok(Self {
-            records: HashMap::try_from(take(m::RECORDS_A)?).map_err(map_err(m::RECORDS_A))?,
+            records: HashMap::try_from(take(m::RECORDS)?).map_err(map_err(m::RECORDS))?,
+            zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
         })
@@ -43,10 +45,10 @@ impl KernelMaps {
 
     /// Makes the records map hold exactly `desired`: writes only what differs, deletes what
     /// is not desired. Running it twice changes nothing the second time.
-    pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, ARecords>) -> Result<SyncStats> {
+    pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
         let mut current = BTreeMap::new();
         for entry in self.records.iter() {
-            let (k, v) = entry.map_err(map_err(m::RECORDS_A))?;
+            let (k, v) = entry.map_err(map_err(m::RECORDS))?;
             current.insert(k, v);
         }
         let mut stats = SyncStats::default();
@@ -55,16 +57,22 @@ impl KernelMaps {
                 stats.unchanged += 1;
                 continue;
             }
-            self.records
-                .insert(k, v, 0)
-                .map_err(map_err(m::RECORDS_A))?;
+            self.records.insert(k, v, 0).map_err(map_err(m::RECORDS))?;
             stats.upserted += 1;
         }
         for k in current.keys().filter(|k| !desired.contains_key(*k)) {
-            self.records.remove(k).map_err(map_err(m::RECORDS_A))?;
+            self.records.remove(k).map_err(map_err(m::RECORDS))?;
             stats.deleted += 1;
         }
         Ok(stats)
+    }
+
+    /// The SOA the kernel puts in NODATA answers.
+    pub fn set_zone(&mut self, zone: &ZoneInfo) -> Result<()> {
+        if self.zone.get(&0, 0).ok().as_ref() != Some(zone) {
+            self.zone.set(0, zone, 0).map_err(map_err(m::ZONE))?;
+        }
+        Ok(())
     }
 
     /// Makes the kernel answer for exactly these destination addresses.
@@ -140,11 +148,9 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
 }
 
 /// The records map of a running (or stopped) daemon, as the kernel holds it.
-pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, ARecords>> {
-    let data = MapData::from_pin(pin_dir.join(m::RECORDS_A)).map_err(map_err(m::RECORDS_A))?;
-    let map: HashMap<MapData, NameKey, ARecords> =
-        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS_A))?;
-    map.iter()
-        .map(|e| e.map_err(map_err(m::RECORDS_A)))
-        .collect()
+pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, NameRecords>> {
+    let data = MapData::from_pin(pin_dir.join(m::RECORDS)).map_err(map_err(m::RECORDS))?;
+    let map: HashMap<MapData, NameKey, NameRecords> =
+        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS))?;
+    map.iter().map(|e| e.map_err(map_err(m::RECORDS))).collect()
 }

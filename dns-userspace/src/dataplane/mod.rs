@@ -44,7 +44,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Maps shared across daemon restarts, pinned by name under the pin folder.
-pub const PINNED_MAPS: [&str; 3] = [m::RECORDS_A, m::SERVICE_ADDRS, m::COUNTERS];
+pub const PINNED_MAPS: [&str; 4] = [m::RECORDS, m::ZONE, m::SERVICE_ADDRS, m::COUNTERS];
 
 /// Loads the object and both programs into the kernel. With a pin folder, the maps are
 /// pinned there, and maps already pinned by an earlier daemon are adopted as they are.

@@ -17,7 +17,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use dns_common::{ARecords, NameKey, MAX_A_RECORDS, MAX_NAME_LEN};
+use dns_common::{NameKey, NameRecords, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN};
 
 pub use config::{PodMode, ZoneConfig};
 pub use name::{wire_from_dotted, NameError};
@@ -303,14 +303,15 @@ impl Records {
         })
     }
 
-    /// The kernel map's desired contents: every in-zone A set small enough for one map
-    /// value. (Pod names are computed at lookup time and stay in userspace.)
-    pub fn kernel_a(&self) -> BTreeMap<NameKey, ARecords> {
+    /// The kernel map's desired contents: every in-zone name with addresses, when each
+    /// family fits one map value. (Pod names are computed at lookup time and stay in
+    /// userspace, as do CNAME owners.)
+    pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
         let mut out = BTreeMap::new();
         for (owner, set) in &self.rrsets {
-            let addrs = &set.a;
-            if addrs.is_empty()
-                || addrs.len() > MAX_A_RECORDS
+            if (set.a.is_empty() && set.aaaa.is_empty())
+                || set.a.len() > MAX_ADDRS
+                || set.aaaa.len() > MAX_ADDRS
                 || owner.len() > MAX_NAME_LEN
                 || set.cname.is_some()
                 || !name::is_within(owner, &self.cfg.zone)
@@ -319,17 +320,33 @@ impl Records {
             }
             let mut key = NameKey::zeroed();
             key.name[..owner.len()].copy_from_slice(owner);
-            let mut v = ARecords {
-                ttl: self.cfg.ttl,
-                count: addrs.len() as u32,
-                addrs: [[0; 4]; MAX_A_RECORDS],
-            };
-            for (slot, a) in v.addrs.iter_mut().zip(addrs) {
+            let mut v = NameRecords::empty(self.cfg.ttl);
+            v.a_count = set.a.len() as u16;
+            v.aaaa_count = set.aaaa.len() as u16;
+            for (slot, a) in v.a.iter_mut().zip(&set.a) {
+                *slot = a.octets();
+            }
+            for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
                 *slot = a.octets();
             }
             out.insert(key, v);
         }
         out
+    }
+
+    /// The SOA as the kernel writes it into NODATA answers.
+    pub fn kernel_zone(&self) -> ZoneInfo {
+        let soa = self.soa();
+        ZoneInfo {
+            zone_len: self.cfg.zone.len() as u32,
+            soa_ttl: self.cfg.ttl.min(soa.minimum),
+            serial: soa.serial,
+            refresh: soa.refresh,
+            retry: soa.retry,
+            expire: soa.expire,
+            minimum: soa.minimum,
+            _pad: 0,
+        }
     }
 }
 

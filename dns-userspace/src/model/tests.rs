@@ -480,9 +480,9 @@ fn coredns_options() {
 }
 
 #[test]
-fn kernel_entries_are_the_in_zone_a_sets() {
+fn kernel_entries_are_the_in_zone_address_sets() {
     let z = Records::build(&cfg(), &cluster());
-    let k = z.kernel_a();
+    let k = z.kernel_records();
     let names: Vec<String> = k.keys().map(|key| dotted(&key.name)).collect();
     for want in [
         "web.shop.svc.cluster.local.",
@@ -505,8 +505,25 @@ fn kernel_entries_are_the_in_zone_a_sets() {
         .unwrap()
         .1;
     assert_eq!(
-        (db.count, db.addrs[0], db.addrs[1], db.ttl),
+        (db.a_count, db.a[0], db.a[1], db.ttl),
         (2, [10, 1, 0, 5], [10, 1, 0, 6], 30)
+    );
+    let v6: std::net::Ipv6Addr = "fd00::5".parse().unwrap();
+    assert_eq!((db.aaaa_count, db.aaaa[0]), (1, v6.octets()));
+    let kube = k
+        .iter()
+        .find(|(key, _)| dotted(&key.name) == "kubernetes.default.svc.cluster.local.")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (kube.a_count, kube.aaaa_count),
+        (1, 0),
+        "present without AAAA: the kernel answers NODATA"
+    );
+    let zi = z.kernel_zone();
+    assert_eq!(
+        (zi.zone_len, zi.soa_ttl, zi.serial, zi.minimum),
+        (15, 30, z.serial, 30)
     );
 }
 

@@ -108,7 +108,10 @@ fn program_cost() -> Result<(), String> {
     let mut maps = KernelMaps::take(&mut ebpf).map_err(|e| e.to_string())?;
     let svc: IpAddr = SVC4.parse().unwrap();
     maps.sync_service_addrs(&[svc]).map_err(|e| e.to_string())?;
-    maps.sync_records(&example_records()?.kernel_a())
+    let records = example_records()?;
+    maps.set_zone(&records.kernel_zone())
+        .map_err(|e| e.to_string())?;
+    maps.sync_records(&records.kernel_records())
         .map_err(|e| e.to_string())?;
     let frame = udp_frame(
         "10.1.1.2".parse().unwrap(),

@@ -198,7 +198,11 @@ pub mod maps {
     pub const SERVICE_ADDRS: &str = "SERVICE_ADDRS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SCRATCH: &str = "SCRATCH";
-    pub const RECORDS_MAX: u32 = 65536;
+    /// Names the kernel can hold. The map is not preallocated: memory follows the records
+    /// actually stored, plus 16 bytes of bucket per slot.
+    pub const RECORDS_MAX: u32 = 131072;
+    /// BPF_F_NO_PREALLOC.
+    pub const NO_PREALLOC: u32 = 1;
     pub const SERVICE_ADDRS_MAX: u32 = 64;
 }
 

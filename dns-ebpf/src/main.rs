@@ -30,7 +30,8 @@ use parse::ServiceAddrs;
 use respond::Body;
 
 #[map(name = "RECORDS")]
-static RECORDS: HashMap<NameKey, NameRecords> = HashMap::with_max_entries(m::RECORDS_MAX, 0);
+static RECORDS: HashMap<NameKey, NameRecords> =
+    HashMap::with_max_entries(m::RECORDS_MAX, m::NO_PREALLOC);
 
 #[map(name = "ZONE")]
 static ZONE: Array<ZoneInfo> = Array::with_max_entries(1, 0);

@@ -180,7 +180,10 @@ impl Source {
                 changed.notified().await;
                 // Coalesce a burst of events (a relist, a rollout) into one rebuild.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok(Some(stores.view()))
+                let t = std::time::Instant::now();
+                let view = stores.view();
+                tracing::debug!(view_ms = t.elapsed().as_secs_f64() * 1e3, "view taken");
+                Ok(Some(view))
             }
         }
     }
@@ -194,13 +197,18 @@ struct Kernel {
 
 /// Makes every sink serve `records`: kernel maps first, then userspace.
 fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records) {
+    let t = std::time::Instant::now();
     if let Some(k) = kernel {
         // The SOA before the records it describes.
         if let Err(e) = k.maps.set_zone(&records.kernel_zone()) {
             tracing::error!(error = %e, "kernel zone update failed");
         }
         match k.maps.sync_records(&records.kernel_records()) {
-            Ok(stats) => tracing::info!(?stats, "kernel records in sync"),
+            Ok(stats) => tracing::info!(
+                ?stats,
+                sync_ms = t.elapsed().as_secs_f64() * 1e3,
+                "kernel records in sync"
+            ),
             Err(e) => tracing::error!(error = %e, "kernel map sync failed"),
         }
     }
@@ -292,7 +300,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             bail!("a listener stopped");
         }
         if let Some(view) = next {
-            publish(&zone, kernel.as_mut(), Records::build(&cfg, &view));
+            let t = std::time::Instant::now();
+            let records = Records::build(&cfg, &view);
+            tracing::debug!(build_ms = t.elapsed().as_secs_f64() * 1e3, "zone built");
+            publish(&zone, kernel.as_mut(), records);
         }
     }
 

@@ -15,6 +15,10 @@ use super::{Error, Result};
 
 pub struct KernelMaps {
     records: HashMap<MapData, NameKey, NameRecords>,
+    /// What the records map holds, as last read or written: later syncs diff against it
+    /// instead of reading the whole map back. Dropped (and the map re-read) after any
+    /// failed write, so it never drifts from the kernel's copy.
+    shadow: Option<BTreeMap<NameKey, NameRecords>>,
     zone: Array<MapData, ZoneInfo>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -37,6 +41,7 @@ impl KernelMaps {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         Ok(Self {
             records: HashMap::try_from(take(m::RECORDS)?).map_err(map_err(m::RECORDS))?,
+            shadow: None,
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
@@ -44,26 +49,42 @@ impl KernelMaps {
     }
 
     /// Makes the records map hold exactly `desired`: writes only what differs, deletes what
-    /// is not desired. Running it twice changes nothing the second time.
+    /// is not desired. Running it twice changes nothing the second time. The first sync
+    /// reads the map as it is (pins adopted from an earlier daemon are kept, not cleared).
     pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
-        let mut current = BTreeMap::new();
-        for entry in self.records.iter() {
-            let (k, v) = entry.map_err(map_err(m::RECORDS))?;
-            current.insert(k, v);
-        }
+        let mut current = match self.shadow.take() {
+            Some(s) => s,
+            None => {
+                let mut read = BTreeMap::new();
+                for entry in self.records.iter() {
+                    let (k, v) = entry.map_err(map_err(m::RECORDS))?;
+                    read.insert(k, v);
+                }
+                read
+            }
+        };
         let mut stats = SyncStats::default();
         for (k, v) in desired {
             if current.get(k) == Some(v) {
                 stats.unchanged += 1;
                 continue;
             }
+            // On error the shadow stays dropped: the next sync re-reads the map.
             self.records.insert(k, v, 0).map_err(map_err(m::RECORDS))?;
+            current.insert(*k, *v);
             stats.upserted += 1;
         }
-        for k in current.keys().filter(|k| !desired.contains_key(*k)) {
-            self.records.remove(k).map_err(map_err(m::RECORDS))?;
+        let stale: Vec<NameKey> = current
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.records.remove(&k).map_err(map_err(m::RECORDS))?;
+            current.remove(&k);
             stats.deleted += 1;
         }
+        self.shadow = Some(current);
         Ok(stats)
     }
 

@@ -48,6 +48,16 @@ struct RunArgs {
     /// Watch the Kubernetes API with the pod's service account.
     #[arg(long)]
     in_cluster: bool,
+    /// Client-side limit on API requests per second (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    kube_api_qps: f64,
+    /// Requests allowed at once above the QPS limit.
+    #[arg(long, default_value_t = 10)]
+    kube_api_burst: u32,
+    /// Warn (and stay not ready) if the API has not synced after this many seconds; the
+    /// zone answers SERVFAIL until it has (CoreDNS `startup_timeout`).
+    #[arg(long, default_value_t = 5)]
+    startup_timeout: u64,
     /// The cluster zone.
     #[arg(long, default_value = "cluster.local")]
     zone: String,
@@ -228,7 +238,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             fingerprint: None,
         },
         (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
-            let client = kube_source::client(kubeconfig.as_deref()).await?;
+            let limits = kube_source::ApiLimits {
+                qps: args.kube_api_qps,
+                burst: args.kube_api_burst,
+            };
+            let client = kube_source::client(kubeconfig.as_deref(), limits).await?;
             let changed = Arc::new(Notify::new());
             let stores = Box::new(kube_source::Stores::start(
                 client,
@@ -266,10 +280,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let first = tokio::select! {
-        v = source.first() => v?,
-        _ = tokio::signal::ctrl_c() => return Ok(()),
-        _ = term.recv() => return Ok(()),
+    let startup = tokio::time::sleep(Duration::from_secs(args.startup_timeout));
+    tokio::pin!(startup);
+    let mut warned = false;
+    let first = loop {
+        tokio::select! {
+            v = source.first() => break v?,
+            _ = &mut startup, if !warned => {
+                warned = true;
+                tracing::warn!(
+                    seconds = args.startup_timeout,
+                    "no full view yet (startup timeout); the zone answers SERVFAIL until there is one"
+                );
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+        }
     };
     tracing::info!(
         services = first.services.len(),

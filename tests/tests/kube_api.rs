@@ -263,3 +263,32 @@ fn servfail_until_the_first_full_list() {
         .expect("ready after the API is back");
     assert_eq!(dig(pod, SVC4, &["web.shop.svc.cluster.local"]), "10.96.6.1");
 }
+
+#[test]
+fn api_requests_respect_the_client_side_rate_limit() {
+    let Some(f) = fixture("qps") else { return };
+    f.api.apply(obj::namespace("shop"));
+    f.api
+        .apply(obj::service("shop", "web", &["10.96.6.2"], &[]));
+    let mut args = f.args();
+    args.extend(["--kube-api-qps", "2", "--kube-api-burst", "1"].map(String::from));
+    let before = f.api.requests();
+    let started = std::time::Instant::now();
+    let mut d = Daemon::spawn(&f.topo.node, &args).expect("daemon");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Four lists and four watches are needed; one at once and two a second let at most
+    // 1 + 2 × elapsed through.
+    let allowed = 1.0 + 2.0 * started.elapsed().as_secs_f64();
+    let made = (f.api.requests() - before) as f64;
+    assert!(
+        made <= allowed + 0.5,
+        "{made} requests in {:?}",
+        started.elapsed()
+    );
+    d.wait_ready(Duration::from_secs(30))
+        .expect("ready, slowly");
+    assert_eq!(
+        dig(&f.topo.pods[0].ns, SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.6.2"
+    );
+}

@@ -38,8 +38,15 @@ pub enum Error {
     Client(#[from] kube::Error),
 }
 
+/// Client-side limits on API requests (client-go's QPS and burst); `qps` 0 is unlimited.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ApiLimits {
+    pub qps: f64,
+    pub burst: u32,
+}
+
 /// A client from a kubeconfig file, or in-cluster config (or `$KUBECONFIG`) without one.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
+pub async fn client(kubeconfig: Option<&Path>, limits: ApiLimits) -> Result<Client, Error> {
     let config = match kubeconfig {
         Some(path) => {
             let err = |source| Error::Kubeconfig {
@@ -53,7 +60,16 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
         }
         None => Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    if limits.qps <= 0.0 {
+        return Ok(Client::try_from(config)?);
+    }
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder
+        .with_layer(&super::ratelimit::RateLimitLayer::new(
+            limits.qps,
+            limits.burst,
+        ))
+        .build())
 }
 
 /// The reflector stores, filled by background watch tasks.

@@ -3,3 +3,4 @@
 pub mod convert;
 pub mod kube;
 pub mod manifests;
+pub mod ratelimit;

@@ -159,6 +159,11 @@ impl Records {
         self.rrsets.get(owner)
     }
 
+    /// Every owner name with records (reverse names included), lower-case wire form.
+    pub fn owners(&self) -> impl Iterator<Item = &[u8]> {
+        self.rrsets.keys().map(Vec::as_slice)
+    }
+
     /// Number of owner names with records (reverse names included).
     pub fn len(&self) -> usize {
         self.rrsets.len()

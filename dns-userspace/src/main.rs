@@ -13,6 +13,7 @@ use dns_userspace::{
     dataplane::{self, attach::AttachMode, maps::KernelMaps},
     model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
+    ops::{self, health::Readiness},
     source::kube as kube_source,
     source::manifests,
 };
@@ -54,6 +55,12 @@ struct RunArgs {
     /// Requests allowed at once above the QPS limit.
     #[arg(long, default_value_t = 10)]
     kube_api_burst: u32,
+    /// Where `/health` is served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_addr: SocketAddr,
+    /// Where `/ready` is served: ready once the zone is synced and the kernel path attached.
+    #[arg(long, default_value = "0.0.0.0:8181")]
+    ready_addr: SocketAddr,
     /// Warn (and stay not ready) if the API has not synced after this many seconds; the
     /// zone answers SERVFAIL until it has (CoreDNS `startup_timeout`).
     #[arg(long, default_value_t = 5)]
@@ -279,6 +286,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "serving udp and tcp");
     }
 
+    let readiness = Readiness::default();
+    {
+        let (h, r) = (args.health_addr, args.ready_addr);
+        // Bind now, so a taken port is a start-up error, not a silent missing probe.
+        drop(std::net::TcpListener::bind(h).with_context(|| format!("binding {h}"))?);
+        if r != h {
+            drop(std::net::TcpListener::bind(r).with_context(|| format!("binding {r}"))?);
+        }
+        let rd = readiness.clone();
+        servers.push(tokio::spawn(
+            async move { ops::health::serve(h, r, rd).await },
+        ));
+    }
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let startup = tokio::time::sleep(Duration::from_secs(args.startup_timeout));
     tokio::pin!(startup);
@@ -314,6 +335,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             println!("attached {iface} {mode}");
         }
     }
+    readiness.set(true);
     println!("ready");
 
     loop {

@@ -180,6 +180,16 @@ fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
     );
     f.assert_map_matches(&objects);
 
+    // The EndpointSlice goes: a headless service without endpoints has no name. Then back.
+    api.delete(Kind::EndpointSlice, "shop", "db-1");
+    eventually(SOON, "NXDOMAIN".to_string(), || {
+        dig_status(&f.topo.pods[0].ns, SVC4, &["db.shop.svc.cluster.local"])
+    });
+    api.apply(objects[4].clone());
+    eventually(SOON, "10.1.9.6".to_string(), || {
+        f.dig(&["db.shop.svc.cluster.local"])
+    });
+
     // Delete a service; then a whole namespace.
     api.delete(Kind::Service, "shop", "web");
     objects.remove(2);
@@ -235,6 +245,29 @@ fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
     });
     // Nothing stale left in the kernel.
     f.assert_map_matches(&objects);
+}
+
+/// The HTTP status of a probe, from inside the node (as kubelet on the host would).
+fn probe(f: &Fixture, port: u16, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let out = f
+        .topo
+        .node
+        .output(
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+                &url,
+            ],
+        )
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]

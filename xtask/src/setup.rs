@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsperf", "latency percentiles"),
     ("knot", "kxdpgun load generator"),
     ("nftables", "proving answered queries skip netfilter"),
+    ("curl", "probing /health and /ready"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -1,0 +1,2 @@
+//! What operators and kubelet probe: liveness and readiness over HTTP.
+pub mod health;

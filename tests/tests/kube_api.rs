@@ -291,9 +291,16 @@ fn servfail_until_the_first_full_list() {
         pinned_records(&f.pins.pin_dir()).unwrap().is_empty(),
         "kernel map empty before sync"
     );
+    assert_eq!(probe(&f, 8080, "/health"), "200", "alive while not synced");
+    assert_eq!(
+        probe(&f, 8181, "/ready"),
+        "503",
+        "not ready before the first full list"
+    );
     f.api.set_down(false);
     d.wait_ready(Duration::from_secs(30))
         .expect("ready after the API is back");
+    assert_eq!(probe(&f, 8181, "/ready"), "200");
     assert_eq!(dig(pod, SVC4, &["web.shop.svc.cluster.local"]), "10.96.6.1");
 }
 

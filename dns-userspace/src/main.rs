@@ -9,8 +9,12 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use dns_userspace::{
-    answer::server::{self, Zone},
+    answer::{
+        resolve::Resolver,
+        server::{self, Zone},
+    },
     dataplane::{self, attach::AttachMode, maps::KernelMaps},
+    forward::{cache, exchange, Cache, Forwarder, Policy, Upstreams},
     model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
     ops::{self, health::Readiness},
@@ -55,6 +59,44 @@ struct RunArgs {
     /// Requests allowed at once above the QPS limit.
     #[arg(long, default_value_t = 10)]
     kube_api_burst: u32,
+    /// Forward names outside the zone to these upstreams (IP or IP:port; repeatable).
+    #[arg(long = "upstream")]
+    upstreams: Vec<String>,
+    /// Without --upstream: the nameservers of this resolv.conf (CoreDNS `forward .
+    /// /etc/resolv.conf`).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Answer REFUSED outside the zone instead of forwarding.
+    #[arg(long)]
+    no_forward: bool,
+    /// Which upstream first.
+    #[arg(long, value_enum, default_value_t = Policy::Random)]
+    policy: Policy,
+    /// Upstream queries in flight at most; REFUSED past it.
+    #[arg(long, default_value_t = 1000)]
+    max_concurrent: usize,
+    /// Always TCP to upstreams.
+    #[arg(long)]
+    force_tcp: bool,
+    /// Keep truncated UDP answers from upstreams instead of retrying over TCP.
+    #[arg(long)]
+    prefer_udp: bool,
+    /// Read timeout per upstream try, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    forward_timeout_ms: u64,
+    /// Longest time an upstream answer is cached, seconds (CoreDNS `cache 30`).
+    #[arg(long, default_value_t = 30)]
+    cache_ttl: u32,
+    /// Shortest time an upstream answer is cached, seconds.
+    #[arg(long, default_value_t = 5)]
+    cache_min_ttl: u32,
+    /// Cached answers at most.
+    #[arg(long, default_value_t = 10000)]
+    cache_size: usize,
+    /// Serve expired answers for up to this many seconds while every upstream fails
+    /// (RFC 8767; 0: never).
+    #[arg(long, default_value_t = 0)]
+    serve_stale: u64,
     /// Where `/health` is served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -111,6 +153,44 @@ struct RunArgs {
 }
 
 impl RunArgs {
+    /// The resolver for names outside the zone, unless forwarding is off.
+    fn resolver(&self) -> anyhow::Result<Option<Resolver>> {
+        if self.no_forward {
+            return Ok(None);
+        }
+        let upstreams = if self.upstreams.is_empty() {
+            Upstreams::from_resolv_conf(&self.resolv_conf)?
+        } else {
+            let mut list = Vec::new();
+            for u in &self.upstreams {
+                let addr = u
+                    .parse::<SocketAddr>()
+                    .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| anyhow::anyhow!("--upstream `{u}`: not an IP or IP:port"))?;
+                list.push(addr);
+            }
+            Upstreams::new(list)?
+        };
+        tracing::info!(upstreams = ?upstreams.0, policy = ?self.policy, "forwarding");
+        let forwarder = Forwarder::new(
+            upstreams,
+            exchange::Options {
+                policy: self.policy,
+                timeout: Duration::from_millis(self.forward_timeout_ms),
+                max_concurrent: self.max_concurrent,
+                force_tcp: self.force_tcp,
+                prefer_udp: self.prefer_udp,
+            },
+        );
+        let cache = Cache::new(cache::Options {
+            max_ttl: self.cache_ttl,
+            min_ttl: self.cache_min_ttl,
+            capacity: self.cache_size,
+            stale_for: Duration::from_secs(self.serve_stale),
+        });
+        Ok(Some(Resolver { forwarder, cache }))
+    }
+
     fn zone_config(&self) -> anyhow::Result<ZoneConfig> {
         let mut cfg = ZoneConfig::new(&self.zone, self.ttl).context("--zone")?;
         cfg.pods = self.pods;
@@ -276,13 +356,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
+    let handler = server::Handler {
+        zone: zone.clone(),
+        resolver: args.resolver()?.map(Arc::new),
+    };
     let mut servers = Vec::new();
     for ip in &args.listen {
         let addr = SocketAddr::new(*ip, args.port);
         // Bind before going on, so a failure is a start-up error.
         let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
         drop(udp);
-        servers.push(tokio::spawn(server::serve(addr, zone.clone())));
+        servers.push(tokio::spawn(server::serve(addr, handler.clone())));
         tracing::info!(%addr, "serving udp and tcp");
     }
 

@@ -149,6 +149,21 @@ impl Topology {
         Ok(t)
     }
 
+    /// An "upstream" host joined to the node (node 10.2.0.1, upstream 10.2.0.2), for real
+    /// DNS servers the daemon forwards to.
+    pub fn add_upstream(&self) -> io::Result<Netns> {
+        let up = Netns::new(&format!("{}-up", self.prefix))?;
+        self.node.ip(&[
+            "link", "add", "uph", "type", "veth", "peer", "name", "eth0", "netns", &up.name,
+        ])?;
+        self.node
+            .ip(&["addr", "add", "10.2.0.1/24", "dev", "uph"])?;
+        self.node.ip(&["link", "set", "uph", "up"])?;
+        up.ip(&["addr", "add", "10.2.0.2/24", "dev", "eth0"])?;
+        up.ip(&["link", "set", "eth0", "up"])?;
+        Ok(up)
+    }
+
     /// Adds a pod namespace and its veth pair; returns its index.
     pub fn add_pod(&mut self) -> io::Result<usize> {
         let i = self.pods.len() + 1;

@@ -62,6 +62,8 @@ impl Fixture {
             SVC6.into(),
             "--pin-dir".into(),
             self.pins.pin_dir().display().to_string(),
+            // No upstream in these namespaces: outside the zone is REFUSED, at once.
+            "--no-forward".into(),
         ];
         match mode {
             Some(m) => {

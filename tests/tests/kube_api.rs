@@ -65,6 +65,7 @@ impl Fixture {
             "tc",
             "--pin-dir",
             &self.pins.pin_dir().display().to_string(),
+            "--no-forward",
         ]
         .map(String::from)
         .to_vec()

@@ -3,6 +3,7 @@
 //! Replies carry the same flags and records the kernel writes (QR AA, RD copied, the
 //! question echoed in the client's case, an OPT with our payload size and the DO bit echoed
 //! when the query had one), so a client cannot tell which path answered.
+pub mod resolve;
 pub mod server;
 
 use hickory_proto::{
@@ -26,15 +27,52 @@ pub enum Transport {
     Tcp,
 }
 
-/// The reply to one query message, or `None` when nothing should be sent (too short to
-/// carry an ID, or itself a response).
+/// What to do with one query message.
+pub enum Outcome {
+    /// Nothing to send (too short to carry an ID, or itself a response).
+    Drop,
+    Reply(Vec<u8>),
+    /// Not ours: a question outside the zone, for the forwarder. Carries the parsed query
+    /// and the REFUSED reply to send when there is no forwarder.
+    Forward {
+        query: Message,
+        refused: Vec<u8>,
+    },
+}
+
+/// The reply to one query message from the zone alone (out-of-zone names are REFUSED), or
+/// `None` when nothing should be sent.
 pub fn respond(query: &[u8], zone: &Records, transport: Transport) -> Option<Vec<u8>> {
+    match answer(query, zone, transport) {
+        Outcome::Drop => None,
+        Outcome::Reply(r) | Outcome::Forward { refused: r, .. } => Some(r),
+    }
+}
+
+/// Answers from the zone what is the zone's; says which questions are someone else's.
+pub fn answer(query: &[u8], zone: &Records, transport: Transport) -> Outcome {
+    match answer_inner(query, zone, transport) {
+        Some((bytes, Some(query))) => Outcome::Forward {
+            query,
+            refused: bytes,
+        },
+        Some((bytes, None)) => Outcome::Reply(bytes),
+        None => Outcome::Drop,
+    }
+}
+
+fn answer_inner(
+    query: &[u8],
+    zone: &Records,
+    transport: Transport,
+) -> Option<(Vec<u8>, Option<Message>)> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
     }
+    let done = |r: Option<Vec<u8>>| r.map(|b| (b, None));
     let msg = match Message::from_vec(query) {
         Ok(m) => m,
-        Err(_) => return Some(header_only(query, ResponseCode::FormErr)),
+        Err(_) => return done(Some(header_only(query, ResponseCode::FormErr))),
     };
     let mut reply = Message::new();
     reply
@@ -50,23 +88,25 @@ pub fn respond(query: &[u8], zone: &Records, transport: Transport) -> Option<Vec
         reply.set_edns(ours);
         if edns.version() != 0 {
             reply.set_response_code(ResponseCode::BADVERS);
-            return encode(reply, &msg, transport);
+            return done(encode(reply, &msg, transport));
         }
     }
     if msg.op_code() != OpCode::Query {
         reply.set_response_code(ResponseCode::NotImp);
-        return encode(reply, &msg, transport);
+        return done(encode(reply, &msg, transport));
     }
     let [q] = msg.queries() else {
         reply.set_response_code(ResponseCode::FormErr);
-        return encode(reply, &msg, transport);
+        return done(encode(reply, &msg, transport));
     };
     reply.add_query(q.clone());
-    answer_question(&mut reply, q, zone);
-    encode(reply, &msg, transport)
+    let ours = answer_question(&mut reply, q, zone);
+    let bytes = encode(reply, &msg, transport)?;
+    Some((bytes, (!ours).then_some(msg)))
 }
 
-fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
+/// Fills in the answer; false when the question is not the zone's (REFUSED filled in).
+fn answer_question(reply: &mut Message, q: &Query, zone: &Records) -> bool {
     let qname = wire_lower(q.name());
     let qtype = match q.query_type() {
         RecordType::A => QType::A,
@@ -81,13 +121,13 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
     };
     let lookup = zone.lookup(&qname, qtype);
     if lookup == Lookup::OutOfZone || q.query_class() != DNSClass::IN {
-        // Not ours until forwarding exists.
+        // Not ours: the forwarder's, or REFUSED without one.
         reply.set_response_code(ResponseCode::Refused);
-        return;
+        return false;
     }
     if !zone.synced {
         reply.set_response_code(ResponseCode::ServFail);
-        return;
+        return true;
     }
     reply.set_authoritative(true);
     let ttl = zone.cfg.ttl;
@@ -129,6 +169,7 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) {
         }
         Lookup::OutOfZone => {}
     }
+    true
 }
 
 fn rdata(d: &RDataModel) -> RData {
@@ -173,7 +214,7 @@ fn soa_record(zone: &Records) -> Record {
 
 /// Encodes `reply`, truncating (TC=1, answer and authority dropped) when it does not fit
 /// the client's UDP payload size.
-fn encode(mut reply: Message, query: &Message, transport: Transport) -> Option<Vec<u8>> {
+pub fn encode(mut reply: Message, query: &Message, transport: Transport) -> Option<Vec<u8>> {
     let bytes = reply.to_vec().ok()?;
     let limit = match (transport, query.extensions()) {
         (Transport::Tcp, _) => u16::MAX as usize,

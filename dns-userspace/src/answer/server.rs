@@ -12,7 +12,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::{respond, Transport};
+use super::{answer, resolve::Resolver, Outcome, Transport};
 use crate::model::Records;
 
 /// The current zone, swapped whole on every change.
@@ -38,34 +38,57 @@ impl Zone {
     }
 }
 
+/// What the listeners answer from: the zone, and the resolver for everything else (none:
+/// REFUSED outside the zone).
+#[derive(Clone)]
+pub struct Handler {
+    pub zone: Zone,
+    pub resolver: Option<Arc<Resolver>>,
+}
+
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_MAX_CONNECTIONS: usize = 1024;
 
 /// Binds UDP and TCP on `addr` and serves until the task is dropped.
-pub async fn serve(addr: SocketAddr, zone: Zone) -> io::Result<()> {
+pub async fn serve(addr: SocketAddr, handler: Handler) -> io::Result<()> {
     let udp = Arc::new(UdpSocket::bind(addr).await?);
     let tcp = TcpListener::bind(addr).await?;
-    let u = tokio::spawn(serve_udp(udp, zone.clone()));
-    let t = tokio::spawn(serve_tcp(tcp, zone));
+    let u = tokio::spawn(serve_udp(udp, handler.clone()));
+    let t = tokio::spawn(serve_tcp(tcp, handler));
     let (u, t) = tokio::join!(u, t);
     u.map_err(io::Error::other)??;
     t.map_err(io::Error::other)??;
     Ok(())
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, zone: Zone) -> io::Result<()> {
+async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = sock.recv_from(&mut buf).await?;
-        if let Some(reply) = respond(&buf[..n], &zone.get(), Transport::Udp) {
-            if let Err(e) = sock.send_to(&reply, peer).await {
-                tracing::debug!(%peer, error = %e, "udp send failed");
-            }
+        let reply = match answer(&buf[..n], &h.zone.get(), Transport::Udp) {
+            Outcome::Drop => continue,
+            Outcome::Reply(r) => r,
+            Outcome::Forward { query, refused } => match &h.resolver {
+                None => refused,
+                Some(resolver) => {
+                    // Upstream round trips must not hold up the zone's answers.
+                    let (resolver, sock) = (resolver.clone(), sock.clone());
+                    tokio::spawn(async move {
+                        if let Some(r) = resolver.resolve(query, Transport::Udp).await {
+                            let _ = sock.send_to(&r, peer).await;
+                        }
+                    });
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = sock.send_to(&reply, peer).await {
+            tracing::debug!(%peer, error = %e, "udp send failed");
         }
     }
 }
 
-async fn serve_tcp(listener: TcpListener, zone: Zone) -> io::Result<()> {
+async fn serve_tcp(listener: TcpListener, h: Handler) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
     loop {
         let (stream, peer) = listener.accept().await?;
@@ -73,9 +96,9 @@ async fn serve_tcp(listener: TcpListener, zone: Zone) -> io::Result<()> {
             tracing::warn!(%peer, "tcp connection cap reached; closing");
             continue;
         };
-        let zone = zone.clone();
+        let h = h.clone();
         tokio::spawn(async move {
-            if let Err(e) = tcp_conn(stream, zone).await {
+            if let Err(e) = tcp_conn(stream, h).await {
                 tracing::debug!(%peer, error = %e, "tcp connection ended");
             }
             drop(permit);
@@ -84,7 +107,7 @@ async fn serve_tcp(listener: TcpListener, zone: Zone) -> io::Result<()> {
 }
 
 /// RFC 7766: length-prefixed messages, several per connection, closed when idle.
-async fn tcp_conn(mut stream: TcpStream, zone: Zone) -> io::Result<()> {
+async fn tcp_conn(mut stream: TcpStream, h: Handler) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
@@ -96,11 +119,20 @@ async fn tcp_conn(mut stream: TcpStream, zone: Zone) -> io::Result<()> {
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len]))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stalled mid-message"))??;
-        if let Some(reply) = respond(&buf[..len], &zone.get(), Transport::Tcp) {
-            let mut out = Vec::with_capacity(reply.len() + 2);
-            out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-            out.extend_from_slice(&reply);
-            stream.write_all(&out).await?;
-        }
+        let reply = match answer(&buf[..len], &h.zone.get(), Transport::Tcp) {
+            Outcome::Drop => continue,
+            Outcome::Reply(r) => r,
+            Outcome::Forward { query, refused } => match &h.resolver {
+                None => refused,
+                Some(resolver) => match resolver.resolve(query, Transport::Tcp).await {
+                    Some(r) => r,
+                    None => continue,
+                },
+            },
+        };
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        out.extend_from_slice(&reply);
+        stream.write_all(&out).await?;
     }
 }

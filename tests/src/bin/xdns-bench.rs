@@ -126,6 +126,7 @@ fn at_scale(services: usize, changes: usize) -> Result<(), String> {
         "tc",
         "--pin-dir",
         &pins.pin_dir().display().to_string(),
+        "--no-forward",
     ]
     .map(String::from)
     .to_vec();
@@ -447,6 +448,7 @@ fn on_namespaces(seconds: u64) -> Result<(), String> {
         SVC6.into(),
         "--pin-dir".into(),
         pins.pin_dir().display().to_string(),
+        "--no-forward".into(),
     ];
     println!("### One pod flooding the service address over its veth\n");
     println!("Load: kxdpgun in the pod (its AF_XDP socket puts an XDP program on the pod's eth0, which is");

@@ -1,0 +1,75 @@
+//! The questions the zone does not own: answered from the cache or by the upstreams, and
+//! fitted to the client (its ID, its spelling of the question, its EDNS, its size).
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
+
+use super::{encode, wire_lower, Transport, EDNS_PAYLOAD};
+use crate::forward::{cache::Key, Cache, ForwardError, Forwarder};
+
+pub struct Resolver {
+    pub forwarder: Forwarder,
+    pub cache: Cache,
+}
+
+impl Resolver {
+    /// The reply to a query the zone does not own.
+    pub async fn resolve(&self, query: Message, transport: Transport) -> Option<Vec<u8>> {
+        let q = query.queries().first()?.clone();
+        let dnssec_ok = query
+            .extensions()
+            .as_ref()
+            .is_some_and(|e| e.flags().dnssec_ok);
+        let key = Key {
+            name: wire_lower(q.name()),
+            qtype: u16::from(q.query_type()),
+            dnssec_ok,
+        };
+        let now = Instant::now();
+        let answer = match self.cache.get(&key, now) {
+            Some(hit) => Ok(hit.msg),
+            None => match self.forwarder.exchange(&query).await {
+                Ok(m) => {
+                    self.cache.put(key, &m, now);
+                    Ok(m)
+                }
+                Err(ForwardError::Overloaded) => Err(ResponseCode::Refused),
+                Err(e @ ForwardError::AllFailed(_)) => match self.cache.get_stale(&key, now) {
+                    Some(hit) => {
+                        tracing::debug!(error = %e, "upstreams failing; serving stale");
+                        Ok(hit.msg)
+                    }
+                    None => {
+                        tracing::debug!(error = %e, "upstreams failing");
+                        Err(ResponseCode::ServFail)
+                    }
+                },
+            },
+        };
+        let mut reply = match answer {
+            Ok(m) => m,
+            Err(rcode) => {
+                let mut m = Message::new();
+                m.set_response_code(rcode);
+                m
+            }
+        };
+        // The client's ID, question as it spelled it, RD; our EDNS if it sent one.
+        reply
+            .set_id(query.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(query.op_code())
+            .set_recursion_desired(query.recursion_desired())
+            .set_recursion_available(true);
+        reply.take_queries();
+        reply.add_query(q);
+        *reply.extensions_mut() = query.extensions().as_ref().map(|e| {
+            let mut ours = Edns::new();
+            ours.set_max_payload(EDNS_PAYLOAD)
+                .set_version(0)
+                .set_dnssec_ok(e.flags().dnssec_ok);
+            ours
+        });
+        encode(reply, &query, transport)
+    }
+}

@@ -1,0 +1,136 @@
+//! Sending a query to the upstreams: UDP first (TCP when the answer is truncated, or always
+//! with `force_tcp`), one timeout per try, the next upstream on failure, and a cap on the
+//! queries in flight (REFUSED past it, as CoreDNS's `max_concurrent`).
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use hickory_proto::op::Message;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    sync::Semaphore,
+};
+
+use super::upstreams::{Policy, Upstreams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("too many queries in flight")]
+    Overloaded,
+    #[error("every upstream failed; last: {0}")]
+    AllFailed(String),
+}
+
+pub struct Forwarder {
+    upstreams: Upstreams,
+    policy: Policy,
+    timeout: Duration,
+    force_tcp: bool,
+    prefer_udp: bool,
+    slots: Semaphore,
+    counter: AtomicUsize,
+}
+
+pub struct Options {
+    pub policy: Policy,
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+    pub force_tcp: bool,
+    /// Keep a truncated UDP answer rather than retrying over TCP.
+    pub prefer_udp: bool,
+}
+
+impl Forwarder {
+    pub fn new(upstreams: Upstreams, o: Options) -> Self {
+        Self {
+            upstreams,
+            policy: o.policy,
+            timeout: o.timeout,
+            force_tcp: o.force_tcp,
+            prefer_udp: o.prefer_udp,
+            slots: Semaphore::new(o.max_concurrent.max(1)),
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    /// The upstream's answer to `query` (whose ID the caller restores).
+    pub async fn exchange(&self, query: &Message) -> Result<Message, ForwardError> {
+        let _permit = self
+            .slots
+            .try_acquire()
+            .map_err(|_| ForwardError::Overloaded)?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut out = query.clone();
+        // Our own ID upstream: the client's is not ours to expose, nor unique among clients.
+        let id: u16 = rand_u16(n);
+        out.set_id(id);
+        let bytes = out
+            .to_vec()
+            .map_err(|e| ForwardError::AllFailed(e.to_string()))?;
+        let mut last = String::from("no upstream");
+        for up in self
+            .upstreams
+            .order(self.policy, n, rand_u16(n ^ 0x5a5a) as usize)
+        {
+            let tried = if self.force_tcp {
+                self.tcp(up, &bytes).await
+            } else {
+                match self.udp(up, &bytes).await {
+                    Ok(r) if r.truncated() && !self.prefer_udp => self.tcp(up, &bytes).await,
+                    other => other,
+                }
+            };
+            match tried {
+                Ok(r) if r.id() == id && r.queries() == query.queries() => return Ok(r),
+                Ok(_) => last = format!("{up}: mismatched answer"),
+                Err(e) => last = format!("{up}: {e}"),
+            }
+        }
+        Err(ForwardError::AllFailed(last))
+    }
+
+    async fn udp(&self, up: SocketAddr, q: &[u8]) -> std::io::Result<Message> {
+        let bind: SocketAddr = if up.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap_or(up)
+        } else {
+            "[::]:0".parse().unwrap_or(up)
+        };
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(up).await?;
+        sock.send(q).await?;
+        let mut buf = vec![0u8; 65535];
+        let n = tokio::time::timeout(self.timeout, sock.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "udp read timeout"))??;
+        Message::from_vec(&buf[..n]).map_err(std::io::Error::other)
+    }
+
+    async fn tcp(&self, up: SocketAddr, q: &[u8]) -> std::io::Result<Message> {
+        let t = self.timeout;
+        let run = async {
+            let mut s = TcpStream::connect(up).await?;
+            let mut out = Vec::with_capacity(q.len() + 2);
+            out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            out.extend_from_slice(q);
+            s.write_all(&out).await?;
+            let len = s.read_u16().await? as usize;
+            let mut buf = vec![0u8; len];
+            s.read_exact(&mut buf).await?;
+            Message::from_vec(&buf).map_err(std::io::Error::other)
+        };
+        tokio::time::timeout(t, run)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp timeout"))?
+    }
+}
+
+/// A query ID nobody can guess from the last one: hashed with the process's random state.
+fn rand_u16(n: usize) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(n);
+    h.finish() as u16
+}

@@ -1,0 +1,288 @@
+//! Names outside the cluster zone, through the daemon to a real upstream: Knot DNS serving
+//! a test zone in an "upstream" namespace. The cache answers repeats (the upstream's packet
+//! counter does not move), negative answers are cached, stale answers are served while the
+//! upstream is gone and new names then get SERVFAIL.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use tests::{
+    client::{dig, dig_status, eventually, run},
+    netns::{Bpffs, Daemon, Netns, Topology, SVC4, SVC6},
+};
+
+const ZONE: &str = "$ORIGIN example.test.\n$TTL 300\n\
+@    SOA ns admin 1 3600 900 86400 60\n\
+@    NS  ns\n\
+ns   A   10.2.0.2\n\
+www  A   192.0.2.10\n\
+api  A   192.0.2.11\n";
+
+/// knotd in `ns`, killed on drop.
+struct Knot(Child);
+
+impl Knot {
+    fn start(ns: &Netns, dir: &Path) -> Knot {
+        fs::write(dir.join("example.test.zone"), ZONE).unwrap();
+        let conf = format!(
+            "server:\n    rundir: \"{d}\"\n    listen: 10.2.0.2@53\ndatabase:\n    storage: \"{d}\"\n\
+             zone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
+            d = dir.display()
+        );
+        fs::write(dir.join("knot.conf"), conf).unwrap();
+        let child = ns
+            .cmd("knotd")
+            .args(["-c", &dir.join("knot.conf").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("knotd (Debian's knot)");
+        Knot(child)
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// UDP and TCP packets to port 53 that reached the upstream namespace.
+fn upstream_queries(up: &Netns) -> u64 {
+    let json = run(
+        up,
+        "nft",
+        &["-j", "list", "chain", "inet", "xdns_test", "in"],
+    );
+    json.match_indices("\"packets\":")
+        .map(|(at, m)| {
+            json[at + m.len()..]
+                .trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+struct Fixture {
+    topo: Topology,
+    up: Netns,
+    pins: Bpffs,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn fixture(tag: &str) -> Option<Fixture> {
+    if !tests::require_root(tag) {
+        return None;
+    }
+    let prefix = format!("xf{}{tag}", std::process::id() % 10000);
+    let topo = Topology::new(&prefix, 1).expect("namespaces");
+    let up = topo.add_upstream().expect("upstream namespace");
+    run(&up, "nft", &["add", "table", "inet", "xdns_test"]);
+    run(
+        &up,
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "xdns_test",
+            "in",
+            "{ type filter hook input priority 0; }",
+        ],
+    );
+    run(
+        &up,
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "xdns_test",
+            "in",
+            "udp",
+            "dport",
+            "53",
+            "counter",
+        ],
+    );
+    run(
+        &up,
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "xdns_test",
+            "in",
+            "tcp",
+            "dport",
+            "53",
+            "tcp",
+            "flags",
+            "syn",
+            "counter",
+        ],
+    );
+    let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
+    let dir = std::env::temp_dir().join(format!("{prefix}-fwd"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    Some(Fixture {
+        topo,
+        up,
+        pins,
+        dir,
+    })
+}
+
+impl Fixture {
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+        let mut a: Vec<String> = [
+            "--manifests",
+            &manifests.display().to_string(),
+            "--listen",
+            SVC4,
+            "--listen",
+            SVC6,
+            "--iface",
+            &self.topo.pods[0].host_if,
+            "--pin-dir",
+            &self.pins.pin_dir().display().to_string(),
+            "--upstream",
+            "10.2.0.2",
+            "--forward-timeout-ms",
+            "500",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    fn pod(&self) -> &Netns {
+        &self.topo.pods[0].ns
+    }
+}
+
+#[test]
+fn forwards_caches_and_serves_stale() {
+    let Some(f) = fixture("fwd") else { return };
+    let knot = Knot::start(&f.up, &f.dir);
+    // Until knotd listens, dig fails: no reply yet.
+    eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+        dig_status(&f.up, "10.2.0.2", &["www.example.test"])
+    });
+
+    let d = Daemon::start(&f.topo.node, &f.args(&[])).expect("daemon");
+    let q0 = upstream_queries(&f.up);
+    assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
+    let q1 = upstream_queries(&f.up);
+    assert_eq!(q1, q0 + 1, "one upstream query");
+    for _ in 0..3 {
+        assert_eq!(dig(f.pod(), SVC6, &["WWW.example.test"]), "192.0.2.10");
+    }
+    assert_eq!(upstream_queries(&f.up), q1, "repeats come from the cache");
+
+    // Negative answers are cached for the SOA's negative TTL (60 s, capped at 30 s).
+    assert_eq!(
+        dig_status(f.pod(), SVC4, &["nope.example.test"]),
+        "NXDOMAIN"
+    );
+    let q2 = upstream_queries(&f.up);
+    assert_eq!(
+        dig_status(f.pod(), SVC4, &["nope.example.test"]),
+        "NXDOMAIN"
+    );
+    assert_eq!(upstream_queries(&f.up), q2, "negative answer cached");
+
+    // TCP from the client is forwarded the same way.
+    assert_eq!(
+        dig(f.pod(), SVC4, &["+tcp", "api.example.test"]),
+        "192.0.2.11"
+    );
+
+    // The cluster zone never goes upstream.
+    let q3 = upstream_queries(&f.up);
+    assert_eq!(
+        dig_status(f.pod(), SVC4, &["nothing.shop.svc.cluster.local"]),
+        "NXDOMAIN"
+    );
+    assert_eq!(upstream_queries(&f.up), q3);
+
+    // glibc through resolv.conf with the cluster's search path and ndots:5: the search
+    // expansions are answered by the zone, then the name goes upstream.
+    f.pod()
+        .set_resolv_conf(&format!(
+            "nameserver {SVC4}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:2\n"
+        ))
+        .unwrap();
+    let got = run(f.pod(), "getent", &["ahostsv4", "api.example.test"]);
+    assert!(got.starts_with("192.0.2.11"), "{got}");
+    let got = run(f.pod(), "getent", &["ahostsv4", "web"]);
+    assert!(got.starts_with("10.96.12.7"), "{got}");
+    d.stop().unwrap();
+
+    // Serve-stale: a one-second cache, then the upstream goes away.
+    let d = Daemon::start(
+        &f.topo.node,
+        &f.args(&[
+            "--cache-ttl",
+            "1",
+            "--cache-min-ttl",
+            "1",
+            "--serve-stale",
+            "3600",
+        ]),
+    )
+    .expect("daemon");
+    assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
+    drop(knot);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        dig(f.pod(), SVC4, &["www.example.test"]),
+        "192.0.2.10",
+        "stale while the upstream fails"
+    );
+    let ttl = run(
+        f.pod(),
+        "dig",
+        &["@10.96.0.10", "+noall", "+answer", "www.example.test"],
+    );
+    assert!(
+        ttl.contains("\t30\t") || ttl.contains(" 30 "),
+        "stale answers carry TTL 30: {ttl}"
+    );
+    assert_eq!(
+        dig_status(f.pod(), SVC4, &["new.example.test"]),
+        "SERVFAIL",
+        "nothing stale to give"
+    );
+    d.stop().unwrap();
+}
+
+#[test]
+fn no_forward_is_refused_and_a_dead_upstream_is_servfail() {
+    let Some(f) = fixture("nofwd") else { return };
+    let d = Daemon::start(&f.topo.node, &f.args(&["--no-forward"])).expect("daemon");
+    assert_eq!(dig_status(f.pod(), SVC4, &["www.example.test"]), "REFUSED");
+    d.stop().unwrap();
+    // No upstream answering (knotd not started): SERVFAIL after the per-try timeout.
+    let d = Daemon::start(&f.topo.node, &f.args(&[])).expect("daemon");
+    assert_eq!(dig_status(f.pod(), SVC4, &["www.example.test"]), "SERVFAIL");
+    d.stop().unwrap();
+}

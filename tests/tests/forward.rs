@@ -286,3 +286,59 @@ fn no_forward_is_refused_and_a_dead_upstream_is_servfail() {
     assert_eq!(dig_status(f.pod(), SVC4, &["www.example.test"]), "SERVFAIL");
     d.stop().unwrap();
 }
+
+/// A headless service with 200 endpoints: UDP gets TC=1, TCP gets all of it, dig's
+/// default (+notcp, retrying over TCP on TC) and glibc resolve it whole.
+#[test]
+fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    let Some(f) = fixture("trunc") else { return };
+    let dir = f.dir.join("manifests");
+    fs::create_dir_all(&dir).unwrap();
+    let eps: String = (0..200)
+        .map(|i| {
+            format!(
+                "  - addresses: [10.3.{}.{}]\n    conditions: {{ready: true}}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    fs::write(
+        dir.join("big.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: big, namespace: shop}}\nspec: {{clusterIP: None}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: big-1, namespace: shop, labels: {{kubernetes.io/service-name: big}}}}\n\
+             addressType: IPv4\nendpoints:\n{eps}"
+        ),
+    )
+    .unwrap();
+    let mut args = f.args(&["--no-forward"]);
+    let at = args.iter().position(|a| a == "--manifests").unwrap();
+    args[at + 1] = dir.display().to_string();
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let name = "big.shop.svc.cluster.local";
+    let udp = run(
+        f.pod(),
+        "dig",
+        &["@10.96.0.10", "+notcp", "+ignore", "+noedns", name],
+    );
+    assert!(
+        udp.contains(" tc") && udp.contains("ANSWER: 0"),
+        "UDP truncated: {udp}"
+    );
+    let tcp = dig(f.pod(), SVC4, &["+tcp", name]);
+    assert_eq!(tcp.lines().count(), 200, "TCP carries all 200");
+    let retried = dig(f.pod(), SVC4, &[name]);
+    assert_eq!(retried.lines().count(), 200, "dig retries over TCP on TC");
+    f.pod()
+        .set_resolv_conf(&format!(
+            "nameserver {SVC4}\noptions attempts:1 timeout:2\n"
+        ))
+        .unwrap();
+    let glibc = run(f.pod(), "getent", &["ahostsv4", name]);
+    assert!(
+        glibc.lines().count() >= 200,
+        "glibc resolves it whole: {} lines",
+        glibc.lines().count()
+    );
+}

@@ -14,7 +14,7 @@ use dns_userspace::{
         server::{self, Zone},
     },
     dataplane::{self, attach::AttachMode, maps::KernelMaps},
-    forward::{cache, exchange, Cache, Forwarder, Policy, Upstreams},
+    forward::{cache, exchange, loopdetect::LoopProbe, Cache, Forwarder, Policy, Upstreams},
     model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
     ops::{self, health::Readiness},
@@ -356,9 +356,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
+    let resolver = args.resolver()?.map(Arc::new);
+    let probe = resolver.as_ref().map(|_| Arc::new(LoopProbe::new()));
     let handler = server::Handler {
         zone: zone.clone(),
-        resolver: args.resolver()?.map(Arc::new),
+        resolver: resolver.clone(),
+        probe: probe.clone(),
     };
     let mut servers = Vec::new();
     for ip in &args.listen {
@@ -382,6 +385,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         servers.push(tokio::spawn(
             async move { ops::health::serve(h, r, rd).await },
         ));
+    }
+
+    if let (Some(r), Some(p)) = (&resolver, &probe) {
+        if p.run(&r.forwarder).await {
+            bail!(
+                "forwarding loop: a query sent to the upstreams came back to this server; \
+                 an upstream forwards to us (check --upstream / {})",
+                args.resolv_conf.display()
+            );
+        }
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -342,3 +342,32 @@ fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
         glibc.lines().count()
     );
 }
+
+/// An upstream that sends our queries back to us (here: ourselves) is a loop: the daemon
+/// refuses to start and says why.
+#[test]
+fn a_forwarding_loop_is_detected_at_start_up() {
+    let Some(f) = fixture("loop") else { return };
+    let mut args = f.args(&["--upstream", SVC4]);
+    // Only the looping upstream.
+    let at = args.iter().position(|a| a == "10.2.0.2").unwrap();
+    args.drain(at - 1..=at);
+    let out = f
+        .topo
+        .node
+        .cmd(tests::netns::daemon_bin().to_str().unwrap())
+        .arg("run")
+        .args(&args)
+        .output()
+        .expect("daemon runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must not start: {stderr}");
+    assert!(stderr.contains("forwarding loop"), "{stderr}");
+    // With a real upstream the same probe passes.
+    let _knot = Knot::start(&f.up, &f.dir);
+    eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+        dig_status(&f.up, "10.2.0.2", &["www.example.test"])
+    });
+    let d = Daemon::start(&f.topo.node, &f.args(&[])).expect("no loop, starts");
+    d.stop().unwrap();
+}

@@ -13,6 +13,7 @@ use tokio::{
 };
 
 use super::{answer, resolve::Resolver, Outcome, Transport};
+use crate::forward::loopdetect::LoopProbe;
 use crate::model::Records;
 
 /// The current zone, swapped whole on every change.
@@ -44,6 +45,14 @@ impl Zone {
 pub struct Handler {
     pub zone: Zone,
     pub resolver: Option<Arc<Resolver>>,
+    /// The start-up loop probe: seen coming back, it is answered SERVFAIL, never forwarded.
+    pub probe: Option<Arc<LoopProbe>>,
+}
+
+impl Handler {
+    fn is_loop_probe(&self, query: &hickory_proto::op::Message) -> bool {
+        self.probe.as_ref().is_some_and(|p| p.is_probe(query))
+    }
 }
 
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -70,6 +79,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
             Outcome::Reply(r) => r,
             Outcome::Forward { query, refused } => match &h.resolver {
                 None => refused,
+                Some(_) if h.is_loop_probe(&query) => servfail(&query),
                 Some(resolver) => {
                     // Upstream round trips must not hold up the zone's answers.
                     let (resolver, sock) = (resolver.clone(), sock.clone());
@@ -124,6 +134,7 @@ async fn tcp_conn(mut stream: TcpStream, h: Handler) -> io::Result<()> {
             Outcome::Reply(r) => r,
             Outcome::Forward { query, refused } => match &h.resolver {
                 None => refused,
+                Some(_) if h.is_loop_probe(&query) => servfail(&query),
                 Some(resolver) => match resolver.resolve(query, Transport::Tcp).await {
                     Some(r) => r,
                     None => continue,
@@ -135,4 +146,14 @@ async fn tcp_conn(mut stream: TcpStream, h: Handler) -> io::Result<()> {
         out.extend_from_slice(&reply);
         stream.write_all(&out).await?;
     }
+}
+
+fn servfail(query: &hickory_proto::op::Message) -> Vec<u8> {
+    let mut m = hickory_proto::op::Message::error_msg(
+        query.id(),
+        query.op_code(),
+        hickory_proto::op::ResponseCode::ServFail,
+    );
+    m.add_queries(query.queries().to_vec());
+    m.to_vec().unwrap_or_default()
 }

@@ -2,6 +2,7 @@
 //! exchange with them over UDP and TCP, and the cache in front of them.
 pub mod cache;
 pub mod exchange;
+pub mod loopdetect;
 pub mod upstreams;
 
 pub use cache::Cache;

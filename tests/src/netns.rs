@@ -69,6 +69,24 @@ impl Netns {
         fs::write(dir.join("resolv.conf"), text)
     }
 
+    /// Runs `f` on a thread inside the namespace (sockets it creates live there).
+    pub fn within<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = fs::File::open(&path)?;
+            // SAFETY: a valid namespace fd; only this thread changes namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("thread panicked"))?
+    }
+
     /// Sends one UDP datagram from inside the namespace and waits for the reply.
     pub fn udp_exchange(
         &self,

@@ -118,7 +118,6 @@ async fn serve_tcp(listener: TcpListener, h: Handler) -> io::Result<()> {
 
 /// RFC 7766: length-prefixed messages, several per connection, closed when idle.
 async fn tcp_conn(mut stream: TcpStream, h: Handler) -> io::Result<()> {
-    let mut buf = vec![0u8; 65535];
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
             Ok(Ok(len)) => len as usize,
@@ -126,10 +125,12 @@ async fn tcp_conn(mut stream: TcpStream, h: Handler) -> io::Result<()> {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         };
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len]))
+        // Sized per message: an idle connection holds no buffer.
+        let mut buf = vec![0u8; len];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stalled mid-message"))??;
-        let reply = match answer(&buf[..len], &h.zone.get(), Transport::Tcp) {
+        let reply = match answer(&buf, &h.zone.get(), Transport::Tcp) {
             Outcome::Drop => continue,
             Outcome::Reply(r) => r,
             Outcome::Forward { query, refused } => match &h.resolver {

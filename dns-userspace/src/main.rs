@@ -14,7 +14,7 @@ use dns_userspace::{
         server::{self, Zone},
     },
     dataplane::{self, attach::AttachMode, maps::KernelMaps},
-    forward::{cache, exchange, loopdetect::LoopProbe, Cache, Forwarder, Policy, Upstreams},
+    forward::{cache, exchange, loopdetect::LoopProbe, stubs, Cache, Forwarder, Policy, Upstreams},
     model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
     ops::{self, health::Readiness},
@@ -66,6 +66,13 @@ struct RunArgs {
     /// /etc/resolv.conf`).
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// A stub domain: names under DOMAIN go to these upstreams (DOMAIN=IP[:PORT],...;
+    /// repeatable).
+    #[arg(long = "stub")]
+    stubs: Vec<String>,
+    /// Import `stubDomains` and `upstreamNameservers` from a kube-dns ConfigMap (YAML).
+    #[arg(long)]
+    kube_dns_configmap: Option<PathBuf>,
     /// Answer REFUSED outside the zone instead of forwarding.
     #[arg(long)]
     no_forward: bool,
@@ -158,7 +165,21 @@ impl RunArgs {
         if self.no_forward {
             return Ok(None);
         }
-        let upstreams = if self.upstreams.is_empty() {
+        let mut stub_list = Vec::new();
+        for spec in &self.stubs {
+            stub_list.push(stubs::parse_stub(spec).context("--stub")?);
+        }
+        let mut imported_upstreams = Vec::new();
+        if let Some(path) = &self.kube_dns_configmap {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cm = stubs::import_kube_dns(&path.display().to_string(), &text)?;
+            stub_list.extend(cm.stubs);
+            imported_upstreams = cm.upstreams;
+        }
+        let upstreams = if !imported_upstreams.is_empty() && self.upstreams.is_empty() {
+            Upstreams::new(imported_upstreams)?
+        } else if self.upstreams.is_empty() {
             Upstreams::from_resolv_conf(&self.resolv_conf)?
         } else {
             let mut list = Vec::new();
@@ -172,23 +193,33 @@ impl RunArgs {
             Upstreams::new(list)?
         };
         tracing::info!(upstreams = ?upstreams.0, policy = ?self.policy, "forwarding");
-        let forwarder = Forwarder::new(
-            upstreams,
-            exchange::Options {
-                policy: self.policy,
-                timeout: Duration::from_millis(self.forward_timeout_ms),
-                max_concurrent: self.max_concurrent,
-                force_tcp: self.force_tcp,
-                prefer_udp: self.prefer_udp,
-            },
-        );
+        let options = || exchange::Options {
+            policy: self.policy,
+            timeout: Duration::from_millis(self.forward_timeout_ms),
+            max_concurrent: self.max_concurrent,
+            force_tcp: self.force_tcp,
+            prefer_udp: self.prefer_udp,
+        };
+        let forwarder = Forwarder::new(upstreams, options());
+        let mut stub_forwarders = Vec::new();
+        for s in stub_list {
+            tracing::info!(domain = ?s.domain, upstreams = ?s.upstreams, "stub domain");
+            stub_forwarders.push((
+                s.domain,
+                Forwarder::new(Upstreams::new(s.upstreams)?, options()),
+            ));
+        }
         let cache = Cache::new(cache::Options {
             max_ttl: self.cache_ttl,
             min_ttl: self.cache_min_ttl,
             capacity: self.cache_size,
             stale_for: Duration::from_secs(self.serve_stale),
         });
-        Ok(Some(Resolver { forwarder, cache }))
+        Ok(Some(Resolver {
+            forwarder,
+            stubs: stub_forwarders,
+            cache,
+        }))
     }
 
     fn zone_config(&self) -> anyhow::Result<ZoneConfig> {

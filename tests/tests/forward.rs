@@ -371,3 +371,20 @@ fn a_forwarding_loop_is_detected_at_start_up() {
     let d = Daemon::start(&f.topo.node, &f.args(&[])).expect("no loop, starts");
     d.stop().unwrap();
 }
+
+/// A stub domain goes to its own upstream; everything else to the default one.
+#[test]
+fn stub_domains_have_their_own_upstreams() {
+    let Some(f) = fixture("stub") else { return };
+    let _knot = Knot::start(&f.up, &f.dir);
+    eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+        dig_status(&f.up, "10.2.0.2", &["www.example.test"])
+    });
+    let mut args = f.args(&["--stub", "example.test=10.2.0.2"]);
+    // The default upstream answers nothing.
+    let at = args.iter().position(|a| a == "10.2.0.2").unwrap();
+    args[at] = "10.2.0.9".into();
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
+    assert_eq!(dig_status(f.pod(), SVC4, &["www.example.org"]), "SERVFAIL");
+}

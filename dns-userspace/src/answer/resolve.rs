@@ -5,10 +5,12 @@ use std::time::Instant;
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
 use super::{encode, wire_lower, Transport, EDNS_PAYLOAD};
-use crate::forward::{cache::Key, Cache, ForwardError, Forwarder};
+use crate::forward::{cache::Key, stubs, Cache, ForwardError, Forwarder};
 
 pub struct Resolver {
     pub forwarder: Forwarder,
+    /// Stub domains (lower-case wire name → its forwarder), most specific wins.
+    pub stubs: Vec<(Vec<u8>, Forwarder)>,
     pub cache: Cache,
 }
 
@@ -28,7 +30,11 @@ impl Resolver {
         let now = Instant::now();
         let answer = match self.cache.get(&key, now) {
             Some(hit) => Ok(hit.msg),
-            None => match self.forwarder.exchange(&query).await {
+            None => match stubs::pick(&self.stubs, &key.name)
+                .unwrap_or(&self.forwarder)
+                .exchange(&query)
+                .await
+            {
                 Ok(m) => {
                     self.cache.put(key, &m, now);
                     Ok(m)

@@ -200,14 +200,12 @@ impl RunArgs {
             force_tcp: self.force_tcp,
             prefer_udp: self.prefer_udp,
         };
-        let forwarder = Forwarder::new(upstreams, options());
+        let forwarder = Arc::new(Forwarder::new(upstreams, options()));
         let mut stub_forwarders = Vec::new();
         for s in stub_list {
             tracing::info!(domain = ?s.domain, upstreams = ?s.upstreams, "stub domain");
-            stub_forwarders.push((
-                s.domain,
-                Forwarder::new(Upstreams::new(s.upstreams)?, options()),
-            ));
+            let f = Forwarder::new(Upstreams::new(s.upstreams)?, options());
+            stub_forwarders.push((s.domain, Arc::new(f)));
         }
         let cache = Cache::new(cache::Options {
             max_ttl: self.cache_ttl,
@@ -388,6 +386,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
     let resolver = args.resolver()?.map(Arc::new);
+    if let Some(r) = &resolver {
+        r.spawn_health_checks();
+    }
     let probe = resolver.as_ref().map(|_| Arc::new(LoopProbe::new()));
     let handler = server::Handler {
         zone: zone.clone(),

@@ -26,9 +26,15 @@ struct Knot(Child);
 
 impl Knot {
     fn start(ns: &Netns, dir: &Path) -> Knot {
+        Self::start_on(ns, dir, 53)
+    }
+
+    fn start_on(ns: &Netns, dir: &Path, port: u16) -> Knot {
+        let dir = dir.join(format!("knot-{port}"));
+        fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("example.test.zone"), ZONE).unwrap();
         let conf = format!(
-            "server:\n    rundir: \"{d}\"\n    listen: 10.2.0.2@53\ndatabase:\n    storage: \"{d}\"\n\
+            "server:\n    rundir: \"{d}\"\n    listen: 10.2.0.2@{port}\ndatabase:\n    storage: \"{d}\"\n\
              zone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
             d = dir.display()
         );
@@ -137,6 +143,24 @@ fn fixture(tag: &str) -> Option<Fixture> {
             "counter",
         ],
     );
+    let alt = "{ type filter hook input priority 0; }";
+    run(
+        &up,
+        "nft",
+        &["add", "chain", "inet", "xdns_test", "alt", alt],
+    );
+    let rule = [
+        "add",
+        "rule",
+        "inet",
+        "xdns_test",
+        "alt",
+        "udp",
+        "dport",
+        "5353",
+        "counter",
+    ];
+    run(&up, "nft", &rule);
     let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
     let dir = std::env::temp_dir().join(format!("{prefix}-fwd"));
     let _ = fs::remove_dir_all(&dir);
@@ -387,4 +411,61 @@ fn stub_domains_have_their_own_upstreams() {
     let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
     assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
     assert_eq!(dig_status(f.pod(), SVC4, &["www.example.org"]), "SERVFAIL");
+}
+
+/// UDP packets that reached port 5353 in the upstream namespace.
+fn alt_queries(up: &Netns) -> u64 {
+    let json = run(
+        up,
+        "nft",
+        &["-j", "list", "chain", "inet", "xdns_test", "alt"],
+    );
+    let at = json.find("\"packets\":").unwrap() + "\"packets\":".len();
+    json[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A failing upstream leaves the rotation after two failures and comes back once a health
+/// check gets an answer from it.
+#[test]
+fn failing_upstreams_leave_the_rotation_and_come_back() {
+    let Some(f) = fixture("health") else { return };
+    let _knot = Knot::start(&f.up, &f.dir);
+    eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+        dig_status(&f.up, "10.2.0.2", &["www.example.test"])
+    });
+    // The dead one (nothing on 5353) first, in sequential order.
+    let mut args = f.args(&["--policy", "sequential", "--upstream", "10.2.0.2:53"]);
+    let at = args.iter().position(|a| a == "10.2.0.2").unwrap();
+    args[at] = "10.2.0.2:5353".into();
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let a0 = alt_queries(&f.up);
+    for i in 0..20 {
+        assert_eq!(
+            dig_status(f.pod(), SVC4, &[&format!("n{i}.example.test")]),
+            "NXDOMAIN"
+        );
+    }
+    let tried = alt_queries(&f.up) - a0;
+    assert!(
+        tried <= 8,
+        "out of rotation after two failures: {tried} of 20 went to it"
+    );
+
+    // It answers again: a health check brings it back, and sequential order uses it first.
+    let _alt = Knot::start_on(&f.up, &f.dir, 5353);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a1 = alt_queries(&f.up);
+    for i in 0..10 {
+        assert_eq!(
+            dig(f.pod(), SVC4, &[&format!("m{i}.example.test"), "+short"]),
+            ""
+        );
+    }
+    assert!(alt_queries(&f.up) >= a1 + 10, "back in rotation");
 }

@@ -1,6 +1,6 @@
 //! The questions the zone does not own: answered from the cache or by the upstreams, and
 //! fitted to the client (its ID, its spelling of the question, its EDNS, its size).
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
@@ -8,9 +8,9 @@ use super::{encode, wire_lower, Transport, EDNS_PAYLOAD};
 use crate::forward::{cache::Key, stubs, Cache, ForwardError, Forwarder};
 
 pub struct Resolver {
-    pub forwarder: Forwarder,
+    pub forwarder: Arc<Forwarder>,
     /// Stub domains (lower-case wire name → its forwarder), most specific wins.
-    pub stubs: Vec<(Vec<u8>, Forwarder)>,
+    pub stubs: Vec<(Vec<u8>, Arc<Forwarder>)>,
     pub cache: Cache,
 }
 
@@ -32,6 +32,7 @@ impl Resolver {
             Some(hit) => Ok(hit.msg),
             None => match stubs::pick(&self.stubs, &key.name)
                 .unwrap_or(&self.forwarder)
+                .as_ref()
                 .exchange(&query)
                 .await
             {
@@ -77,5 +78,15 @@ impl Resolver {
             ours
         });
         encode(reply, &query, transport)
+    }
+}
+
+impl Resolver {
+    /// Starts the health checks of every forwarder.
+    pub fn spawn_health_checks(&self) {
+        tokio::spawn(self.forwarder.clone().health_checks());
+        for (_, f) in &self.stubs {
+            tokio::spawn(f.clone().health_checks());
+        }
     }
 }

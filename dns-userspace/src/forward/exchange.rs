@@ -3,7 +3,7 @@
 //! queries in flight (REFUSED past it, as CoreDNS's `max_concurrent`).
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -32,7 +32,14 @@ pub struct Forwarder {
     prefer_udp: bool,
     slots: Semaphore,
     counter: AtomicUsize,
+    /// Consecutive failures per upstream (same order as `upstreams`).
+    fails: Vec<AtomicU32>,
 }
+
+/// Consecutive failures that take an upstream out of rotation (CoreDNS `max_fails`).
+pub const MAX_FAILS: u32 = 2;
+/// How often an upstream out of rotation is probed (CoreDNS `health_check`).
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Options {
     pub policy: Policy,
@@ -46,13 +53,63 @@ pub struct Options {
 impl Forwarder {
     pub fn new(upstreams: Upstreams, o: Options) -> Self {
         Self {
-            upstreams,
             policy: o.policy,
             timeout: o.timeout,
             force_tcp: o.force_tcp,
             prefer_udp: o.prefer_udp,
             slots: Semaphore::new(o.max_concurrent.max(1)),
             counter: AtomicUsize::new(0),
+            fails: upstreams_fails(&upstreams),
+            upstreams,
+        }
+    }
+
+    fn index(&self, up: SocketAddr) -> Option<usize> {
+        self.upstreams.0.iter().position(|u| *u == up)
+    }
+
+    fn healthy(&self, up: SocketAddr) -> bool {
+        self.index(up)
+            .is_none_or(|i| self.fails[i].load(Ordering::Relaxed) < MAX_FAILS)
+    }
+
+    fn record(&self, up: SocketAddr, ok: bool) {
+        if let Some(i) = self.index(up) {
+            if ok {
+                let was = self.fails[i].swap(0, Ordering::Relaxed);
+                if was >= MAX_FAILS {
+                    tracing::info!(%up, "upstream healthy again");
+                }
+            } else if self.fails[i].fetch_add(1, Ordering::Relaxed) + 1 == MAX_FAILS {
+                tracing::warn!(%up, "upstream failing; out of rotation until a health check passes");
+            }
+        }
+    }
+
+    /// Probes the upstreams out of rotation with `. IN NS`, forever; any answer puts one
+    /// back.
+    pub async fn health_checks(self: std::sync::Arc<Self>) {
+        let mut probe = Message::new();
+        probe
+            .set_message_type(hickory_proto::op::MessageType::Query)
+            .set_recursion_desired(true)
+            .add_query(hickory_proto::op::Query::query(
+                hickory_proto::rr::Name::root(),
+                hickory_proto::rr::RecordType::NS,
+            ));
+        let bytes = match probe.to_vec() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        loop {
+            tokio::time::sleep(HEALTH_CHECK_EVERY).await;
+            for up in self.upstreams.0.clone() {
+                if self.healthy(up) {
+                    continue;
+                }
+                let ok = self.udp(up, &bytes).await.is_ok();
+                self.record(up, ok);
+            }
         }
     }
 
@@ -71,10 +128,14 @@ impl Forwarder {
             .to_vec()
             .map_err(|e| ForwardError::AllFailed(e.to_string()))?;
         let mut last = String::from("no upstream");
-        for up in self
+        let order = self
             .upstreams
-            .order(self.policy, n, rand_u16(n ^ 0x5a5a) as usize)
-        {
+            .order(self.policy, n, rand_u16(n ^ 0x5a5a) as usize);
+        // Healthy upstreams first; the failing ones only when nothing else is left.
+        let (healthy, failing): (Vec<_>, Vec<_>) =
+            order.into_iter().partition(|u| self.healthy(*u));
+        let tries = if healthy.is_empty() { failing } else { healthy };
+        for up in tries {
             let tried = if self.force_tcp {
                 self.tcp(up, &bytes).await
             } else {
@@ -84,9 +145,15 @@ impl Forwarder {
                 }
             };
             match tried {
-                Ok(r) if r.id() == id && r.queries() == query.queries() => return Ok(r),
+                Ok(r) if r.id() == id && r.queries() == query.queries() => {
+                    self.record(up, true);
+                    return Ok(r);
+                }
                 Ok(_) => last = format!("{up}: mismatched answer"),
-                Err(e) => last = format!("{up}: {e}"),
+                Err(e) => {
+                    self.record(up, false);
+                    last = format!("{up}: {e}");
+                }
             }
         }
         Err(ForwardError::AllFailed(last))
@@ -125,6 +192,10 @@ impl Forwarder {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp timeout"))?
     }
+}
+
+fn upstreams_fails(u: &Upstreams) -> Vec<AtomicU32> {
+    u.0.iter().map(|_| AtomicU32::new(0)).collect()
 }
 
 /// A query ID nobody can guess from the last one: hashed with the process's random state.

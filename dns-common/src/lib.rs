@@ -80,9 +80,13 @@ pub struct ZoneInfo {
     pub retry: u32,
     pub expire: u32,
     pub minimum: u32,
-    pub _pad: u32,
+    /// `ZONE_*` bits.
+    pub flags: u32,
 }
 const _: () = assert!(size_of::<ZoneInfo>() == 32);
+
+/// Rotate A/AAAA answers to a random start (CoreDNS `loadbalance`), in both paths.
+pub const ZONE_ROTATE: u32 = 1;
 
 /// A destination address the kernel path answers for; IPv4 is stored IPv4-mapped
 /// (`::ffff:a.b.c.d`) so both families share one map.

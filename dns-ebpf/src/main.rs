@@ -14,7 +14,7 @@ mod respond;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::{bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
+    helpers::{bpf_get_prandom_u32, bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use dns_common::{
     maps as m, Counter, NameKey, NameRecords, Scratch, ServiceAddr, ZoneInfo, COUNTER_COUNT,
-    MAX_ADDRS,
+    MAX_ADDRS, ZONE_ROTATE,
 };
 use headers::TYPE_A;
 use packet::Bounds;
@@ -125,23 +125,29 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
     if a > MAX_ADDRS || aaaa > MAX_ADDRS {
         return Err(Counter::NoRecord);
     }
+    let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
     let body = match (q.qtype == TYPE_A, a, aaaa) {
         (true, 1.., _) => Body::A(a),
         (false, _, 1..) => Body::Aaaa(aaaa),
         // The name exists without this type: NODATA, with the zone's SOA.
         _ => {
-            let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
             if z.zone_len == 0 || z.zone_len as usize > q.qlen {
                 return Err(Counter::NoRecord);
             }
             Body::NoData(*z)
         }
     };
+    // CoreDNS `loadbalance`: the same cyclic order, from a random start.
+    let start = if z.flags & ZONE_ROTATE != 0 {
+        unsafe { bpf_get_prandom_u32() as usize }
+    } else {
+        0
+    };
     let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
     f.resize(respond::reply_len(&q, &body))?;
     // From here the packet may be changed: a failure can only mean the resize did not give
     // the length asked for, which the bounds checks catch before any write.
-    respond::write(&f.bounds(), &q, rec, &body, name_sum)
+    respond::write(&f.bounds(), &q, rec, &body, start, name_sum)
 }
 
 #[xdp]

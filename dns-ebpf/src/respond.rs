@@ -61,13 +61,15 @@ fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
 }
 
 /// Writes the answer into a frame already resized to `reply_len(q, body)`.
-/// `name_sum` is the QNAME's checksum contribution, summed during the parse.
+/// Address records start at `start` (mod their count) and wrap; `name_sum` is the QNAME's
+/// checksum contribution, summed during the parse.
 #[inline(always)]
 pub fn write(
     b: &Bounds,
     q: &Query,
     rec: &NameRecords,
     body: &Body,
+    start: usize,
     name_sum: u64,
 ) -> Result<(), Counter> {
     let udp_len = reply_len(q, body) - q.l4_off;
@@ -135,7 +137,8 @@ pub fn write(
             let fixed = rr_fixed(TYPE_A, rec.ttl, 4);
             let mut i = 0;
             while i < MAX_ADDRS && i < *n {
-                let a = rec.a[i];
+                // MAX_ADDRS is a power of two: the mask bounds the index for the verifier.
+                let a = rec.a[((start + i) % *n) & (MAX_ADDRS - 1)];
                 let r = [
                     owner[0], owner[1], fixed[0], fixed[1], fixed[2], fixed[3], fixed[4], fixed[5],
                     fixed[6], fixed[7], fixed[8], fixed[9], a[0], a[1], a[2], a[3],
@@ -157,7 +160,7 @@ pub fn write(
                 let off = body_off + i * AAAA_RECORD_LEN;
                 let h: *mut [u8; 12] = ptr_at(b, off)?;
                 let a: *mut [u8; 16] = ptr_at(b, off + 12)?;
-                let addr = rec.aaaa[i];
+                let addr = rec.aaaa[((start + i) % *n) & (MAX_ADDRS - 1)];
                 unsafe {
                     *h = head;
                     *a = addr;

@@ -73,6 +73,10 @@ struct RunArgs {
     /// Import `stubDomains` and `upstreamNameservers` from a kube-dns ConfigMap (YAML).
     #[arg(long)]
     kube_dns_configmap: Option<PathBuf>,
+    /// Keep address records in their order instead of rotating them per answer (CoreDNS
+    /// `loadbalance`, on by default as in the seed Corefile).
+    #[arg(long)]
+    no_loadbalance: bool,
     /// Answer REFUSED outside the zone instead of forwarding.
     #[arg(long)]
     no_forward: bool,
@@ -217,6 +221,7 @@ impl RunArgs {
             forwarder,
             stubs: stub_forwarders,
             cache,
+            loadbalance: !self.no_loadbalance,
         }))
     }
 
@@ -231,6 +236,7 @@ impl RunArgs {
         cfg.noendpoints = self.noendpoints;
         cfg.ignore_empty_service = self.ignore_empty_service;
         cfg.ns_addrs = self.listen.clone();
+        cfg.loadbalance = !self.no_loadbalance;
         Ok(cfg)
     }
 }

@@ -64,6 +64,8 @@ impl Fixture {
             self.pins.pin_dir().display().to_string(),
             // No upstream in these namespaces: outside the zone is REFUSED, at once.
             "--no-forward".into(),
+            // Answers compared byte for byte and in order.
+            "--no-loadbalance".into(),
         ];
         match mode {
             Some(m) => {

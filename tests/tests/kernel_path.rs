@@ -688,3 +688,38 @@ fn sample_cluster_kernel_and_userspace_agree() {
         "{answered} answered, {passed} passed"
     );
 }
+
+/// CoreDNS `loadbalance` in the kernel: every answer is the model's order rotated to some
+/// start, and the starts vary.
+#[test]
+fn loadbalance_rotates_in_the_kernel() {
+    let Some(mut k) = setup() else { return };
+    let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
+    cfg.loadbalance = true;
+    k.zone = Records::build(&cfg, &services());
+    k.maps.set_zone(&k.zone.kernel_zone()).unwrap();
+    let order: Vec<[u8; 4]> = (1..=8).map(|i| [10, 97, 0, i]).collect();
+    let mut starts = std::collections::BTreeSet::new();
+    for hook in HOOKS {
+        for _ in 0..64 {
+            let q = dns_query(7, 0x0100, &wire("eight.shop.svc.cluster.local"), 1, 1, None);
+            let (action, out) = k.run(hook, &frame4(&q));
+            assert_eq!(action, hook.answered());
+            let dns = parse_reply(&out)
+                .expect("checksums right whatever the order")
+                .dns;
+            let got: Vec<[u8; 4]> = (0..8)
+                .map(|i| {
+                    let at = dns.len() - (8 - i) * 16 + 12;
+                    dns[at..at + 4].try_into().unwrap()
+                })
+                .collect();
+            let start = order.iter().position(|a| *a == got[0]).unwrap();
+            let mut rotated = order.clone();
+            rotated.rotate_left(start);
+            assert_eq!(got, rotated, "a rotation of the model's order");
+            starts.insert(start);
+        }
+    }
+    assert!(starts.len() > 1, "starts vary: {starts:?}");
+}

@@ -66,6 +66,7 @@ impl Fixture {
             "--pin-dir",
             &self.pins.pin_dir().display().to_string(),
             "--no-forward",
+            "--no-loadbalance",
         ]
         .map(String::from)
         .to_vec()

@@ -145,8 +145,12 @@ fn answer_question(reply: &mut Message, q: &Query, zone: &Records) -> bool {
             answers,
             additional,
         } => {
-            for r in &answers {
-                reply.add_answer(to_record(r));
+            let mut records: Vec<Record> = answers.iter().map(to_record).collect();
+            if zone.cfg.loadbalance {
+                rotate_addresses(&mut records, random_start());
+            }
+            for r in records {
+                reply.add_answer(r);
             }
             for r in &additional {
                 reply.add_additional(to_record(r));
@@ -239,6 +243,37 @@ fn header_only(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
     out[2] = 0x80 | (query[2] & 0x79);
     out[3] = rcode.low();
     out
+}
+
+/// CoreDNS `loadbalance`, as the kernel path does it: each run of A records, and of AAAA
+/// records, starts at `start` (mod its length) and wraps; CNAMEs stay where they are.
+pub fn rotate_addresses(records: &mut [Record], start: usize) {
+    let mut i = 0;
+    while i < records.len() {
+        let t = records[i].record_type();
+        let mut j = i;
+        while j < records.len() && records[j].record_type() == t {
+            j += 1;
+        }
+        if matches!(t, RecordType::A | RecordType::AAAA) {
+            let run = &mut records[i..j];
+            let n = run.len();
+            run.rotate_left(start % n);
+        }
+        i = j;
+    }
+}
+
+/// A start offset for [`rotate_addresses`], different for every answer.
+pub fn random_start() -> usize {
+    use std::{
+        hash::{BuildHasher, Hasher},
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(N.fetch_add(1, Ordering::Relaxed));
+    h.finish() as usize
 }
 
 /// Lower-case wire form of a parsed name, the model's key.

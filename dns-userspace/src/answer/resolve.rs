@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
-use super::{encode, wire_lower, Transport, EDNS_PAYLOAD};
+use super::{encode, random_start, rotate_addresses, wire_lower, Transport, EDNS_PAYLOAD};
 use crate::forward::{cache::Key, stubs, Cache, ForwardError, Forwarder};
 
 pub struct Resolver {
@@ -12,6 +12,8 @@ pub struct Resolver {
     /// Stub domains (lower-case wire name → its forwarder), most specific wins.
     pub stubs: Vec<(Vec<u8>, Arc<Forwarder>)>,
     pub cache: Cache,
+    /// Rotate forwarded address answers too (CoreDNS `loadbalance` acts on every answer).
+    pub loadbalance: bool,
 }
 
 impl Resolver {
@@ -70,6 +72,9 @@ impl Resolver {
             .set_recursion_available(true);
         reply.take_queries();
         reply.add_query(q);
+        if self.loadbalance {
+            rotate_addresses(reply.answers_mut(), random_start());
+        }
         *reply.extensions_mut() = query.extensions().as_ref().map(|e| {
             let mut ours = Edns::new();
             ours.set_max_payload(EDNS_PAYLOAD)

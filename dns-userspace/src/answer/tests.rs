@@ -272,3 +272,26 @@ fn unsynced_zone_is_servfail_not_nxdomain() {
         ResponseCode::Refused
     );
 }
+
+#[test]
+fn loadbalance_rotates_address_runs_and_keeps_cnames_first() {
+    use hickory_proto::rr::Record;
+    let name = Name::from_ascii("a.example.").unwrap();
+    let a = |i: u8| {
+        Record::from_rdata(
+            name.clone(),
+            30,
+            RData::A(std::net::Ipv4Addr::new(10, 0, 0, i).into()),
+        )
+    };
+    let cname = Record::from_rdata(
+        name.clone(),
+        30,
+        RData::CNAME(hickory_proto::rr::rdata::CNAME(
+            Name::from_ascii("b.example.").unwrap(),
+        )),
+    );
+    let mut rs = vec![cname.clone(), a(1), a(2), a(3)];
+    super::rotate_addresses(&mut rs, 4);
+    assert_eq!(rs, vec![cname, a(2), a(3), a(1)]);
+}

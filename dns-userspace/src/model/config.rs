@@ -37,6 +37,8 @@ pub struct ZoneConfig {
     pub ignore_empty_service: bool,
     /// Addresses of this DNS service, served at `ns.dns.<zone>` (the apex NS).
     pub ns_addrs: Vec<IpAddr>,
+    /// Rotate address answers to a random start (CoreDNS `loadbalance`).
+    pub loadbalance: bool,
 }
 
 impl ZoneConfig {
@@ -52,6 +54,7 @@ impl ZoneConfig {
             noendpoints: false,
             ignore_empty_service: false,
             ns_addrs: Vec::new(),
+            loadbalance: false,
         })
     }
 }

@@ -350,7 +350,11 @@ impl Records {
             retry: soa.retry,
             expire: soa.expire,
             minimum: soa.minimum,
-            _pad: 0,
+            flags: if self.cfg.loadbalance {
+                dns_common::ZONE_ROTATE
+            } else {
+                0
+            },
         }
     }
 }

@@ -100,10 +100,18 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
 
 async fn serve_tcp(listener: TcpListener, h: Handler) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    let mut refused = 0u64;
+    let mut last_warned = std::time::Instant::now() - Duration::from_secs(3600);
     loop {
         let (stream, peer) = listener.accept().await?;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "tcp connection cap reached; closing");
+            refused += 1;
+            // One line per burst, not one per connection: a flood must not flood the log.
+            if last_warned.elapsed() >= Duration::from_secs(10) {
+                tracing::warn!(%peer, refused, "tcp connection cap reached; closing new connections");
+                last_warned = std::time::Instant::now();
+                refused = 0;
+            }
             continue;
         };
         let h = h.clone();

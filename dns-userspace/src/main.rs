@@ -73,6 +73,9 @@ struct RunArgs {
     /// Import `stubDomains` and `upstreamNameservers` from a kube-dns ConfigMap (YAML).
     #[arg(long)]
     kube_dns_configmap: Option<PathBuf>,
+    /// Log one line per query (client, name, type, rcode, microseconds, path).
+    #[arg(long)]
+    log_queries: bool,
     /// Keep address records in their order instead of rotating them per answer (CoreDNS
     /// `loadbalance`, on by default as in the seed Corefile).
     #[arg(long)]
@@ -400,6 +403,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         zone: zone.clone(),
         resolver: resolver.clone(),
         probe: probe.clone(),
+        log_queries: args.log_queries,
     };
     let mut servers = Vec::new();
     for ip in &args.listen {

@@ -300,12 +300,23 @@ impl Daemon {
 
     /// Starts `xdns run` inside `ns` without waiting for it.
     pub fn spawn(ns: &Netns, args: &[String]) -> io::Result<Self> {
+        Self::spawn_logging(ns, args, Stdio::inherit())
+    }
+
+    /// Like [`Daemon::start`], its log (stderr) going to `log`.
+    pub fn start_logging(ns: &Netns, args: &[String], log: fs::File) -> io::Result<Self> {
+        let mut d = Self::spawn_logging(ns, args, Stdio::from(log))?;
+        d.wait_ready(Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    fn spawn_logging(ns: &Netns, args: &[String], stderr: Stdio) -> io::Result<Self> {
         let mut child = ns
             .cmd(daemon_bin().to_str().expect("utf-8 path"))
             .arg("run")
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()?;
         let out = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();

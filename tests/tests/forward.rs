@@ -469,3 +469,66 @@ fn failing_upstreams_leave_the_rotation_and_come_back() {
     }
     assert!(alt_queries(&f.up) >= a1 + 10, "back in rotation");
 }
+
+/// TCP pipelining: two queries in one write; the zone's answer comes back before the one
+/// waiting on a dead upstream. And with --log-queries, one line per query.
+#[test]
+fn tcp_answers_pipelined_queries_as_they_are_ready_and_logs_queries() {
+    let Some(f) = fixture("pipe") else { return };
+    let log = f.dir.join("daemon.log");
+    // 10.2.0.2 has no server: forwarded queries wait out the 500 ms timeout.
+    let d = Daemon::start_logging(
+        &f.topo.node,
+        &f.args(&["--log-queries"]),
+        fs::File::create(&log).unwrap(),
+    )
+    .expect("daemon");
+    let first_reply_id = f
+        .pod()
+        .within(|| {
+            use std::io::{Read, Write};
+            let q = |id: u16, name: &str| {
+                let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                for l in name.split('.') {
+                    m.push(l.len() as u8);
+                    m.extend_from_slice(l.as_bytes());
+                }
+                m.extend_from_slice(&[0, 0, 1, 0, 1]);
+                let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+                framed.extend(m);
+                framed
+            };
+            let mut s = std::net::TcpStream::connect((SVC4, 53)).unwrap();
+            let mut both = q(1, "slow.example.org");
+            both.extend(q(2, "web.shop.svc.cluster.local"));
+            s.write_all(&both).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).unwrap();
+                let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+                s.read_exact(&mut msg).unwrap();
+                ids.push(u16::from_be_bytes([msg[0], msg[1]]));
+            }
+            ids
+        })
+        .unwrap();
+    assert_eq!(
+        first_reply_id,
+        vec![2, 1],
+        "the zone's answer first, then the upstream's"
+    );
+    d.stop().unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("web.shop.svc.cluster.local") && l.contains("path=\"zone\"")),
+        "query log line for the zone answer: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("slow.example.org") && l.contains("path=\"error\"")),
+        "{text}"
+    );
+}

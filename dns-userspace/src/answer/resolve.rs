@@ -17,8 +17,13 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// The reply to a query the zone does not own.
-    pub async fn resolve(&self, query: Message, transport: Transport) -> Option<Vec<u8>> {
+    /// The reply to a query the zone does not own, and where it came from (`cache`,
+    /// `upstream`, `stale`, or `error` when the upstreams gave nothing).
+    pub async fn resolve(
+        &self,
+        query: Message,
+        transport: Transport,
+    ) -> Option<(Vec<u8>, &'static str)> {
         let q = query.queries().first()?.clone();
         let dnssec_ok = query
             .extensions()
@@ -30,8 +35,12 @@ impl Resolver {
             dnssec_ok,
         };
         let now = Instant::now();
+        let mut path = "upstream";
         let answer = match self.cache.get(&key, now) {
-            Some(hit) => Ok(hit.msg),
+            Some(hit) => {
+                path = "cache";
+                Ok(hit.msg)
+            }
             None => match stubs::pick(&self.stubs, &key.name)
                 .unwrap_or(&self.forwarder)
                 .as_ref()
@@ -42,14 +51,19 @@ impl Resolver {
                     self.cache.put(key, &m, now);
                     Ok(m)
                 }
-                Err(ForwardError::Overloaded) => Err(ResponseCode::Refused),
+                Err(ForwardError::Overloaded) => {
+                    path = "error";
+                    Err(ResponseCode::Refused)
+                }
                 Err(e @ ForwardError::AllFailed(_)) => match self.cache.get_stale(&key, now) {
                     Some(hit) => {
                         tracing::debug!(error = %e, "upstreams failing; serving stale");
+                        path = "stale";
                         Ok(hit.msg)
                     }
                     None => {
                         tracing::debug!(error = %e, "upstreams failing");
+                        path = "error";
                         Err(ResponseCode::ServFail)
                     }
                 },
@@ -82,7 +96,7 @@ impl Resolver {
                 .set_dnssec_ok(e.flags().dnssec_ok);
             ours
         });
-        encode(reply, &query, transport)
+        encode(reply, &query, transport).map(|r| (r, path))
     }
 }
 

@@ -3,7 +3,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -47,6 +47,8 @@ pub struct Handler {
     pub resolver: Option<Arc<Resolver>>,
     /// The start-up loop probe: seen coming back, it is answered SERVFAIL, never forwarded.
     pub probe: Option<Arc<LoopProbe>>,
+    /// Log one line per query.
+    pub log_queries: bool,
 }
 
 impl Handler {
@@ -70,30 +72,84 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> io::Result<()> {
     Ok(())
 }
 
+/// How a query is answered: at once from the zone, or later by the resolver.
+enum Next {
+    Now(Vec<u8>, &'static str),
+    Later(hickory_proto::op::Message),
+    Nothing,
+}
+
+impl Handler {
+    fn first(&self, query: &[u8], transport: Transport) -> Next {
+        match answer(query, &self.zone.get(), transport) {
+            Outcome::Drop => Next::Nothing,
+            Outcome::Reply(r) => Next::Now(r, "zone"),
+            Outcome::Forward { query, refused } => match &self.resolver {
+                None => Next::Now(refused, "refused"),
+                Some(_) if self.is_loop_probe(&query) => Next::Now(servfail(&query), "loop-probe"),
+                Some(_) => Next::Later(query),
+            },
+        }
+    }
+
+    /// One line per query, when asked for: client, transport, name, type, rcode, time
+    /// taken and which path answered.
+    fn log(
+        &self,
+        peer: SocketAddr,
+        transport: Transport,
+        reply: &[u8],
+        path: &str,
+        started: Instant,
+    ) {
+        if !self.log_queries {
+            return;
+        }
+        let Ok(m) = hickory_proto::op::Message::from_vec(reply) else {
+            return;
+        };
+        let (name, qtype) = m
+            .queries()
+            .first()
+            .map(|q| (q.name().to_string(), q.query_type().to_string()))
+            .unwrap_or_default();
+        tracing::info!(
+            target: "query",
+            client = %peer,
+            proto = ?transport,
+            name,
+            qtype,
+            rcode = %m.response_code(),
+            us = started.elapsed().as_micros() as u64,
+            path,
+        );
+    }
+}
+
 async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = sock.recv_from(&mut buf).await?;
-        let reply = match answer(&buf[..n], &h.zone.get(), Transport::Udp) {
-            Outcome::Drop => continue,
-            Outcome::Reply(r) => r,
-            Outcome::Forward { query, refused } => match &h.resolver {
-                None => refused,
-                Some(_) if h.is_loop_probe(&query) => servfail(&query),
-                Some(resolver) => {
-                    // Upstream round trips must not hold up the zone's answers.
-                    let (resolver, sock) = (resolver.clone(), sock.clone());
-                    tokio::spawn(async move {
-                        if let Some(r) = resolver.resolve(query, Transport::Udp).await {
-                            let _ = sock.send_to(&r, peer).await;
-                        }
-                    });
-                    continue;
+        let started = Instant::now();
+        match h.first(&buf[..n], Transport::Udp) {
+            Next::Nothing => {}
+            Next::Now(reply, path) => {
+                if let Err(e) = sock.send_to(&reply, peer).await {
+                    tracing::debug!(%peer, error = %e, "udp send failed");
                 }
-            },
-        };
-        if let Err(e) = sock.send_to(&reply, peer).await {
-            tracing::debug!(%peer, error = %e, "udp send failed");
+                h.log(peer, Transport::Udp, &reply, path, started);
+            }
+            Next::Later(query) => {
+                // Upstream round trips must not hold up the zone's answers.
+                let (h, sock) = (h.clone(), sock.clone());
+                tokio::spawn(async move {
+                    let Some(resolver) = &h.resolver else { return };
+                    if let Some((reply, path)) = resolver.resolve(query, Transport::Udp).await {
+                        let _ = sock.send_to(&reply, peer).await;
+                        h.log(peer, Transport::Udp, &reply, path, started);
+                    }
+                });
+            }
         }
     }
 }
@@ -124,37 +180,69 @@ async fn serve_tcp(listener: TcpListener, h: Handler) -> io::Result<()> {
     }
 }
 
-/// RFC 7766: length-prefixed messages, several per connection, closed when idle.
-async fn tcp_conn(mut stream: TcpStream, h: Handler) -> io::Result<()> {
-    loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
-            Ok(Ok(len)) => len as usize,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
-        };
-        // Sized per message: an idle connection holds no buffer.
-        let mut buf = vec![0u8; len];
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stalled mid-message"))??;
-        let reply = match answer(&buf, &h.zone.get(), Transport::Tcp) {
-            Outcome::Drop => continue,
-            Outcome::Reply(r) => r,
-            Outcome::Forward { query, refused } => match &h.resolver {
-                None => refused,
-                Some(_) if h.is_loop_probe(&query) => servfail(&query),
-                Some(resolver) => match resolver.resolve(query, Transport::Tcp).await {
-                    Some(r) => r,
-                    None => continue,
-                },
-            },
-        };
-        let mut out = Vec::with_capacity(reply.len() + 2);
-        out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        out.extend_from_slice(&reply);
-        stream.write_all(&out).await?;
+/// Queries one TCP connection may have in flight to the upstreams at once.
+const TCP_MAX_INFLIGHT: usize = 64;
+
+/// RFC 7766: length-prefixed messages, several per connection, answered as they are ready
+/// (a slow upstream does not hold up the zone's answers behind it), closed when idle.
+async fn tcp_conn(stream: TcpStream, h: Handler) -> io::Result<()> {
+    let peer = stream.peer_addr()?;
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(TCP_MAX_INFLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            let mut out = Vec::with_capacity(reply.len() + 2);
+            out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            out.extend_from_slice(&reply);
+            wr.write_all(&out).await?;
+        }
+        io::Result::Ok(())
+    });
+    let inflight = Arc::new(Semaphore::new(TCP_MAX_INFLIGHT));
+    let result = async {
+        loop {
+            let len = match tokio::time::timeout(TCP_IDLE, rd.read_u16()).await {
+                Ok(Ok(len)) => len as usize,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(()),
+            };
+            // Sized per message: an idle connection holds no buffer.
+            let mut buf = vec![0u8; len];
+            tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut buf))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stalled mid-message"))??;
+            let started = Instant::now();
+            match h.first(&buf, Transport::Tcp) {
+                Next::Nothing => {}
+                Next::Now(reply, path) => {
+                    h.log(peer, Transport::Tcp, &reply, path, started);
+                    if tx.send(reply).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Next::Later(query) => {
+                    let Ok(permit) = inflight.clone().acquire_owned().await else {
+                        return Ok(());
+                    };
+                    let (h, tx) = (h.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let Some(resolver) = &h.resolver else { return };
+                        if let Some((reply, path)) = resolver.resolve(query, Transport::Tcp).await {
+                            h.log(peer, Transport::Tcp, &reply, path, started);
+                            let _ = tx.send(reply).await;
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
     }
+    .await;
+    // The writer ends once every reply in flight is written.
+    drop(tx);
+    let _ = writer.await;
+    result
 }
 
 fn servfail(query: &hickory_proto::op::Message) -> Vec<u8> {

@@ -17,6 +17,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("knot", "kxdpgun load generator"),
     ("nftables", "proving answered queries skip netfilter"),
     ("curl", "probing /health and /ready"),
+    (
+        "unbound",
+        "the forwarding cache the benchmark compares with",
+    ),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -17,7 +17,7 @@ use dns_userspace::{
     forward::{cache, exchange, loopdetect::LoopProbe, stubs, Cache, Forwarder, Policy, Upstreams},
     model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
-    ops::{self, health::Readiness},
+    ops::{self, health::Readiness, metrics::Metrics},
     source::kube as kube_source,
     source::manifests,
 };
@@ -111,6 +111,9 @@ struct RunArgs {
     /// (RFC 8767; 0: never).
     #[arg(long, default_value_t = 0)]
     serve_stale: u64,
+    /// Where `/metrics` (Prometheus, CoreDNS names) is served.
+    #[arg(long, default_value = "0.0.0.0:9153")]
+    metrics_addr: SocketAddr,
     /// Where `/health` is served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -168,7 +171,7 @@ struct RunArgs {
 
 impl RunArgs {
     /// The resolver for names outside the zone, unless forwarding is off.
-    fn resolver(&self) -> anyhow::Result<Option<Resolver>> {
+    fn resolver(&self, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Resolver>> {
         if self.no_forward {
             return Ok(None);
         }
@@ -225,6 +228,7 @@ impl RunArgs {
             stubs: stub_forwarders,
             cache,
             loadbalance: !self.no_loadbalance,
+            metrics: metrics.clone(),
         }))
     }
 
@@ -394,7 +398,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
-    let resolver = args.resolver()?.map(Arc::new);
+    let metrics = Arc::new(Metrics::new());
+    let resolver = args.resolver(&metrics)?.map(Arc::new);
     if let Some(r) = &resolver {
         r.spawn_health_checks();
     }
@@ -404,6 +409,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         probe: probe.clone(),
         log_queries: args.log_queries,
+        metrics: metrics.clone(),
     };
     let mut servers = Vec::new();
     for ip in &args.listen {
@@ -426,6 +432,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let rd = readiness.clone();
         servers.push(tokio::spawn(
             async move { ops::health::serve(h, r, rd).await },
+        ));
+        let (m, maddr) = (metrics.clone(), args.metrics_addr);
+        drop(std::net::TcpListener::bind(maddr).with_context(|| format!("binding {maddr}"))?);
+        servers.push(tokio::spawn(
+            async move { ops::metrics::serve(maddr, m).await },
         ));
     }
 

@@ -296,6 +296,41 @@ fn forwards_caches_and_serves_stale() {
         "SERVFAIL",
         "nothing stale to give"
     );
+    // Marked in the metrics, under CoreDNS's names.
+    // A TXT query: the kernel path answers A/AAAA itself and passes this one to userspace.
+    assert_eq!(
+        dig(f.pod(), SVC4, &["dns-version.cluster.local", "TXT"]),
+        "\"1.1.0\""
+    );
+    let metrics = run(
+        &f.topo.node,
+        "curl",
+        &["-s", "--max-time", "2", "http://127.0.0.1:9153/metrics"],
+    );
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(value("coredns_cache_served_stale_total") >= 1, "{metrics}");
+    assert!(value("coredns_cache_misses_total") >= 2, "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("coredns_dns_requests_total")
+                && l.contains("zone=\"cluster.local.\"")
+                && l.contains("type=\"TXT\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("coredns_dns_responses_total")
+                && l.contains("rcode=\"SERVFAIL\"")),
+        "{metrics}"
+    );
     d.stop().unwrap();
 }
 

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Instant};
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
 use super::{encode, random_start, rotate_addresses, wire_lower, Transport, EDNS_PAYLOAD};
-use crate::forward::{cache::Key, stubs, Cache, ForwardError, Forwarder};
+use crate::{
+    forward::{cache::Key, stubs, Cache, ForwardError, Forwarder},
+    ops::metrics::Metrics,
+};
 
 pub struct Resolver {
     pub forwarder: Arc<Forwarder>,
@@ -14,6 +17,7 @@ pub struct Resolver {
     pub cache: Cache,
     /// Rotate forwarded address answers too (CoreDNS `loadbalance` acts on every answer).
     pub loadbalance: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Resolver {
@@ -36,9 +40,16 @@ impl Resolver {
         };
         let now = Instant::now();
         let mut path = "upstream";
-        let answer = match self.cache.get(&key, now) {
+        let cached = self.cache.get(&key, now);
+        if cached.is_none() {
+            self.metrics.cache_miss();
+        }
+        let answer = match cached {
             Some(hit) => {
                 path = "cache";
+                let denial = hit.msg.response_code() == ResponseCode::NXDomain
+                    || hit.msg.answers().is_empty();
+                self.metrics.cache_hit(denial);
                 Ok(hit.msg)
             }
             None => match stubs::pick(&self.stubs, &key.name)
@@ -59,6 +70,7 @@ impl Resolver {
                     Some(hit) => {
                         tracing::debug!(error = %e, "upstreams failing; serving stale");
                         path = "stale";
+                        self.metrics.served_stale();
                         Ok(hit.msg)
                     }
                     None => {

@@ -13,8 +13,8 @@ use tokio::{
 };
 
 use super::{answer, resolve::Resolver, Outcome, Transport};
-use crate::forward::loopdetect::LoopProbe;
 use crate::model::Records;
+use crate::{forward::loopdetect::LoopProbe, ops::metrics::Metrics};
 
 /// The current zone, swapped whole on every change.
 #[derive(Clone)]
@@ -49,6 +49,7 @@ pub struct Handler {
     pub probe: Option<Arc<LoopProbe>>,
     /// Log one line per query.
     pub log_queries: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Handler {
@@ -70,6 +71,74 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> io::Result<()> {
     u.map_err(io::Error::other)??;
     t.map_err(io::Error::other)??;
     Ok(())
+}
+
+impl Handler {
+    /// `coredns_dns_requests_total` and `coredns_dns_responses_total`, from the reply's
+    /// header and question (no full parse on the hot path).
+    fn count(&self, peer: SocketAddr, transport: Transport, reply: &[u8], path: &str) {
+        if reply.len() < 12 {
+            return;
+        }
+        let zone = if path == "zone" {
+            "cluster.local."
+        } else {
+            "."
+        };
+        let proto = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        let qtype = question_type(reply).map(type_name).unwrap_or("other");
+        self.metrics.request(zone, proto, peer.is_ipv6(), qtype);
+        let rcode = match reply[3] & 0x0f {
+            0 => "NOERROR",
+            1 => "FORMERR",
+            2 => "SERVFAIL",
+            3 => "NXDOMAIN",
+            4 => "NOTIMP",
+            5 => "REFUSED",
+            _ => "OTHER",
+        };
+        let plugin = if path == "zone" {
+            "kubernetes"
+        } else {
+            "forward"
+        };
+        self.metrics.response(zone, rcode, plugin);
+    }
+}
+
+/// The QTYPE of a message's first question.
+fn question_type(msg: &[u8]) -> Option<u16> {
+    let mut at = 12;
+    loop {
+        let n = *msg.get(at)? as usize;
+        if n == 0 {
+            at += 1;
+            break;
+        }
+        if n & 0xc0 != 0 {
+            at += 2;
+            break;
+        }
+        at += 1 + n;
+    }
+    Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
+}
+
+fn type_name(t: u16) -> &'static str {
+    match t {
+        1 => "A",
+        28 => "AAAA",
+        33 => "SRV",
+        12 => "PTR",
+        5 => "CNAME",
+        16 => "TXT",
+        6 => "SOA",
+        2 => "NS",
+        _ => "other",
+    }
 }
 
 /// How a query is answered: at once from the zone, or later by the resolver.
@@ -102,6 +171,7 @@ impl Handler {
         path: &str,
         started: Instant,
     ) {
+        self.count(peer, transport, reply, path);
         if !self.log_queries {
             return;
         }

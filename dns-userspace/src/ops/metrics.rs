@@ -78,12 +78,36 @@ impl Metrics {
         let cache_misses = Family::default();
         let cache_stale = Family::default();
         let forward_requests = Family::default();
-        registry.register("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.", requests.clone());
-        registry.register("coredns_dns_responses", "Counter of response status codes.", responses.clone());
-        registry.register("coredns_cache_hits", "The count of cache hits.", cache_hits.clone());
-        registry.register("coredns_cache_misses", "The count of cache misses.", cache_misses.clone());
-        registry.register("coredns_cache_served_stale", "The number of requests served from stale cache entries.", cache_stale.clone());
-        registry.register("coredns_forward_requests", "Counter of requests made per upstream.", forward_requests.clone());
+        registry.register(
+            "coredns_dns_requests",
+            "Counter of DNS requests made per zone, protocol and family",
+            requests.clone(),
+        );
+        registry.register(
+            "coredns_dns_responses",
+            "Counter of response status codes",
+            responses.clone(),
+        );
+        registry.register(
+            "coredns_cache_hits",
+            "The count of cache hits",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "coredns_cache_misses",
+            "The count of cache misses",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "coredns_cache_served_stale",
+            "The number of requests served from stale cache entries",
+            cache_stale.clone(),
+        );
+        registry.register(
+            "coredns_forward_requests",
+            "Counter of requests made per upstream",
+            forward_requests.clone(),
+        );
         Self {
             registry,
             requests,
@@ -129,7 +153,9 @@ impl Metrics {
                 zone: zone.into(),
                 proto: proto.into(),
                 family: if v6 { "2" } else { "1" }.into(),
-                qtype: TypeLabel { r#type: qtype.into() },
+                qtype: TypeLabel {
+                    r#type: qtype.into(),
+                },
             })
             .inc();
     }
@@ -160,12 +186,7 @@ pub async fn serve(addr: std::net::SocketAddr, m: Arc<Metrics>) -> std::io::Resu
         "/metrics",
         get(move || {
             let m = m.clone();
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    m.render(),
-                )
-            }
+            async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
         }),
     );
     let l = tokio::net::TcpListener::bind(addr).await?;

@@ -1,2 +1,3 @@
-//! What operators and kubelet probe: liveness and readiness over HTTP.
+//! What operators and kubelet probe: liveness and readiness, and metrics, over HTTP.
 pub mod health;
+pub mod metrics;

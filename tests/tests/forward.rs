@@ -567,3 +567,40 @@ fn tcp_answers_pipelined_queries_as_they_are_ready_and_logs_queries() {
         "{text}"
     );
 }
+
+/// `--force-tcp` asks the upstream over TCP only.
+#[test]
+fn force_tcp_asks_upstreams_over_tcp() {
+    let Some(f) = fixture("ftcp") else { return };
+    let _knot = Knot::start(&f.up, &f.dir);
+    eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+        dig_status(&f.up, "10.2.0.2", &["www.example.test"])
+    });
+    let _d = Daemon::start(&f.topo.node, &f.args(&["--force-tcp"])).expect("daemon");
+    let json = || {
+        run(
+            &f.up,
+            "nft",
+            &["-j", "list", "chain", "inet", "xdns_test", "in"],
+        )
+    };
+    let counts = |j: String| -> Vec<u64> {
+        j.match_indices("\"packets\":")
+            .map(|(at, m)| {
+                j[at + m.len()..]
+                    .trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    // [UDP to 53, TCP SYNs to 53]
+    let before = counts(json());
+    assert_eq!(dig(f.pod(), SVC4, &["api.example.test"]), "192.0.2.11");
+    let after = counts(json());
+    assert_eq!(after[0], before[0], "no UDP upstream");
+    assert!(after[1] > before[1], "a TCP connection upstream");
+}

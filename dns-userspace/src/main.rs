@@ -107,6 +107,12 @@ struct RunArgs {
     /// Cached answers at most.
     #[arg(long, default_value_t = 10000)]
     cache_size: usize,
+    /// Refresh an answer in the background once it has been hit this many times and has
+    /// less than --prefetch-percent of its TTL left (CoreDNS `prefetch`; 0: never).
+    #[arg(long, default_value_t = 0)]
+    prefetch: u32,
+    #[arg(long, default_value_t = 10)]
+    prefetch_percent: u32,
     /// Serve expired answers for up to this many seconds while every upstream fails
     /// (RFC 8767; 0: never).
     #[arg(long, default_value_t = 0)]
@@ -222,6 +228,8 @@ impl RunArgs {
             min_ttl: self.cache_min_ttl,
             capacity: self.cache_size,
             stale_for: Duration::from_secs(self.serve_stale),
+            prefetch_hits: self.prefetch,
+            prefetch_percent: self.prefetch_percent,
         });
         Ok(Some(Resolver {
             forwarder,

@@ -604,3 +604,34 @@ fn force_tcp_asks_upstreams_over_tcp() {
     assert_eq!(after[0], before[0], "no UDP upstream");
     assert!(after[1] > before[1], "a TCP connection upstream");
 }
+
+/// `--prefetch`: a popular answer near its expiry is refreshed in the background, once.
+#[test]
+fn prefetch_refreshes_popular_answers_before_they_expire() {
+    let Some(f) = fixture("pref") else { return };
+    let _knot = Knot::start(&f.up, &f.dir);
+    eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+        dig_status(&f.up, "10.2.0.2", &["www.example.test"])
+    });
+    let args = [
+        "--cache-ttl",
+        "2",
+        "--cache-min-ttl",
+        "2",
+        "--prefetch",
+        "1",
+        "--prefetch-percent",
+        "60",
+    ];
+    let _d = Daemon::start(&f.topo.node, &f.args(&args)).expect("daemon");
+    let q0 = upstream_queries(&f.up);
+    assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
+    assert_eq!(upstream_queries(&f.up), q0 + 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    // 40% of the TTL left: answered from the cache, and refreshed behind it.
+    assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
+    eventually(Duration::from_secs(2), q0 + 2, || upstream_queries(&f.up));
+    // Fresh again: no further upstream query.
+    assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
+    assert_eq!(upstream_queries(&f.up), q0 + 2);
+}

@@ -24,7 +24,7 @@ impl Resolver {
     /// The reply to a query the zone does not own, and where it came from (`cache`,
     /// `upstream`, `stale`, or `error` when the upstreams gave nothing).
     pub async fn resolve(
-        &self,
+        self: &Arc<Self>,
         query: Message,
         transport: Transport,
     ) -> Option<(Vec<u8>, &'static str)> {
@@ -47,6 +47,9 @@ impl Resolver {
         let answer = match cached {
             Some(hit) => {
                 path = "cache";
+                if hit.prefetch {
+                    self.clone().prefetch(key.clone(), query.clone());
+                }
                 let denial = hit.msg.response_code() == ResponseCode::NXDomain
                     || hit.msg.answers().is_empty();
                 self.metrics.cache_hit(denial);
@@ -113,6 +116,21 @@ impl Resolver {
 }
 
 impl Resolver {
+    /// Refreshes `key` in the background (the one refresh in flight for it).
+    fn prefetch(self: Arc<Self>, key: Key, query: Message) {
+        tokio::spawn(async move {
+            let f = stubs::pick(&self.stubs, &key.name)
+                .unwrap_or(&self.forwarder)
+                .clone();
+            match f.exchange(&query).await {
+                Ok(m) => {
+                    self.cache.put(key, &m, Instant::now());
+                }
+                Err(_) => self.cache.refresh_failed(&key),
+            }
+        });
+    }
+
     /// Starts the health checks of every forwarder.
     pub fn spawn_health_checks(&self) {
         tokio::spawn(self.forwarder.clone().health_checks());

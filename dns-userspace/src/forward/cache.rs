@@ -27,6 +27,10 @@ struct Entry {
     msg: Message,
     stored: Instant,
     ttl: u32,
+    /// Hits since stored, for prefetch.
+    hits: u32,
+    /// A refresh is under way (one per name).
+    refreshing: bool,
 }
 
 pub struct Options {
@@ -35,12 +39,18 @@ pub struct Options {
     pub capacity: usize,
     /// How long past expiry an answer may still be served while upstreams fail; 0: never.
     pub stale_for: Duration,
+    /// Prefetch (CoreDNS `prefetch`): an answer hit at least this many times (0: never) is
+    /// refreshed in the background once less than `prefetch_percent` of its TTL is left.
+    pub prefetch_hits: u32,
+    pub prefetch_percent: u32,
 }
 
-/// A cached answer: the message with TTLs already aged, and whether it is stale.
+/// A cached answer: the message with TTLs already aged, whether it is stale, and whether
+/// the caller should refresh it now (it is the one refresh in flight for this name).
 pub struct Hit {
     pub msg: Message,
     pub stale: bool,
+    pub prefetch: bool,
 }
 
 pub struct Cache {
@@ -65,13 +75,34 @@ impl Cache {
 
     /// A fresh answer, TTLs reduced by its age.
     pub fn get(&self, key: &Key, now: Instant) -> Option<Hit> {
-        let map = self.lock();
-        let e = map.get(key)?;
-        let age = now.saturating_duration_since(e.stored).as_secs() as u32;
-        (age < e.ttl).then(|| Hit {
+        let mut map = self.lock();
+        let e = map.get_mut(key)?;
+        let elapsed = now.saturating_duration_since(e.stored);
+        let age = elapsed.as_secs() as u32;
+        if age >= e.ttl {
+            return None;
+        }
+        e.hits += 1;
+        let left_pct = 100 - (elapsed.as_millis() * 100 / (e.ttl as u128 * 1000)).min(100) as u32;
+        let prefetch = self.o.prefetch_hits > 0
+            && e.hits >= self.o.prefetch_hits
+            && left_pct < self.o.prefetch_percent
+            && !e.refreshing;
+        if prefetch {
+            e.refreshing = true;
+        }
+        Some(Hit {
             msg: with_ttls(&e.msg, |t| t.saturating_sub(age)),
             stale: false,
+            prefetch,
         })
+    }
+
+    /// A refresh that failed: let a later hit try again.
+    pub fn refresh_failed(&self, key: &Key) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.refreshing = false;
+        }
     }
 
     /// An expired answer still within the stale window, its TTLs set to [`STALE_TTL`].
@@ -82,6 +113,7 @@ impl Cache {
         (now <= expired_at + self.o.stale_for).then(|| Hit {
             msg: with_ttls(&e.msg, |_| STALE_TTL),
             stale: true,
+            prefetch: false,
         })
     }
 
@@ -110,6 +142,8 @@ impl Cache {
                 msg: msg.clone(),
                 stored: now,
                 ttl,
+                hits: 0,
+                refreshing: false,
             },
         );
         Some(ttl)
@@ -208,6 +242,8 @@ mod tests {
             min_ttl: 5,
             capacity,
             stale_for: Duration::from_secs(3600),
+            prefetch_hits: 2,
+            prefetch_percent: 50,
         })
     }
 
@@ -249,6 +285,44 @@ mod tests {
         assert!(c
             .get_stale(&key("a"), t0 + Duration::from_secs(20 + 3601))
             .is_none());
+    }
+
+    #[test]
+    fn prefetch_once_per_name_when_popular_and_nearly_expired() {
+        let c = cache(10);
+        let t0 = Instant::now();
+        c.put(key("a"), &answer(&[20]), t0);
+        assert!(
+            !c.get(&key("a"), t0 + Duration::from_secs(15))
+                .unwrap()
+                .prefetch,
+            "one hit is not popular"
+        );
+        assert!(
+            !c.get(&key("a"), t0 + Duration::from_secs(5))
+                .unwrap()
+                .prefetch,
+            "too fresh"
+        );
+        assert!(
+            c.get(&key("a"), t0 + Duration::from_secs(15))
+                .unwrap()
+                .prefetch,
+            "popular, 25% left"
+        );
+        assert!(
+            !c.get(&key("a"), t0 + Duration::from_secs(16))
+                .unwrap()
+                .prefetch,
+            "one refresh in flight"
+        );
+        c.refresh_failed(&key("a"));
+        assert!(
+            c.get(&key("a"), t0 + Duration::from_secs(17))
+                .unwrap()
+                .prefetch,
+            "retried after a failure"
+        );
     }
 
     #[test]

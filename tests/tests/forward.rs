@@ -635,3 +635,50 @@ fn prefetch_refreshes_popular_answers_before_they_expire() {
     assert_eq!(dig(f.pod(), SVC4, &["www.example.test"]), "192.0.2.10");
     assert_eq!(upstream_queries(&f.up), q0 + 2);
 }
+
+/// Past `--max-concurrent` upstream queries in flight, new ones get REFUSED at once.
+#[test]
+fn past_the_in_flight_cap_queries_are_refused() {
+    let Some(f) = fixture("cap") else { return };
+    // The upstream drops every query: each forwarded one waits out its 500 ms timeout.
+    let drop_rule = [
+        "add",
+        "rule",
+        "inet",
+        "xdns_test",
+        "in",
+        "udp",
+        "dport",
+        "53",
+        "drop",
+    ];
+    run(&f.up, "nft", &drop_rule);
+    let _d = Daemon::start(&f.topo.node, &f.args(&["--max-concurrent", "1"])).expect("daemon");
+    let rcodes = f
+        .pod()
+        .within(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            for (id, name) in [(1u16, "one.example.org"), (2, "two.example.org")] {
+                let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                for l in name.split('.') {
+                    m.push(l.len() as u8);
+                    m.extend_from_slice(l.as_bytes());
+                }
+                m.extend_from_slice(&[0, 0, 1, 0, 1]);
+                s.send_to(&m, (SVC4, 53)).unwrap();
+            }
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let mut buf = [0u8; 512];
+                let n = s.recv(&mut buf).unwrap();
+                got.push((u16::from_be_bytes([buf[0], buf[1]]), buf[3] & 0x0f, n));
+            }
+            got
+        })
+        .unwrap();
+    // The second is refused first; the first fails after its timeout.
+    assert_eq!(rcodes[0].0, 2);
+    assert_eq!(rcodes[0].1, 5, "REFUSED");
+    assert_eq!((rcodes[1].0, rcodes[1].1), (1, 2), "SERVFAIL");
+}

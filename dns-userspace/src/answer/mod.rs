@@ -230,10 +230,26 @@ pub fn encode(mut reply: Message, query: &Message, transport: Transport) -> Opti
     if bytes.len() <= limit {
         return Some(bytes);
     }
-    reply.take_answers();
+    // TC=1 with as many whole answer records as fit (RFC 2181 §9), the authority and
+    // additional sections dropped (the OPT kept): the largest prefix found by bisection.
+    let answers = reply.take_answers();
     reply.take_name_servers();
+    reply.take_additionals();
     reply.set_truncated(true);
-    reply.to_vec().ok()
+    let with = |n: usize| {
+        let mut m = reply.clone();
+        m.insert_answers(answers[..n].to_vec());
+        m.to_vec().ok()
+    };
+    let (mut lo, mut hi) = (0, answers.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        match with(mid) {
+            Some(b) if b.len() <= limit => lo = mid,
+            _ => hi = mid - 1,
+        }
+    }
+    with(lo)
 }
 
 /// A reply for a message hickory could not parse: the ID, opcode and RD from its header.

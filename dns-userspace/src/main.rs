@@ -26,6 +26,9 @@ use tokio::sync::Notify;
 #[derive(Parser)]
 #[command(name = "xdns", version, about = "Cluster DNS answered in the kernel")]
 struct Cli {
+    /// Log as JSON lines (one object per event) instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -117,6 +120,10 @@ struct RunArgs {
     /// (RFC 8767; 0: never).
     #[arg(long, default_value_t = 0)]
     serve_stale: u64,
+    /// On SIGTERM: not ready at once, still answering (and `/health` 200) for this many
+    /// seconds, then exit (CoreDNS `health { lameduck 5s }`; the DaemonSet sets 5).
+    #[arg(long, default_value_t = 0)]
+    lameduck_secs: u64,
     /// Where `/metrics` (Prometheus, CoreDNS names) is served.
     #[arg(long, default_value = "0.0.0.0:9153")]
     metrics_addr: SocketAddr,
@@ -257,14 +264,19 @@ impl RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    match cli.cmd {
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(*args)),
         Cmd::Counters { pin_dir } => {
             let c = dataplane::maps::pinned_counters(&pin_dir)
@@ -499,7 +511,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     loop {
         let next = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                // CoreDNS `health { lameduck }`: not ready at once, so the Service stops
+                // sending queries, but alive and answering for a while longer.
+                readiness.set(false);
+                if args.lameduck_secs > 0 {
+                    tracing::info!(seconds = args.lameduck_secs, "SIGTERM: lameduck");
+                    tokio::time::sleep(Duration::from_secs(args.lameduck_secs)).await;
+                }
+                break;
+            }
             v = source.next() => v?,
         };
         if servers.iter().any(|s| s.is_finished()) {

@@ -357,6 +357,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Whether the daemon has exited (and is reaped).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGTERM, wait for exit, and return everything it printed.
     pub fn stop(mut self) -> io::Result<Vec<String>> {
         self.terminate();

@@ -483,3 +483,56 @@ fn demo_cleans_up_after_itself_on_ctrl_c() {
         "daemon {pid} still running"
     );
 }
+
+/// SIGTERM: not ready at once, still alive and answering through the lameduck period, then
+/// gone; and `--log-json` writes one JSON object per line.
+#[test]
+fn sigterm_lameduck_then_exit_with_json_logs() {
+    let Some(f) = fixture("lame", 1) else { return };
+    let log = f.manifests.0.join("daemon.log");
+    let mut args = f.args(Some("tc"));
+    args.extend(["--lameduck-secs", "2", "--log-json"].map(String::from));
+    let mut d = Daemon::start_logging(&f.topo.node, &args, fs::File::create(&log).unwrap())
+        .expect("daemon");
+    let probe = |port: u16, path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        run(
+            &f.topo.node,
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "1",
+                &url,
+            ],
+        )
+    };
+    assert_eq!(probe(8181, "/ready"), "200");
+    let pid = d.pid();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    tests::client::eventually(Duration::from_secs(1), "503".to_string(), || {
+        probe(8181, "/ready")
+    });
+    assert_eq!(probe(8080, "/health"), "200", "alive during lameduck");
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    tests::client::eventually(Duration::from_secs(5), true, || d.exited());
+    drop(d);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 3, "{text}");
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(text.contains("lameduck"), "{text}");
+}

@@ -55,3 +55,57 @@ pub fn eventually<T: PartialEq + std::fmt::Debug>(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The packet counters of an nftables chain (`inet xdns_test <chain>`), in rule order.
+pub fn nft_counters(ns: &Netns, chain: &str) -> Vec<u64> {
+    let json = run(
+        ns,
+        "nft",
+        &["-j", "list", "chain", "inet", "xdns_test", chain],
+    );
+    json.match_indices("\"packets\":")
+        .map(|(at, m)| {
+            json[at + m.len()..]
+                .trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a packet count")
+        })
+        .collect()
+}
+
+/// The HTTP status of `GET http://127.0.0.1:<port><path>` from inside `ns`, as kubelet on
+/// the host would probe.
+pub fn http_status(ns: &Netns, port: u16, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let out = ns
+        .output(
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+                &url,
+            ],
+        )
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A plain DNS query message (RD set, class IN) for `name` (dotted) and `qtype`.
+pub fn query_bytes(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.trim_end_matches('.').split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}

@@ -122,19 +122,7 @@ fn install_netfilter_counter(ns: &Netns) {
 }
 
 fn netfilter_count(ns: &Netns) -> u64 {
-    let json = run(
-        ns,
-        "nft",
-        &["-j", "list", "chain", "inet", "xdns_test", "pre"],
-    );
-    let at = json.find("\"packets\":").expect("counter in nft output") + "\"packets\":".len();
-    json[at..]
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    tests::client::nft_counters(ns, "pre")[0]
 }
 
 fn query(name: &str, qtype: RecordType, id: u16, edns: bool) -> Vec<u8> {
@@ -494,23 +482,7 @@ fn sigterm_lameduck_then_exit_with_json_logs() {
     args.extend(["--lameduck-secs", "2", "--log-json"].map(String::from));
     let mut d = Daemon::start_logging(&f.topo.node, &args, fs::File::create(&log).unwrap())
         .expect("daemon");
-    let probe = |port: u16, path: &str| {
-        let url = format!("http://127.0.0.1:{port}{path}");
-        run(
-            &f.topo.node,
-            "curl",
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "1",
-                &url,
-            ],
-        )
-    };
+    let probe = |port: u16, path: &str| tests::client::http_status(&f.topo.node, port, path);
     assert_eq!(probe(8181, "/ready"), "200");
     let pid = d.pid();
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

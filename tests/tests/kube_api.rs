@@ -249,27 +249,8 @@ fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
     f.assert_map_matches(&objects);
 }
 
-/// The HTTP status of a probe, from inside the node (as kubelet on the host would).
 fn probe(f: &Fixture, port: u16, path: &str) -> String {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let out = f
-        .topo
-        .node
-        .output(
-            "curl",
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "2",
-                &url,
-            ],
-        )
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    tests::client::http_status(&f.topo.node, port, path)
 }
 
 #[test]

@@ -13,7 +13,12 @@ use dns_userspace::{
         resolve::Resolver,
         server::{self, Zone},
     },
-    dataplane::{self, attach::AttachMode, maps::KernelMaps},
+    dataplane::{
+        self,
+        attach::AttachMode,
+        discover::{self, Pattern},
+        maps::KernelMaps,
+    },
     forward::{cache, exchange, loopdetect::LoopProbe, stubs, Cache, Forwarder, Policy, Upstreams},
     model::view::ClusterView,
     model::{selector::Selector, PodMode, Records, ZoneConfig},
@@ -151,6 +156,10 @@ struct RunArgs {
     /// Interfaces to attach the kernel path to.
     #[arg(long = "iface")]
     ifaces: Vec<String>,
+    /// Also every interface whose name matches (`veth*`, `cali*`, `lxc*`...), attached as it
+    /// appears (scanned every 200 ms); repeatable.
+    #[arg(long = "iface-pattern")]
+    iface_patterns: Vec<String>,
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     attach: AttachMode,
     /// bpffs folder for the pinned maps (mounted if there is no bpffs).
@@ -354,6 +363,42 @@ struct Kernel {
     maps: KernelMaps,
 }
 
+fn attach_one(k: &mut Kernel, iface: &str, mode: AttachMode) -> anyhow::Result<()> {
+    let mode = dataplane::attach::attach(&mut k.ebpf, iface, mode)?;
+    tracing::info!(iface, %mode, "attached");
+    // One line per interface on stdout, for scripts and tests.
+    println!("attached {iface} {mode}");
+    Ok(())
+}
+
+/// Attaches to new interfaces matching the patterns and forgets the ones that are gone (the
+/// kernel detached our program with the device). A failure is logged and retried on the
+/// next scan: one bad interface must not stop the others.
+fn discover_ifaces(
+    k: &mut Kernel,
+    patterns: &[Pattern],
+    attached: &mut std::collections::BTreeSet<String>,
+    mode: AttachMode,
+) {
+    if patterns.is_empty() {
+        return;
+    }
+    let (new, gone) = discover::diff(&discover::interfaces(), attached, patterns);
+    for iface in new {
+        match attach_one(k, &iface, mode) {
+            Ok(()) => {
+                attached.insert(iface);
+            }
+            Err(e) => tracing::warn!(iface, error = %e, "attach failed; retrying"),
+        }
+    }
+    for iface in gone {
+        tracing::info!(iface, "interface gone");
+        println!("gone {iface}");
+        attached.remove(&iface);
+    }
+}
+
 /// Makes every sink serve `records`: kernel maps first, then userspace.
 fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records) {
     let t = std::time::Instant::now();
@@ -412,8 +457,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut maps = KernelMaps::take(&mut ebpf)?;
         maps.sync_service_addrs(&args.listen)?;
         kernel = Some(Kernel { ebpf, maps });
-    } else if !args.ifaces.is_empty() {
-        bail!("--iface needs the kernel path; drop --no-kernel");
+    } else if !args.ifaces.is_empty() || !args.iface_patterns.is_empty() {
+        bail!("--iface and --iface-pattern need the kernel path; drop --no-kernel");
     }
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
@@ -497,19 +542,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     publish(&zone, kernel.as_mut(), Records::build(&cfg, &first));
     // The kernel path goes on only once its maps hold the whole zone.
+    let patterns: Vec<Pattern> = args
+        .iface_patterns
+        .iter()
+        .map(|p| Pattern::new(p))
+        .collect();
+    let mut attached = std::collections::BTreeSet::new();
     if let Some(k) = kernel.as_mut() {
         for iface in &args.ifaces {
-            let mode = dataplane::attach::attach(&mut k.ebpf, iface, args.attach)?;
-            tracing::info!(iface, %mode, "attached");
-            // One line per interface on stdout, for scripts and tests.
-            println!("attached {iface} {mode}");
+            attach_one(k, iface, args.attach)?;
+            attached.insert(iface.clone());
         }
+        discover_ifaces(k, &patterns, &mut attached, args.attach);
     }
     readiness.set(true);
     println!("ready");
 
+    let mut rescan = tokio::time::interval(Duration::from_millis(200));
     loop {
         let next = tokio::select! {
+            _ = rescan.tick(), if !patterns.is_empty() => {
+                if let Some(k) = kernel.as_mut() {
+                    discover_ifaces(k, &patterns, &mut attached, args.attach);
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => {
                 // CoreDNS `health { lameduck }`: not ready at once, so the Service stops

@@ -508,3 +508,51 @@ fn sigterm_lameduck_then_exit_with_json_logs() {
     }
     assert!(text.contains("lameduck"), "{text}");
 }
+
+/// Pods come and go while the daemon runs: a new pod's veth is attached as it appears and
+/// its queries are answered by the kernel within a second; a deleted pod leaves nothing
+/// behind and the others keep being served.
+#[test]
+fn pod_veths_are_attached_as_they_appear() {
+    let Some(mut f) = fixture("churn", 1) else {
+        return;
+    };
+    let mut args = f.args(None);
+    args.retain(|a| a != "--no-kernel");
+    args.extend(["--iface-pattern", "veth*", "--attach", "tc"].map(String::from));
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert!(
+        d.stdout.contains(&"attached veth1h tc".to_string()),
+        "{:?}",
+        d.stdout
+    );
+    for round in 0..3 {
+        let i = f.topo.add_pod().expect("a new pod");
+        let started = Instant::now();
+        let c0 = f.counters().get(Counter::Answered);
+        tests::client::eventually(Duration::from_secs(1), true, || {
+            dig(f.pod(i), SVC4, &["web.shop.svc.cluster.local"]) == "10.96.12.7"
+                && f.counters().get(Counter::Answered) > c0
+        });
+        println!(
+            "round {round}: pod {i} answered by the kernel after {:?}",
+            started.elapsed()
+        );
+    }
+    // Delete the first pod (its namespace and veth go); the rest keep being answered.
+    drop(f.topo.pods.remove(0));
+    std::thread::sleep(Duration::from_millis(500));
+    let c0 = f.counters().get(Counter::Answered);
+    for i in 0..f.topo.pods.len() {
+        assert_eq!(
+            dig(f.pod(i), SVC4, &["web.shop.svc.cluster.local"]),
+            "10.96.12.7"
+        );
+    }
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0 + f.topo.pods.len() as u64
+    );
+    let out = d.stop().unwrap();
+    assert!(out.contains(&"gone veth1h".to_string()), "{out:?}");
+}

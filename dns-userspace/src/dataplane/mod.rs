@@ -1,6 +1,7 @@
 //! The embedded kernel program: loading with pinned maps, attaching, and the maps' contents.
 pub mod attach;
 pub mod bpffs;
+pub mod discover;
 pub mod maps;
 
 use std::path::{Path, PathBuf};

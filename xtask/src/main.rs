@@ -58,15 +58,6 @@ fn main() -> Result<()> {
             cargo_args,
         } => test(no_lint, &cargo_args),
         Cmd::Demo { duration } => {
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "dns-userspace",
-                "-p",
-                "tests",
-                "--bins",
-            ])?;
             let mut args = Vec::new();
             if let Some(d) = duration {
                 args.extend(["--duration".to_owned(), d.to_string()]);
@@ -74,15 +65,6 @@ fn main() -> Result<()> {
             run_bin("xdns-demo", &args)
         }
         Cmd::Bench { seconds } => {
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "dns-userspace",
-                "-p",
-                "tests",
-                "--bins",
-            ])?;
             run_bin("xdns-bench", &["--seconds".to_owned(), seconds.to_string()])
         }
     }
@@ -110,7 +92,18 @@ fn cargo_with(toolchain: &[&str], args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Builds the daemon and the tests crate's binaries (release) and runs `name` with the
+/// daemon's path in `XDNS_BIN`.
 fn run_bin(name: &str, args: &[String]) -> Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "dns-userspace",
+        "-p",
+        "tests",
+        "--bins",
+    ])?;
     let dir = root().join("target/release");
     let status = Command::new(dir.join(name))
         .args(args)

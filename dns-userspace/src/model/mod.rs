@@ -28,6 +28,9 @@ pub const SOA_RETRY: u32 = 1800;
 pub const SOA_EXPIRE: u32 = 86400;
 /// The schema version `dns-version.<zone>` announces.
 pub const SCHEMA_VERSION: &str = "1.1.0";
+/// The reverse zones, in wire form.
+const IN_ADDR_ARPA: &[u8] = b"\x07in-addr\x04arpa\x00";
+const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
 /// CNAMEs followed inside the zone before giving up on a chain.
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -178,8 +181,7 @@ impl Records {
         if name::is_within(qname, &self.cfg.zone) {
             return self.lookup_in_zone(qname, qtype, 0);
         }
-        let reverse = name::is_within(qname, &wire_from_dotted("in-addr.arpa").unwrap_or_default())
-            || name::is_within(qname, &wire_from_dotted("ip6.arpa").unwrap_or_default());
+        let reverse = name::is_within(qname, IN_ADDR_ARPA) || name::is_within(qname, IP6_ARPA);
         match self.rrsets.get(qname) {
             Some(set) if reverse && !set.ptr.is_empty() => match qtype {
                 QType::Ptr => answer(set.ptr.iter().map(|t| rec(qname, RData::Ptr(t.clone())))),

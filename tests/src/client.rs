@@ -109,3 +109,22 @@ pub fn query_bytes(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     m.extend_from_slice(&[0, 1]);
     m
 }
+
+/// Runs one nft command in `ns`, written as nft's own command line
+/// (`add rule inet xdns_test in udp dport 53 counter`).
+pub fn nft(ns: &Netns, command: &str) {
+    let args: Vec<&str> = command.split_whitespace().collect();
+    run(ns, "nft", &args);
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -14,14 +14,7 @@ use tests::{
 };
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .expect("daemon RSS")
+    tests::client::rss_kib(pid).expect("daemon RSS")
 }
 
 fn raise_fd_limit() {

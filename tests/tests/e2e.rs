@@ -91,34 +91,12 @@ impl Fixture {
 /// Counts UDP/53 packets at netfilter's earliest hook in `ns` (raw priority -300, before
 /// conntrack): what the kernel path answers must never get there.
 fn install_netfilter_counter(ns: &Netns) {
-    run(ns, "nft", &["add", "table", "inet", "xdns_test"]);
-    run(
+    tests::client::nft(ns, "add table inet xdns_test");
+    tests::client::nft(
         ns,
-        "nft",
-        &[
-            "add",
-            "chain",
-            "inet",
-            "xdns_test",
-            "pre",
-            "{ type filter hook prerouting priority -300; }",
-        ],
+        "add chain inet xdns_test pre { type filter hook prerouting priority -300 ; }",
     );
-    run(
-        ns,
-        "nft",
-        &[
-            "add",
-            "rule",
-            "inet",
-            "xdns_test",
-            "pre",
-            "udp",
-            "dport",
-            "53",
-            "counter",
-        ],
-    );
+    tests::client::nft(ns, "add rule inet xdns_test pre udp dport 53 counter");
 }
 
 fn netfilter_count(ns: &Netns) -> u64 {

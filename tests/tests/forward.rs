@@ -10,7 +10,7 @@ use std::{
 };
 
 use tests::{
-    client::{dig, dig_status, eventually, nft_counters, query_bytes, run},
+    client::{dig, dig_status, eventually, nft, nft_counters, query_bytes, run},
     netns::{Bpffs, Daemon, Netns, Topology, SVC4, SVC6},
 };
 
@@ -82,70 +82,21 @@ fn fixture(tag: &str) -> Option<Fixture> {
     let prefix = format!("xf{}{tag}", std::process::id() % 10000);
     let topo = Topology::new(&prefix, 1).expect("namespaces");
     let up = topo.add_upstream().expect("upstream namespace");
-    run(&up, "nft", &["add", "table", "inet", "xdns_test"]);
-    run(
+    nft(&up, "add table inet xdns_test");
+    nft(
         &up,
-        "nft",
-        &[
-            "add",
-            "chain",
-            "inet",
-            "xdns_test",
-            "in",
-            "{ type filter hook input priority 0; }",
-        ],
+        "add chain inet xdns_test in { type filter hook input priority 0 ; }",
     );
-    run(
+    nft(&up, "add rule inet xdns_test in udp dport 53 counter");
+    nft(
         &up,
-        "nft",
-        &[
-            "add",
-            "rule",
-            "inet",
-            "xdns_test",
-            "in",
-            "udp",
-            "dport",
-            "53",
-            "counter",
-        ],
+        "add rule inet xdns_test in tcp dport 53 tcp flags syn counter",
     );
-    run(
+    nft(
         &up,
-        "nft",
-        &[
-            "add",
-            "rule",
-            "inet",
-            "xdns_test",
-            "in",
-            "tcp",
-            "dport",
-            "53",
-            "tcp",
-            "flags",
-            "syn",
-            "counter",
-        ],
+        "add chain inet xdns_test alt { type filter hook input priority 0 ; }",
     );
-    let alt = "{ type filter hook input priority 0; }";
-    run(
-        &up,
-        "nft",
-        &["add", "chain", "inet", "xdns_test", "alt", alt],
-    );
-    let rule = [
-        "add",
-        "rule",
-        "inet",
-        "xdns_test",
-        "alt",
-        "udp",
-        "dport",
-        "5353",
-        "counter",
-    ];
-    run(&up, "nft", &rule);
+    nft(&up, "add rule inet xdns_test alt udp dport 5353 counter");
     let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
     let dir = std::env::temp_dir().join(format!("{prefix}-fwd"));
     let _ = fs::remove_dir_all(&dir);
@@ -592,18 +543,7 @@ fn prefetch_refreshes_popular_answers_before_they_expire() {
 fn past_the_in_flight_cap_queries_are_refused() {
     let Some(f) = fixture("cap") else { return };
     // The upstream drops every query: each forwarded one waits out its 500 ms timeout.
-    let drop_rule = [
-        "add",
-        "rule",
-        "inet",
-        "xdns_test",
-        "in",
-        "udp",
-        "dport",
-        "53",
-        "drop",
-    ];
-    run(&f.up, "nft", &drop_rule);
+    nft(&f.up, "add rule inet xdns_test in udp dport 53 drop");
     let _d = Daemon::start(&f.topo.node, &f.args(&["--max-concurrent", "1"])).expect("daemon");
     let rcodes = f
         .pod()

@@ -265,14 +265,7 @@ fn at_scale(services: usize, changes: usize) -> Result<(), String> {
     let first_sync = started.elapsed();
 
     let records = pinned_records(&pins.pin_dir()).map_err(|e| e.to_string())?;
-    let rss_kib = fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let rss_kib = tests::client::rss_kib(daemon.pid()).unwrap_or(0);
     let map_bytes = map_memlock(&pins.pin_dir().join(dns_common::maps::RECORDS));
 
     // Propagation: change one service's IP, wait for the kernel map to hold it.

@@ -16,8 +16,9 @@ use dns_userspace::{
     dataplane::{
         self,
         attach::AttachMode,
-        discover::{self, Pattern},
-        maps::KernelMaps,
+        discover::{LinkEvents, Pattern},
+        kernel::{Change, Kernel},
+        links::Outcome,
     },
     forward::{cache, exchange, loopdetect::LoopProbe, stubs, Cache, Forwarder, Policy, Upstreams},
     model::view::ClusterView,
@@ -157,7 +158,7 @@ struct RunArgs {
     #[arg(long = "iface")]
     ifaces: Vec<String>,
     /// Also every interface whose name matches (`veth*`, `cali*`, `lxc*`...), attached as it
-    /// appears (scanned every 200 ms); repeatable.
+    /// appears (rtnetlink link events) and forgotten as it goes; repeatable.
     #[arg(long = "iface-pattern")]
     iface_patterns: Vec<String>,
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
@@ -165,6 +166,10 @@ struct RunArgs {
     /// bpffs folder for the pinned maps (mounted if there is no bpffs).
     #[arg(long, default_value = "/sys/fs/bpf/xdns")]
     pin_dir: PathBuf,
+    /// On exit, detach from every interface and remove the pins (for an uninstall). Without
+    /// it the pinned programs keep answering until the next daemon adopts them.
+    #[arg(long)]
+    detach_on_exit: bool,
     /// Serve from userspace only: load no kernel program.
     #[arg(long)]
     no_kernel: bool,
@@ -357,45 +362,28 @@ impl Source {
     }
 }
 
-/// The kernel side: the loaded object and its maps.
-struct Kernel {
-    ebpf: aya::Ebpf,
-    maps: KernelMaps,
-}
-
-fn attach_one(k: &mut Kernel, iface: &str, mode: AttachMode) -> anyhow::Result<()> {
-    let mode = dataplane::attach::attach(&mut k.ebpf, iface, mode)?;
-    tracing::info!(iface, %mode, "attached");
-    // One line per interface on stdout, for scripts and tests.
-    println!("attached {iface} {mode}");
-    Ok(())
-}
-
-/// Attaches to new interfaces matching the patterns and forgets the ones that are gone (the
-/// kernel detached our program with the device). A failure is logged and retried on the
-/// next scan: one bad interface must not stop the others.
-fn discover_ifaces(
-    k: &mut Kernel,
-    patterns: &[Pattern],
-    attached: &mut std::collections::BTreeSet<String>,
-    mode: AttachMode,
-) {
-    if patterns.is_empty() {
-        return;
-    }
-    let (new, gone) = discover::diff(&discover::interfaces(), attached, patterns);
-    for iface in new {
-        match attach_one(k, &iface, mode) {
-            Ok(()) => {
-                attached.insert(iface);
+fn report(changes: Vec<Change>) {
+    for c in changes {
+        match &c {
+            Change::Served {
+                iface,
+                outcome: Outcome::Attached { mode, note },
+            } => tracing::info!(iface, %mode, note = note.as_deref(), "attached"),
+            Change::Served {
+                iface,
+                outcome: Outcome::Adopted(mode),
+            } => tracing::info!(iface, %mode, "adopted the pinned link"),
+            Change::Gone { iface } => tracing::info!(iface, "interface gone"),
+            Change::Failed { iface, error } => {
+                tracing::warn!(
+                    iface,
+                    error,
+                    "attach failed; retried on the next link event"
+                )
             }
-            Err(e) => tracing::warn!(iface, error = %e, "attach failed; retrying"),
         }
-    }
-    for iface in gone {
-        tracing::info!(iface, "interface gone");
-        println!("gone {iface}");
-        attached.remove(&iface);
+        // One line per interface on stdout, for scripts and tests.
+        println!("{c}");
     }
 }
 
@@ -450,13 +438,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut kernel = None;
     if !args.no_kernel {
-        let mut ebpf = dataplane::load(Some(&args.pin_dir)).context("loading the kernel path")?;
-        for (prog, n) in dataplane::verified_insns(&ebpf) {
+        let patterns = args
+            .iface_patterns
+            .iter()
+            .map(|p| Pattern::new(p))
+            .collect();
+        let k = Kernel::load(
+            &args.pin_dir,
+            &args.listen,
+            args.ifaces.clone(),
+            patterns,
+            args.attach,
+        )
+        .context("loading the kernel path")?;
+        for (prog, n) in k.verified_insns() {
             tracing::info!(program = prog, verified_insns = n, "loaded");
         }
-        let mut maps = KernelMaps::take(&mut ebpf)?;
-        maps.sync_service_addrs(&args.listen)?;
-        kernel = Some(Kernel { ebpf, maps });
+        kernel = Some(k);
     } else if !args.ifaces.is_empty() || !args.iface_patterns.is_empty() {
         bail!("--iface and --iface-pattern need the kernel path; drop --no-kernel");
     }
@@ -541,29 +539,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "first full view"
     );
     publish(&zone, kernel.as_mut(), Records::build(&cfg, &first));
-    // The kernel path goes on only once its maps hold the whole zone.
-    let patterns: Vec<Pattern> = args
-        .iface_patterns
-        .iter()
-        .map(|p| Pattern::new(p))
-        .collect();
-    let mut attached = std::collections::BTreeSet::new();
+    // The kernel path goes on (or takes over from the last daemon's program) only once its
+    // maps hold the whole zone.
+    let mut events = None;
     if let Some(k) = kernel.as_mut() {
-        for iface in &args.ifaces {
-            attach_one(k, iface, args.attach)?;
-            attached.insert(iface.clone());
-        }
-        discover_ifaces(k, &patterns, &mut attached, args.attach);
+        // Subscribed before the first scan, so no interface slips between the two.
+        events = Some(LinkEvents::subscribe().context("subscribing to link events")?);
+        report(k.attach_all()?);
     }
     readiness.set(true);
     println!("ready");
 
-    let mut rescan = tokio::time::interval(Duration::from_millis(200));
+    // A backstop for events lost to a full netlink socket buffer.
+    let mut rescan = tokio::time::interval(Duration::from_secs(10));
     loop {
         let next = tokio::select! {
-            _ = rescan.tick(), if !patterns.is_empty() => {
+            alive = async { events.as_mut()?.next_burst().await.then_some(()) }, if events.is_some() => {
+                if alive.is_none() {
+                    tracing::warn!("link events stopped; rescanning every 10 s");
+                    events = None;
+                }
                 if let Some(k) = kernel.as_mut() {
-                    discover_ifaces(k, &patterns, &mut attached, args.attach);
+                    report(k.rescan());
+                }
+                continue;
+            }
+            _ = rescan.tick(), if kernel.is_some() => {
+                if let Some(k) = kernel.as_mut() {
+                    report(k.rescan());
                 }
                 continue;
             }
@@ -591,10 +594,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    if let Some(Kernel { ebpf, maps }) = kernel {
-        let counters = maps.counters()?;
-        // Dropping the object detaches every program; the pinned maps stay.
-        drop(ebpf);
+    if let Some(k) = kernel {
+        let counters = k.counters()?;
+        if args.detach_on_exit {
+            tracing::info!("detaching and removing the pins");
+        } else {
+            tracing::info!(
+                "the pinned links keep answering from the pinned maps until the next daemon takes over"
+            );
+        }
+        k.finish(args.detach_on_exit, &args.pin_dir);
         println!("kernel path counters:\n{counters}");
     }
     Ok(())

@@ -362,6 +362,16 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// SIGKILL: no clean-up of any kind runs. Returns what it printed.
+    pub fn kill9(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.stdout.push(l);
+        }
+        std::mem::take(&mut self.stdout)
+    }
+
     /// SIGTERM, wait for exit, and return everything it printed.
     pub fn stop(mut self) -> io::Result<Vec<String>> {
         self.terminate();

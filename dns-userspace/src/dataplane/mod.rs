@@ -2,6 +2,8 @@
 pub mod attach;
 pub mod bpffs;
 pub mod discover;
+pub mod kernel;
+pub mod links;
 pub mod maps;
 
 use std::path::{Path, PathBuf};

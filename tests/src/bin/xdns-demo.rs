@@ -61,6 +61,8 @@ fn run() -> Result<(), String> {
         SVC4.into(),
         "--listen".into(),
         SVC6.into(),
+        // The demo leaves nothing behind.
+        "--detach-on-exit".into(),
     ];
     for p in &topo.pods {
         daemon_args.extend(["--iface".into(), p.host_if.clone()]);

@@ -171,6 +171,16 @@ impl Counter {
         Counter::Oversize,
     ];
 
+    /// Whether the kernel counts this reason per interface too. The four reasons that
+    /// mean "not DNS to us" are every other packet on a pod's veth: counting those per
+    /// interface would put a hash lookup on all pod traffic for no operator value.
+    pub const fn per_iface(self) -> bool {
+        !matches!(
+            self,
+            Counter::NotIp | Counter::NotUdp | Counter::NotServiceAddr | Counter::NotDnsPort
+        )
+    }
+
     /// Stable label for metrics and the status output.
     pub const fn name(self) -> &'static str {
         match self {
@@ -195,6 +205,20 @@ impl Counter {
     }
 }
 
+/// One interface's counters (summed over CPUs by the reader), indexed by [`Counter`].
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct IfaceCounters {
+    pub n: [u64; COUNTER_COUNT as usize],
+}
+const _: () = assert!(size_of::<IfaceCounters>() == 8 * COUNTER_COUNT as usize);
+
+impl IfaceCounters {
+    pub const ZERO: Self = Self {
+        n: [0; COUNTER_COUNT as usize],
+    };
+}
+
 /// Map names, the same on both sides (and the pin file names under the bpffs folder).
 pub mod maps {
     pub const RECORDS: &str = "RECORDS";
@@ -202,6 +226,10 @@ pub mod maps {
     pub const SERVICE_ADDRS: &str = "SERVICE_ADDRS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SCRATCH: &str = "SCRATCH";
+    /// Per-CPU counters per interface index ([`super::IfaceCounters`]).
+    pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
+    /// Interfaces counted at most; the daemon deletes the entries of interfaces that go.
+    pub const IFACE_COUNTERS_MAX: u32 = 8192;
     /// Names the kernel can hold. The map is not preallocated: memory follows the records
     /// actually stored, plus 16 bytes of bucket per slot.
     pub const RECORDS_MAX: u32 = 131072;
@@ -226,4 +254,5 @@ mod pod {
     unsafe impl aya::Pod for super::NameRecords {}
     unsafe impl aya::Pod for super::ZoneInfo {}
     unsafe impl aya::Pod for super::ServiceAddr {}
+    unsafe impl aya::Pod for super::IfaceCounters {}
 }

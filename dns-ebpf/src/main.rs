@@ -16,13 +16,13 @@ use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
     helpers::{bpf_get_prandom_u32, bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
 use dns_common::{
-    maps as m, Counter, NameKey, NameRecords, Scratch, ServiceAddr, ZoneInfo, COUNTER_COUNT,
-    MAX_ADDRS, ZONE_ROTATE,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, Scratch, ServiceAddr, ZoneInfo,
+    COUNTER_COUNT, MAX_ADDRS, ZONE_ROTATE,
 };
 use headers::TYPE_A;
 use packet::Bounds;
@@ -43,6 +43,10 @@ static SERVICE_ADDRS: HashMap<ServiceAddr, u32> =
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+#[map(name = "IFACE_COUNTERS")]
+static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
+    PerCpuHashMap::with_max_entries(m::IFACE_COUNTERS_MAX, 0);
+
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -54,11 +58,31 @@ impl ServiceAddrs for Addrs {
     }
 }
 
+/// Counts `c` in the global array and, for DNS to us, in `ifindex`'s entry (created on
+/// its first packet).
 #[inline(always)]
-fn count(c: Counter) {
+fn count(ifindex: u32, c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
         // Per-CPU slot: no other writer while this program runs on this CPU.
         unsafe { *p += 1 };
+    }
+    if !c.per_iface() {
+        return;
+    }
+    let p = match IFACE_COUNTERS.get_ptr_mut(ifindex) {
+        Some(p) => p,
+        None => {
+            // BPF_NOEXIST: another CPU may have created it meanwhile; either way it exists.
+            let _ = IFACE_COUNTERS.insert(ifindex, IfaceCounters::ZERO, 1);
+            match IFACE_COUNTERS.get_ptr_mut(ifindex) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    let i = c as usize;
+    if i < COUNTER_COUNT as usize {
+        unsafe { (*p).n[i] += 1 };
     }
 }
 
@@ -152,13 +176,14 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
 
 #[xdp]
 pub fn xdns_xdp(ctx: XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
     match answer(&Xdp(&ctx)) {
         Ok(()) => {
-            count(Counter::Answered);
+            count(ifindex, Counter::Answered);
             xdp_action::XDP_TX
         }
         Err(c) => {
-            count(c);
+            count(ifindex, c);
             xdp_action::XDP_PASS
         }
     }
@@ -167,19 +192,19 @@ pub fn xdns_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn xdns_tc(ctx: TcContext) -> i32 {
     // Queries are small; a non-linear skb is made linear so the parser sees all of it.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     if ctx.data_end() - ctx.data() < ctx.len() as usize && ctx.pull_data(ctx.len()).is_err() {
-        count(Counter::Malformed);
+        count(ifindex, Counter::Malformed);
         return TC_ACT_OK;
     }
     match answer(&Tc(&ctx)) {
         Ok(()) => {
-            count(Counter::Answered);
-            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            count(ifindex, Counter::Answered);
             // Out of the interface it came in on: back to the pod.
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
         Err(c) => {
-            count(c);
+            count(ifindex, c);
             TC_ACT_OK
         }
     }

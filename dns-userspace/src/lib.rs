@@ -7,8 +7,10 @@
 //! - [`forward`]: upstreams and the cache for everything outside the zone.
 //! - [`ops`]: health and readiness.
 pub mod answer;
+pub mod config;
 pub mod dataplane;
 pub mod forward;
 pub mod model;
+pub mod node;
 pub mod ops;
 pub mod source;

@@ -63,6 +63,7 @@ impl Resolver {
             {
                 Ok(m) => {
                     self.cache.put(key, &m, now);
+                    self.metrics.cache_entries(self.cache.len());
                     Ok(m)
                 }
                 Err(ForwardError::Overloaded) => {
@@ -133,9 +134,9 @@ impl Resolver {
 
     /// Starts the health checks of every forwarder.
     pub fn spawn_health_checks(&self) {
-        tokio::spawn(self.forwarder.clone().health_checks());
+        tokio::spawn(Forwarder::health_checks(Arc::downgrade(&self.forwarder)));
         for (_, f) in &self.stubs {
-            tokio::spawn(f.clone().health_checks());
+            tokio::spawn(Forwarder::health_checks(Arc::downgrade(f)));
         }
     }
 }

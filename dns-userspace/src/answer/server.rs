@@ -2,6 +2,7 @@
 use std::{
     io,
     net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -16,22 +17,28 @@ use super::{answer, resolve::Resolver, Outcome, Transport};
 use crate::model::Records;
 use crate::{forward::loopdetect::LoopProbe, ops::metrics::Metrics};
 
-/// The current zone, swapped whole on every change.
-#[derive(Clone)]
-pub struct Zone(Arc<RwLock<Arc<Records>>>);
+/// A value the listeners read on every query and a writer replaces whole (a new zone, a
+/// reloaded resolver): readers hold the old one until they are done with it.
+pub struct Swap<T>(Arc<RwLock<Arc<T>>>);
 
-impl Zone {
-    pub fn new(records: Records) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(records))))
+impl<T> Clone for Swap<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
     }
-    pub fn get(&self) -> Arc<Records> {
+}
+
+impl<T> Swap<T> {
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(value))))
+    }
+    pub fn get(&self) -> Arc<T> {
         match self.0.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
-    pub fn set(&self, records: Records) {
-        let new = Arc::new(records);
+    pub fn set(&self, value: T) {
+        let new = Arc::new(value);
         match self.0.write() {
             Ok(mut g) => *g = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -39,16 +46,20 @@ impl Zone {
     }
 }
 
+/// The cluster zone's records as last built.
+pub type Zone = Swap<Records>;
+
 /// What the listeners answer from: the zone, and the resolver for everything else (none:
 /// REFUSED outside the zone).
 #[derive(Clone)]
 pub struct Handler {
     pub zone: Zone,
-    pub resolver: Option<Arc<Resolver>>,
+    /// Replaced whole when the configuration is reloaded.
+    pub resolver: Swap<Option<Arc<Resolver>>>,
     /// The start-up loop probe: seen coming back, it is answered SERVFAIL, never forwarded.
     pub probe: Option<Arc<LoopProbe>>,
-    /// Log one line per query.
-    pub log_queries: bool,
+    /// Log one line per query (reloadable).
+    pub log_queries: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -74,9 +85,9 @@ pub async fn serve(addr: SocketAddr, handler: Handler) -> io::Result<()> {
 }
 
 impl Handler {
-    /// `coredns_dns_requests_total` and `coredns_dns_responses_total`, from the reply's
-    /// header and question (no full parse on the hot path).
-    fn count(&self, peer: SocketAddr, transport: Transport, reply: &[u8], path: &str) {
+    /// The CoreDNS request metrics, from the reply's header and question (no full parse on
+    /// the hot path).
+    fn count(&self, req: &Req, reply: &[u8], path: &str) {
         if reply.len() < 12 {
             return;
         }
@@ -85,12 +96,11 @@ impl Handler {
         } else {
             "."
         };
-        let proto = match transport {
+        let proto = match req.transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
         };
         let qtype = question_type(reply).map(type_name).unwrap_or("other");
-        self.metrics.request(zone, proto, peer.is_ipv6(), qtype);
         let rcode = match reply[3] & 0x0f {
             0 => "NOERROR",
             1 => "FORMERR",
@@ -105,7 +115,17 @@ impl Handler {
         } else {
             "forward"
         };
-        self.metrics.response(zone, rcode, plugin);
+        self.metrics.answered(
+            zone,
+            proto,
+            req.peer.is_ipv6(),
+            qtype,
+            req.size,
+            reply.len(),
+            req.started.elapsed(),
+            rcode,
+            plugin,
+        );
     }
 }
 
@@ -141,10 +161,19 @@ fn type_name(t: u16) -> &'static str {
     }
 }
 
+/// One query as received, for its log line and metrics.
+#[derive(Clone, Copy)]
+struct Req {
+    peer: SocketAddr,
+    transport: Transport,
+    started: Instant,
+    size: usize,
+}
+
 /// How a query is answered: at once from the zone, or later by the resolver.
 enum Next {
     Now(Vec<u8>, &'static str),
-    Later(hickory_proto::op::Message),
+    Later(hickory_proto::op::Message, Arc<Resolver>),
     Nothing,
 }
 
@@ -153,26 +182,25 @@ impl Handler {
         match answer(query, &self.zone.get(), transport) {
             Outcome::Drop => Next::Nothing,
             Outcome::Reply(r) => Next::Now(r, "zone"),
-            Outcome::Forward { query, refused } => match &self.resolver {
+            Outcome::Forward { query, refused } => match &*self.resolver.get() {
                 None => Next::Now(refused, "refused"),
                 Some(_) if self.is_loop_probe(&query) => Next::Now(servfail(&query), "loop-probe"),
-                Some(_) => Next::Later(query),
+                Some(r) => Next::Later(query, r.clone()),
             },
         }
     }
 
     /// One line per query, when asked for: client, transport, name, type, rcode, time
     /// taken and which path answered.
-    fn log(
-        &self,
-        peer: SocketAddr,
-        transport: Transport,
-        reply: &[u8],
-        path: &str,
-        started: Instant,
-    ) {
-        self.count(peer, transport, reply, path);
-        if !self.log_queries {
+    fn log(&self, req: &Req, reply: &[u8], path: &str) {
+        self.count(req, reply, path);
+        let Req {
+            peer,
+            transport,
+            started,
+            ..
+        } = *req;
+        if !self.log_queries.load(Ordering::Relaxed) {
             return;
         }
         let Ok(m) = hickory_proto::op::Message::from_vec(reply) else {
@@ -200,23 +228,27 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = sock.recv_from(&mut buf).await?;
-        let started = Instant::now();
+        let req = Req {
+            peer,
+            transport: Transport::Udp,
+            started: Instant::now(),
+            size: n,
+        };
         match h.first(&buf[..n], Transport::Udp) {
             Next::Nothing => {}
             Next::Now(reply, path) => {
                 if let Err(e) = sock.send_to(&reply, peer).await {
                     tracing::debug!(%peer, error = %e, "udp send failed");
                 }
-                h.log(peer, Transport::Udp, &reply, path, started);
+                h.log(&req, &reply, path);
             }
-            Next::Later(query) => {
+            Next::Later(query, resolver) => {
                 // Upstream round trips must not hold up the zone's answers.
                 let (h, sock) = (h.clone(), sock.clone());
                 tokio::spawn(async move {
-                    let Some(resolver) = &h.resolver else { return };
                     if let Some((reply, path)) = resolver.resolve(query, Transport::Udp).await {
                         let _ = sock.send_to(&reply, peer).await;
-                        h.log(peer, Transport::Udp, &reply, path, started);
+                        h.log(&req, &reply, path);
                     }
                 });
             }
@@ -282,24 +314,28 @@ async fn tcp_conn(stream: TcpStream, h: Handler) -> io::Result<()> {
             tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut buf))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stalled mid-message"))??;
-            let started = Instant::now();
+            let req = Req {
+                peer,
+                transport: Transport::Tcp,
+                started: Instant::now(),
+                size: len,
+            };
             match h.first(&buf, Transport::Tcp) {
                 Next::Nothing => {}
                 Next::Now(reply, path) => {
-                    h.log(peer, Transport::Tcp, &reply, path, started);
+                    h.log(&req, &reply, path);
                     if tx.send(reply).await.is_err() {
                         return Ok(());
                     }
                 }
-                Next::Later(query) => {
+                Next::Later(query, resolver) => {
                     let Ok(permit) = inflight.clone().acquire_owned().await else {
                         return Ok(());
                     };
                     let (h, tx) = (h.clone(), tx.clone());
                     tokio::spawn(async move {
-                        let Some(resolver) = &h.resolver else { return };
                         if let Some((reply, path)) = resolver.resolve(query, Transport::Tcp).await {
-                            h.log(peer, Transport::Tcp, &reply, path, started);
+                            h.log(&req, &reply, path);
                             let _ = tx.send(reply).await;
                         }
                         drop(permit);

@@ -106,7 +106,9 @@ impl Kernel {
         let (new, gone) = discover::diff(&present, &attached, &wanted);
         let mut changes = Vec::new();
         for iface in gone {
-            self.links.forget(&iface);
+            if let Some(pin) = self.links.forget(&iface) {
+                self.maps.forget_iface(pin.ifindex);
+            }
             changes.push(Change::Gone { iface });
         }
         for iface in new {

@@ -163,10 +163,10 @@ impl Links {
 
     /// The device went away (the kernel detached the program with it): drop its pin, which
     /// would otherwise keep a dead link and its program alive.
-    pub fn forget(&mut self, iface: &str) {
-        if let Some(pin) = self.held.remove(iface) {
-            remove_pin(&pin);
-        }
+    pub fn forget(&mut self, iface: &str) -> Option<Pin> {
+        let pin = self.held.remove(iface)?;
+        remove_pin(&pin);
+        Some(pin)
     }
 
     /// Drops the pins this daemon does not hold: interfaces that are gone or no longer

@@ -6,10 +6,12 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
-use dns_common::{maps as m, Counter, NameKey, NameRecords, ServiceAddr, ZoneInfo, COUNTER_COUNT};
+use dns_common::{
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, ServiceAddr, ZoneInfo, COUNTER_COUNT,
+};
 
 use super::{Error, Result};
 
@@ -22,6 +24,7 @@ pub struct KernelMaps {
     zone: Array<MapData, ZoneInfo>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
     counters: PerCpuArray<MapData, u64>,
+    iface_counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
 }
 
 /// What one sync changed.
@@ -45,6 +48,8 @@ impl KernelMaps {
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
+            iface_counters: PerCpuHashMap::try_from(take(m::IFACE_COUNTERS)?)
+                .map_err(map_err(m::IFACE_COUNTERS))?,
         })
     }
 
@@ -118,6 +123,24 @@ impl KernelMaps {
     pub fn counters(&self) -> Result<Counters> {
         read_counters(&self.counters)
     }
+
+    /// Counters per interface index, for DNS to us (see [`Counter::per_iface`]).
+    pub fn iface_counters(&self) -> Result<BTreeMap<u32, Counters>> {
+        read_iface_counters(&self.iface_counters)
+    }
+
+    /// Drops a gone interface's counters (its index may come back as another device).
+    pub fn forget_iface(&mut self, ifindex: u32) {
+        let _ = self.iface_counters.remove(&ifindex);
+    }
+
+    /// Names the kernel holds (from the reconciler's shadow, else read from the map).
+    pub fn records_len(&self) -> usize {
+        match &self.shadow {
+            Some(s) => s.len(),
+            None => self.records.keys().count(),
+        }
+    }
 }
 
 pub fn service_addr(a: IpAddr) -> ServiceAddr {
@@ -159,6 +182,40 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
         out.push(per_cpu.iter().sum());
     }
     Ok(Counters(out))
+}
+
+fn read_iface_counters(
+    map: &PerCpuHashMap<MapData, u32, IfaceCounters>,
+) -> Result<BTreeMap<u32, Counters>> {
+    let mut out = BTreeMap::new();
+    for entry in map.iter() {
+        let (ifindex, per_cpu) = entry.map_err(map_err(m::IFACE_COUNTERS))?;
+        let mut sum = vec![0u64; COUNTER_COUNT as usize];
+        for c in per_cpu.iter() {
+            for (s, n) in sum.iter_mut().zip(c.n) {
+                *s += n;
+            }
+        }
+        out.insert(ifindex, Counters(sum));
+    }
+    Ok(out)
+}
+
+/// Per-interface counters from the pinned map.
+pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> {
+    let data =
+        MapData::from_pin(pin_dir.join(m::IFACE_COUNTERS)).map_err(map_err(m::IFACE_COUNTERS))?;
+    let map =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err(m::IFACE_COUNTERS))?;
+    read_iface_counters(&map)
+}
+
+/// How many names the pinned records map holds.
+pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
+    let data = MapData::from_pin(pin_dir.join(m::RECORDS)).map_err(map_err(m::RECORDS))?;
+    let map: HashMap<MapData, NameKey, NameRecords> =
+        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS))?;
+    Ok(map.keys().count())
 }
 
 /// Reads the counters from the pinned map of a running (or stopped) daemon.

@@ -5,6 +5,7 @@ pub mod discover;
 pub mod kernel;
 pub mod links;
 pub mod maps;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +48,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Maps shared across daemon restarts, pinned by name under the pin folder.
-pub const PINNED_MAPS: [&str; 4] = [m::RECORDS, m::ZONE, m::SERVICE_ADDRS, m::COUNTERS];
+pub const PINNED_MAPS: [&str; 5] = [
+    m::RECORDS,
+    m::ZONE,
+    m::SERVICE_ADDRS,
+    m::COUNTERS,
+    m::IFACE_COUNTERS,
+];
 
 /// Loads the object and both programs into the kernel. With a pin folder, the maps are
 /// pinned there, and maps already pinned by an earlier daemon are adopted as they are.

@@ -3,7 +3,10 @@
 //! queries in flight (REFUSED past it, as CoreDNS's `max_concurrent`).
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -15,6 +18,7 @@ use tokio::{
 };
 
 use super::upstreams::{Policy, Upstreams};
+use crate::ops::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -34,6 +38,7 @@ pub struct Forwarder {
     counter: AtomicUsize,
     /// Consecutive failures per upstream (same order as `upstreams`).
     fails: Vec<AtomicU32>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Consecutive failures that take an upstream out of rotation (CoreDNS `max_fails`).
@@ -61,7 +66,14 @@ impl Forwarder {
             counter: AtomicUsize::new(0),
             fails: upstreams_fails(&upstreams),
             upstreams,
+            metrics: None,
         }
+    }
+
+    /// Counts tries, answers and health-check failures in `m` (CoreDNS `forward` metrics).
+    pub fn with_metrics(mut self, m: Arc<Metrics>) -> Self {
+        self.metrics = Some(m);
+        self
     }
 
     fn index(&self, up: SocketAddr) -> Option<usize> {
@@ -88,7 +100,8 @@ impl Forwarder {
 
     /// Probes the upstreams out of rotation with `. IN NS`, forever; any answer puts one
     /// back.
-    pub async fn health_checks(self: std::sync::Arc<Self>) {
+    /// Probes unhealthy upstreams until the forwarder is dropped (a reload replaces it).
+    pub async fn health_checks(this: std::sync::Weak<Self>) {
         let mut probe = Message::new();
         probe
             .set_message_type(hickory_proto::op::MessageType::Query)
@@ -103,22 +116,30 @@ impl Forwarder {
         };
         loop {
             tokio::time::sleep(HEALTH_CHECK_EVERY).await;
-            for up in self.upstreams.0.clone() {
-                if self.healthy(up) {
+            let Some(this) = this.upgrade() else { return };
+            for up in this.upstreams.0.clone() {
+                if this.healthy(up) {
                     continue;
                 }
-                let ok = self.udp(up, &bytes).await.is_ok();
-                self.record(up, ok);
+                let ok = this.udp(up, &bytes).await.is_ok();
+                if !ok {
+                    if let Some(m) = &this.metrics {
+                        m.healthcheck_failed(up);
+                    }
+                }
+                this.record(up, ok);
             }
         }
     }
 
     /// The upstream's answer to `query` (whose ID the caller restores).
     pub async fn exchange(&self, query: &Message) -> Result<Message, ForwardError> {
-        let _permit = self
-            .slots
-            .try_acquire()
-            .map_err(|_| ForwardError::Overloaded)?;
+        let _permit = self.slots.try_acquire().map_err(|_| {
+            if let Some(m) = &self.metrics {
+                m.max_concurrent_reject();
+            }
+            ForwardError::Overloaded
+        })?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut out = query.clone();
         // Our own ID upstream: the client's is not ours to expose, nor unique among clients.
@@ -136,6 +157,7 @@ impl Forwarder {
             order.into_iter().partition(|u| self.healthy(*u));
         let tries = if healthy.is_empty() { failing } else { healthy };
         for up in tries {
+            let t = std::time::Instant::now();
             let tried = if self.force_tcp {
                 self.tcp(up, &bytes).await
             } else {
@@ -144,6 +166,10 @@ impl Forwarder {
                     other => other,
                 }
             };
+            if let Some(m) = &self.metrics {
+                let rcode = tried.as_ref().ok().map(|r| r.response_code().to_str());
+                m.forwarded(up, rcode, t.elapsed());
+            }
             match tried {
                 Ok(r) if r.id() == id && r.queries() == query.queries() => {
                     self.record(up, true);

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use super::{name::wire_from_dotted, selector::Selector, NameError};
 
 /// CoreDNS `pods` modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PodMode {
     /// No pod records.
     Disabled,

@@ -1,0 +1,63 @@
+//! What the kernel path is doing, read from the pins alone: counters (global and per
+//! interface), map occupancy, and what is attached where. `/metrics` and `xdns status` both
+//! read it, so they work the same whether or not a daemon runs.
+use std::{collections::BTreeMap, path::Path};
+
+use dns_common::maps as m;
+
+use super::{
+    attach::AttachMode,
+    links::{self, Pin},
+    maps::{self, Counters},
+    Result,
+};
+
+/// One attached interface.
+#[derive(Clone, Debug)]
+pub struct IfaceStat {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    /// Whether the device still exists (a pin of a gone device is swept by the daemon).
+    pub present: bool,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub counters: Counters,
+    pub ifaces: Vec<IfaceStat>,
+    pub records: usize,
+    pub records_max: u32,
+}
+
+impl Snapshot {
+    pub fn read(pin_dir: &Path) -> Result<Self> {
+        let counters = maps::pinned_counters(pin_dir)?;
+        let per_iface: BTreeMap<u32, Counters> =
+            maps::pinned_iface_counters(pin_dir).unwrap_or_default();
+        let ifaces = links::pins(&pin_dir.join("links"))
+            .into_iter()
+            .map(
+                |Pin {
+                     iface,
+                     ifindex,
+                     mode,
+                     ..
+                 }| IfaceStat {
+                    present: links::ifindex(&iface) == Some(ifindex),
+                    counters: per_iface.get(&ifindex).cloned().unwrap_or_default(),
+                    iface,
+                    ifindex,
+                    mode,
+                },
+            )
+            .collect();
+        Ok(Self {
+            counters,
+            ifaces,
+            records: maps::pinned_records_len(pin_dir)?,
+            records_max: m::RECORDS_MAX,
+        })
+    }
+}

@@ -384,7 +384,10 @@ impl RunArgs {
         let field = |f: &str, e: anyhow::Error| {
             config::ConfigError::field(&name, &text, f, format!("{e:#}"))
         };
-        a.zone_config().map_err(|e| field("kubernetes.zone", e))?;
+        ZoneConfig::new(&a.zone, a.ttl).map_err(|e| field("kubernetes.zone", e.into()))?;
+        Selector::parse(&a.labels).map_err(|e| field("kubernetes.labels", e.into()))?;
+        Selector::parse(&a.namespace_labels)
+            .map_err(|e| field("kubernetes.namespaceLabels", e.into()))?;
         if !a.no_forward {
             a.upstream_list().map_err(|e| field("forward.to", e))?;
             a.stub_list().map_err(|e| field("forward.stubs", e))?;

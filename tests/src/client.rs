@@ -97,6 +97,12 @@ pub fn http_status(ns: &Netns, port: u16, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The body of `GET http://127.0.0.1:<port><path>` from inside `ns`.
+pub fn http_get(ns: &Netns, port: u16, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    run(ns, "curl", &["-s", "--fail", "--max-time", "5", &url])
+}
+
 /// A plain DNS query message (RD set, class IN) for `name` (dotted) and `qtype`.
 pub fn query_bytes(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];

@@ -353,6 +353,20 @@ impl Daemon {
         }
     }
 
+    /// Waits for a stdout line starting with `prefix` and returns it (lines before it are
+    /// kept in `stdout`).
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Some(l),
+                Ok(l) => self.stdout.push(l),
+                Err(_) => return None,
+            }
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -159,3 +159,306 @@ fn kill_9_under_load_loses_no_kernel_answer() {
         .udp_exchange(SVC4.parse().unwrap(), 53, &q, Duration::from_millis(500))
         .is_err());
 }
+
+fn answer_line(pod: &Netns) -> String {
+    tests::client::run(
+        pod,
+        "dig",
+        &[
+            "@10.96.0.10",
+            "+noall",
+            "+answer",
+            "+time=2",
+            "+tries=1",
+            "web.shop.svc.cluster.local",
+        ],
+    )
+}
+
+/// A good config file is applied while queries flow (none lost); a bad one is refused with
+/// its line and field, and the running config stays.
+#[test]
+fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
+    let Some(f) = fixture("conf", 1) else { return };
+    // Beside the manifests, not among them (the daemon reads every file there).
+    let conf = f.manifests.0.with_extension("xdns.yaml");
+    let _cleanup = tests::fixture::TempDir(conf.clone());
+    std::fs::write(&conf, "kubernetes:\n  ttl: 30\nlog: false\n").unwrap();
+    let mut args = f.args(Some("tc"));
+    args.extend(["--config".into(), conf.display().to_string()]);
+    let mut d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert_eq!(
+        answer_line(f.pod(0)),
+        "web.shop.svc.cluster.local. 30\tIN\tA\t10.96.12.7"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let gen = load(f.pod(0), stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    let c0 = f.counters().get(Counter::Answered);
+    // Same size as before: the daemon must notice by time, not by size.
+    std::fs::write(&conf, "kubernetes:\n  ttl: 7\nlog: true\n").unwrap();
+    assert_eq!(
+        d.wait_line("config", Duration::from_secs(5)).as_deref(),
+        Some("config reloaded")
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let l = gen.join().unwrap();
+    assert_eq!(
+        (l.lost, l.wrong),
+        (0, 0),
+        "no query lost across the reload: {l:?}"
+    );
+    // The kernel serves the new TTL (the answer counter moves with the dig).
+    let c1 = f.counters().get(Counter::Answered);
+    assert!(c1 > c0);
+    assert_eq!(
+        answer_line(f.pod(0)),
+        "web.shop.svc.cluster.local. 7\tIN\tA\t10.96.12.7"
+    );
+    assert_eq!(f.counters().get(Counter::Answered), c1 + 1);
+
+    // A typo in a value: refused, naming file, line and field; TTL 7 stays.
+    std::fs::write(&conf, "log: true\nkubernetes:\n  ttl: seven\n").unwrap();
+    let line = d.wait_line("config", Duration::from_secs(5)).unwrap();
+    assert!(line.starts_with("config rejected"), "{line}");
+    assert!(
+        line.contains("xdns.yaml:3") && line.contains("kubernetes.ttl"),
+        "{line}"
+    );
+    // A value only checked after parsing: still the right field and line.
+    std::fs::write(&conf, "kubernetes:\n  ttl: 5\n  labels: \"app in (web\"\n").unwrap();
+    let line = d.wait_line("config", Duration::from_secs(5)).unwrap();
+    assert!(
+        line.contains("xdns.yaml:3") && line.contains("kubernetes.labels"),
+        "{line}"
+    );
+    assert_eq!(
+        answer_line(f.pod(0)),
+        "web.shop.svc.cluster.local. 7\tIN\tA\t10.96.12.7"
+    );
+    let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    assert!(
+        metrics.contains("coredns_reload_failed_total 2"),
+        "{metrics}"
+    );
+    d.stop().unwrap();
+
+    // At start, a bad file is a start-up error with the same precision.
+    std::fs::write(&conf, "forward:\n  polcy: random\n").unwrap();
+    let out = f
+        .topo
+        .node
+        .output(
+            tests::netns::daemon_bin().to_str().unwrap(),
+            &[&["run".to_string()], &args[..]]
+                .concat()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("xdns.yaml:2") && err.contains("forward.polcy"),
+        "{err}"
+    );
+}
+
+/// Parses the Prometheus text format: series (name and labels as written) → value.
+fn scrape(node: &Netns) -> (Vec<String>, std::collections::BTreeMap<String, f64>) {
+    let text = tests::client::http_get(node, 9153, "/metrics");
+    let mut types = Vec::new();
+    let mut series = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix("# TYPE ") {
+            types.push(t.split(' ').next().unwrap_or("").to_owned());
+        } else if !l.starts_with('#') && !l.is_empty() {
+            let (k, v) = l.rsplit_once(' ').expect("series value");
+            series.insert(k.to_owned(), v.parse::<f64>().expect("a number"));
+        }
+    }
+    (types, series)
+}
+
+fn value(series: &std::collections::BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    series
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name) && labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `/metrics` carries every documented name (CoreDNS's, for existing dashboards, and the
+/// kernel path's), and the counters move with traffic on both paths.
+#[test]
+fn metrics_have_the_documented_names_and_move_with_traffic() {
+    let Some(f) = fixture("metr", 1) else { return };
+    let mut args = f.args(Some("tc"));
+    args.retain(|a| a != "--no-forward");
+    // The upstream: a second, userspace-only xdns on 127.0.0.2:5399 (REFUSED outside its
+    // zone), so forwarded queries get real answers to count.
+    let upstream_args: Vec<String> = [
+        "--manifests",
+        &f.manifests.0.display().to_string(),
+        "--listen",
+        "127.0.0.2",
+        "--port",
+        "5399",
+        "--no-kernel",
+        "--no-forward",
+        "--health-addr",
+        "127.0.0.1:18080",
+        "--ready-addr",
+        "127.0.0.1:18181",
+        "--metrics-addr",
+        "127.0.0.1:19153",
+    ]
+    .map(String::from)
+    .to_vec();
+    let upstream = Daemon::start(&f.topo.node, &upstream_args).expect("upstream");
+    args.extend(["--upstream", "127.0.0.2:5399"].map(String::from));
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let (types, before) = scrape(&f.topo.node);
+    // Series that exist before any query (zero until something happens).
+    for name in [
+        "coredns_build_info",
+        "coredns_cache_hits",
+        "coredns_cache_misses",
+        "coredns_cache_requests",
+        "coredns_cache_served_stale",
+        "coredns_cache_entries",
+        "coredns_forward_requests",
+        "coredns_forward_healthcheck_failures",
+        "coredns_forward_max_concurrent_rejects",
+        "coredns_kubernetes_dns_programming_duration_seconds",
+        "coredns_reload_failed",
+        "xdns_kernel_packets",
+        "xdns_kernel_interface_packets",
+        "xdns_kernel_attached_interfaces",
+        "xdns_kernel_records",
+        "xdns_kernel_records_capacity",
+    ] {
+        assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
+    }
+    assert_eq!(
+        value(&before, "coredns_build_info", &["goversion=\"rust\""]),
+        1.0
+    );
+    assert_eq!(
+        value(&before, "xdns_kernel_attached_interfaces", &["mode=\"tc\""]),
+        1.0
+    );
+    assert!(value(&before, "xdns_kernel_records", &[]) >= 5.0);
+    traffic(&f);
+    let (types, after) = scrape(&f.topo.node);
+    // Every documented name, now that both paths have answered.
+    for name in [
+        "coredns_build_info",
+        "coredns_dns_requests",
+        "coredns_dns_responses",
+        "coredns_dns_request_duration_seconds",
+        "coredns_dns_request_size_bytes",
+        "coredns_dns_response_size_bytes",
+        "coredns_cache_hits",
+        "coredns_cache_misses",
+        "coredns_cache_requests",
+        "coredns_cache_served_stale",
+        "coredns_cache_entries",
+        "coredns_forward_requests",
+        "coredns_forward_responses",
+        "coredns_forward_request_duration_seconds",
+        "coredns_forward_healthcheck_failures",
+        "coredns_forward_max_concurrent_rejects",
+        "coredns_kubernetes_dns_programming_duration_seconds",
+        "coredns_reload_failed",
+        "xdns_kernel_packets",
+        "xdns_kernel_interface_packets",
+        "xdns_kernel_attached_interfaces",
+        "xdns_kernel_records",
+        "xdns_kernel_records_capacity",
+    ] {
+        assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
+    }
+    let moved =
+        |name: &str, labels: &[&str]| value(&after, name, labels) - value(&before, name, labels);
+    assert_eq!(
+        moved("xdns_kernel_packets_total", &["reason=\"answered\""]),
+        3.0
+    );
+    assert_eq!(
+        moved(
+            "xdns_kernel_interface_packets_total",
+            &["iface=\"veth1h\"", "mode=\"tc\"", "reason=\"answered\""]
+        ),
+        3.0
+    );
+    assert!(
+        moved(
+            "xdns_kernel_interface_packets_total",
+            &["reason=\"other_type\""]
+        ) >= 1.0
+    );
+    assert_eq!(
+        moved(
+            "coredns_dns_requests_total",
+            &["zone=\"cluster.local.\"", "type=\"SRV\"", "proto=\"udp\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            "coredns_dns_responses_total",
+            &["rcode=\"REFUSED\"", "plugin=\"forward\""]
+        ),
+        1.0
+    );
+    assert!(
+        moved(
+            "coredns_dns_request_duration_seconds_count",
+            &["type=\"SRV\""]
+        ) >= 1.0
+    );
+    assert_eq!(
+        moved("coredns_forward_requests_total", &["to=\"127.0.0.2:5399\""]),
+        1.0,
+        "{:?}",
+        after
+            .iter()
+            .filter(|(k, _)| k.contains("forward"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        moved(
+            "coredns_forward_responses_total",
+            &["to=\"127.0.0.2:5399\"", "rcode=\"REFUSED\""]
+        ),
+        1.0
+    );
+    assert_eq!(moved("coredns_cache_misses_total", &[]), 1.0);
+    d.stop().unwrap();
+    upstream.stop().unwrap();
+}
+
+/// Three A queries the kernel answers; an SRV from the zone and an outside name, which
+/// userspace answers (the second through the upstream).
+fn traffic(f: &tests::fixture::Fixture) {
+    for _ in 0..3 {
+        assert_eq!(dig(f.pod(0), &["web.shop.svc.cluster.local"]), "10.96.12.7");
+    }
+    // Userspace: an SRV from the zone, and an outside name the upstream refuses.
+    assert_eq!(
+        dig(f.pod(0), &["_http._tcp.web.shop.svc.cluster.local", "SRV"]),
+        "0 100 80 web.shop.svc.cluster.local."
+    );
+    assert_eq!(
+        tests::client::dig_status(f.pod(0), SVC4, &["example.org"]),
+        "REFUSED"
+    );
+}
+
+fn dig(pod: &Netns, extra: &[&str]) -> String {
+    tests::client::dig(pod, SVC4, extra)
+}

@@ -101,15 +101,7 @@ impl Handler {
             Transport::Tcp => "tcp",
         };
         let qtype = question_type(reply).map(type_name).unwrap_or("other");
-        let rcode = match reply[3] & 0x0f {
-            0 => "NOERROR",
-            1 => "FORMERR",
-            2 => "SERVFAIL",
-            3 => "NXDOMAIN",
-            4 => "NOTIMP",
-            5 => "REFUSED",
-            _ => "OTHER",
-        };
+        let rcode = crate::ops::metrics::rcode_name(u16::from(reply[3] & 0x0f));
         let plugin = if path == "zone" {
             "kubernetes"
         } else {

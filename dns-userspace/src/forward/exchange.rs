@@ -72,6 +72,9 @@ impl Forwarder {
 
     /// Counts tries, answers and health-check failures in `m` (CoreDNS `forward` metrics).
     pub fn with_metrics(mut self, m: Arc<Metrics>) -> Self {
+        for up in &self.upstreams.0 {
+            m.upstream(*up);
+        }
         self.metrics = Some(m);
         self
     }
@@ -167,7 +170,10 @@ impl Forwarder {
                 }
             };
             if let Some(m) = &self.metrics {
-                let rcode = tried.as_ref().ok().map(|r| r.response_code().to_str());
+                let rcode = tried
+                    .as_ref()
+                    .ok()
+                    .map(|r| crate::ops::metrics::rcode_name(u16::from(r.response_code())));
                 m.forwarded(up, rcode, t.elapsed());
             }
             match tried {

@@ -92,6 +92,26 @@ pub struct BuildLabels {
     pub goversion: String,
 }
 
+/// The RCODE as CoreDNS labels it (miekg/dns `RcodeToString`).
+pub fn rcode_name(code: u16) -> &'static str {
+    match code {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        23 => "BADCOOKIE",
+        _ => "OTHER",
+    }
+}
+
 fn time_buckets() -> impl Iterator<Item = f64> {
     // CoreDNS: prometheus.ExponentialBuckets(0.00025, 2, 16).
     exponential_buckets(0.00025, 2.0, 16)
@@ -376,6 +396,29 @@ impl Metrics {
         if let Some(pin_dir) = pin_dir {
             r.register_collector(Box::new(KernelCollector { pin_dir }));
         }
+        // Series dashboards rate() from the start: present at zero before the first event.
+        let cache = || CacheLabels {
+            server: SERVER.into(),
+            zones: ".".into(),
+        };
+        for t in ["success", "denial"] {
+            cache_hits.get_or_create(&CacheTypeLabels {
+                server: SERVER.into(),
+                zones: ".".into(),
+                r#type: t.into(),
+            });
+        }
+        cache_entries.get_or_create(&CacheTypeLabels {
+            server: SERVER.into(),
+            zones: ".".into(),
+            r#type: "success".into(),
+        });
+        cache_misses.get_or_create(&cache());
+        cache_requests.get_or_create(&cache());
+        cache_stale.get_or_create(&cache());
+        programming.get_or_create(&KindLabel {
+            service_kind: "all".into(),
+        });
         Self {
             registry: r,
             requests,
@@ -513,6 +556,14 @@ impl Metrics {
                 .get_or_create(&l)
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// Creates an upstream's series at zero.
+    pub fn upstream(&self, to: std::net::SocketAddr) {
+        let to = to.to_string();
+        self.forward_requests
+            .get_or_create(&ToLabel { to: to.clone() });
+        self.forward_hc_failures.get_or_create(&ToLabel { to });
     }
 
     pub fn healthcheck_failed(&self, to: std::net::SocketAddr) {

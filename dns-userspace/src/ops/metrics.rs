@@ -402,21 +402,21 @@ impl Metrics {
             zones: ".".into(),
         };
         for t in ["success", "denial"] {
-            cache_hits.get_or_create(&CacheTypeLabels {
+            let _ = cache_hits.get_or_create(&CacheTypeLabels {
                 server: SERVER.into(),
                 zones: ".".into(),
                 r#type: t.into(),
             });
         }
-        cache_entries.get_or_create(&CacheTypeLabels {
+        let _ = cache_entries.get_or_create(&CacheTypeLabels {
             server: SERVER.into(),
             zones: ".".into(),
             r#type: "success".into(),
         });
-        cache_misses.get_or_create(&cache());
-        cache_requests.get_or_create(&cache());
-        cache_stale.get_or_create(&cache());
-        programming.get_or_create(&KindLabel {
+        let _ = cache_misses.get_or_create(&cache());
+        let _ = cache_requests.get_or_create(&cache());
+        let _ = cache_stale.get_or_create(&cache());
+        let _ = programming.get_or_create(&KindLabel {
             service_kind: "all".into(),
         });
         Self {
@@ -561,9 +561,10 @@ impl Metrics {
     /// Creates an upstream's series at zero.
     pub fn upstream(&self, to: std::net::SocketAddr) {
         let to = to.to_string();
-        self.forward_requests
+        let _ = self
+            .forward_requests
             .get_or_create(&ToLabel { to: to.clone() });
-        self.forward_hc_failures.get_or_create(&ToLabel { to });
+        let _ = self.forward_hc_failures.get_or_create(&ToLabel { to });
     }
 
     pub fn healthcheck_failed(&self, to: std::net::SocketAddr) {

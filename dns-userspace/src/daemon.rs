@@ -257,7 +257,12 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     let metrics = Arc::new(Metrics::new(
         (!args.no_kernel).then(|| args.pin_dir.clone()),
     ));
-    let resolver = args.resolver(&metrics)?.map(Arc::new);
+    // Accelerator only (nothing to listen on): no misses reach us, so nothing to forward.
+    let resolver = if args.listen.is_empty() {
+        None
+    } else {
+        args.resolver(&metrics)?.map(Arc::new)
+    };
     if let Some(r) = &resolver {
         r.spawn_health_checks();
     }

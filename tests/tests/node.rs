@@ -438,6 +438,36 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         1.0
     );
     assert_eq!(moved("coredns_cache_misses_total", &[]), 1.0);
+
+    // `xdns status` reads the same pins: rates per interface while queries flow.
+    let stop = Arc::new(AtomicBool::new(false));
+    let gen = load(f.pod(0), stop.clone());
+    let pin_dir = f.pins.pin_dir().display().to_string();
+    let status = tests::client::run(
+        &f.topo.node,
+        tests::netns::daemon_bin().to_str().unwrap(),
+        &[
+            "status",
+            "--pin-dir",
+            &pin_dir,
+            "--interval",
+            "0.5",
+            "--count",
+            "1",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    gen.join().unwrap();
+    let row: Vec<&str> = status
+        .lines()
+        .find(|l| l.starts_with("veth1h "))
+        .unwrap_or_else(|| panic!("{status}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], "tc", "{status}");
+    let per_sec: u64 = row[2].parse().unwrap();
+    assert!(per_sec > 100, "answered/s while loaded: {status}");
+    assert!(status.starts_with("records "), "{status}");
     d.stop().unwrap();
     upstream.stop().unwrap();
 }
@@ -461,4 +491,221 @@ fn traffic(f: &tests::fixture::Fixture) {
 
 fn dig(pod: &Netns, extra: &[&str]) -> String {
     tests::client::dig(pod, SVC4, extra)
+}
+
+/// Someone else's XDP program on an interface stays there: the kernel path goes beside it
+/// on tc, says so, and answers.
+#[test]
+fn a_foreign_xdp_program_is_left_in_place() {
+    let Some(f) = fixture("forx", 1) else { return };
+    let host_if = f.topo.pods[0].host_if.clone();
+    let iface = host_if.clone();
+    // The "foreign" program: a pass-all XDP program attached in generic mode, held by
+    // this test (it detaches when the object is dropped).
+    let foreign = f
+        .topo
+        .node
+        .within(move || {
+            let mut ebpf = aya::Ebpf::load(dns_userspace::dataplane::OBJECT).unwrap();
+            let p: &mut aya::programs::Xdp = ebpf
+                .program_mut(dns_common::programs::PASS)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            p.load().unwrap();
+            p.attach(&iface, aya::programs::XdpMode::Skb).unwrap();
+            ebpf
+        })
+        .unwrap();
+    let xdp_prog =
+        || tests::client::run(&f.topo.node, "ip", &["-d", "link", "show", "dev", &host_if]);
+    assert!(xdp_prog().contains("xdns_pass"), "{}", xdp_prog());
+
+    let d = Daemon::start(&f.topo.node, &f.args(Some("generic"))).expect("daemon");
+    let line = d
+        .stdout
+        .iter()
+        .find(|l| l.starts_with(&format!("attached {host_if}")))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("attached {host_if} tc (another XDP program")),
+        "{:?}",
+        d.stdout
+    );
+    let c0 = f.counters().get(Counter::Answered);
+    assert_eq!(dig(f.pod(0), &["web.shop.svc.cluster.local"]), "10.96.12.7");
+    assert_eq!(f.counters().get(Counter::Answered), c0 + 1);
+    assert!(
+        xdp_prog().contains("xdns_pass"),
+        "left in place: {}",
+        xdp_prog()
+    );
+    d.stop().unwrap();
+    drop(foreign);
+}
+
+/// Accelerator mode: CoreDNS (here a userspace-only xdns standing in for it) keeps the
+/// service address; the kernel answers what it can in front of it and passes the rest on,
+/// untouched, to it.
+#[test]
+fn accelerator_answers_in_front_of_the_real_server_and_passes_the_rest() {
+    let Some(f) = fixture("accel", 1) else { return };
+    let manifests = f.manifests.0.display().to_string();
+    let coredns: Vec<String> = [
+        "--manifests",
+        &manifests,
+        "--listen",
+        SVC4,
+        "--no-kernel",
+        "--no-forward",
+        "--health-addr",
+        "127.0.0.1:18080",
+        "--ready-addr",
+        "127.0.0.1:18181",
+        "--metrics-addr",
+        "127.0.0.1:19153",
+    ]
+    .map(String::from)
+    .to_vec();
+    let coredns = Daemon::start(&f.topo.node, &coredns).expect("the CoreDNS stand-in");
+    let pin_dir = f.pins.pin_dir().display().to_string();
+    let accel: Vec<String> = [
+        "--manifests",
+        &manifests,
+        "--accelerate",
+        SVC4,
+        "--iface",
+        &f.topo.pods[0].host_if,
+        "--pin-dir",
+        &pin_dir,
+        "--no-loadbalance",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Starting at all proves it does not bind the address CoreDNS holds.
+    let d = Daemon::start(&f.topo.node, &accel).expect("accelerator");
+    let served = |m: &str| {
+        let (_, s) = scrape_at(&f.topo.node, 19153, m);
+        s
+    };
+    let before = served("coredns_dns_requests_total");
+    let c0 = f.counters().get(Counter::Answered);
+    assert_eq!(dig(f.pod(0), &["web.shop.svc.cluster.local"]), "10.96.12.7");
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0 + 1,
+        "the kernel answered"
+    );
+    assert_eq!(
+        served("coredns_dns_requests_total"),
+        before,
+        "CoreDNS saw nothing"
+    );
+    assert_eq!(
+        dig(f.pod(0), &["_http._tcp.web.shop.svc.cluster.local", "SRV"]),
+        "0 100 80 web.shop.svc.cluster.local."
+    );
+    assert_eq!(f.counters().get(Counter::Answered), c0 + 1);
+    assert_eq!(
+        served("coredns_dns_requests_total"),
+        before + 1.0,
+        "the miss went on to CoreDNS"
+    );
+    d.stop().unwrap();
+    coredns.stop().unwrap();
+}
+
+/// The sum of the series named `name` on the metrics endpoint at `port`.
+fn scrape_at(node: &Netns, port: u16, name: &str) -> (String, f64) {
+    let text = tests::client::http_get(node, port, "/metrics");
+    let v = text
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    (text, v)
+}
+
+/// Node-local mode: the daemon owns a link-local address (on its dummy interface, or on lo
+/// where the kernel has no dummy driver), serves it from both paths, keeps its traffic out of
+/// conntrack, and takes address and rules away on exit.
+#[test]
+fn node_local_owns_its_address_and_notrack_rules_until_exit() {
+    let Some(f) = fixture("nlocal", 1) else {
+        return;
+    };
+    const LOCAL: &str = "169.254.20.10";
+    let manifests = f.manifests.0.display().to_string();
+    let pin_dir = f.pins.pin_dir().display().to_string();
+    let args: Vec<String> = [
+        "--manifests",
+        &manifests,
+        "--listen",
+        LOCAL,
+        "--local-iface",
+        "nodelocaldns",
+        "--notrack",
+        "--iface",
+        &f.topo.pods[0].host_if,
+        "--attach",
+        "tc",
+        "--pin-dir",
+        &pin_dir,
+        "--no-forward",
+        "--detach-on-exit",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Counts queries conntrack was told to skip (after the raw hook, before conntrack's).
+    tests::client::nft(&f.topo.node, "add table inet xdns_test");
+    tests::client::nft(
+        &f.topo.node,
+        "add chain inet xdns_test pre { type filter hook prerouting priority -150 ; }",
+    );
+    tests::client::nft(
+        &f.topo.node,
+        "add rule inet xdns_test pre udp dport 53 ct state untracked counter",
+    );
+    let has_addr =
+        || tests::client::run(&f.topo.node, "ip", &["-o", "addr", "show"]).contains(LOCAL);
+    let has_rules = || {
+        f.topo
+            .node
+            .output("nft", &["list", "table", "inet", "xdns_notrack"])
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!has_addr() && !has_rules());
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert!(has_addr() && has_rules());
+
+    let c0 = f.counters().get(Counter::Answered);
+    let untracked0 = tests::client::nft_counters(&f.topo.node, "pre")[0];
+    assert_eq!(
+        tests::client::dig(f.pod(0), LOCAL, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0 + 1,
+        "the kernel answered"
+    );
+    assert_eq!(
+        tests::client::dig(
+            f.pod(0),
+            LOCAL,
+            &["_http._tcp.web.shop.svc.cluster.local", "SRV"]
+        ),
+        "0 100 80 web.shop.svc.cluster.local."
+    );
+    assert_eq!(
+        tests::client::nft_counters(&f.topo.node, "pre")[0],
+        untracked0 + 1,
+        "the miss userspace answered skipped conntrack"
+    );
+    d.stop().unwrap();
+    assert!(!has_addr(), "address removed on exit");
+    assert!(!has_rules(), "NOTRACK rules removed on exit");
 }

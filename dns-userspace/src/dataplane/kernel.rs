@@ -32,8 +32,16 @@ impl std::fmt::Display for Change {
             } => write!(f, "adopted {iface} {mode}"),
             Change::Served {
                 iface,
-                outcome: Outcome::Attached { mode, .. },
+                outcome: Outcome::Attached { mode, note: None },
             } => write!(f, "attached {iface} {mode}"),
+            Change::Served {
+                iface,
+                outcome:
+                    Outcome::Attached {
+                        mode,
+                        note: Some(note),
+                    },
+            } => write!(f, "attached {iface} {mode} ({note})"),
             Change::Gone { iface } => write!(f, "gone {iface}"),
             Change::Failed { iface, error } => write!(f, "failed {iface}: {error}"),
         }

@@ -82,8 +82,14 @@ pub struct ZoneInfo {
     pub minimum: u32,
     /// `ZONE_*` bits.
     pub flags: u32,
+    /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`) after which the
+    /// records count as stale and every query passes: the daemon pushes it forward while it
+    /// runs, so a node whose daemon is gone (uninstalled, crash-looping) falls back to the
+    /// servers behind the kernel path instead of answering from old records forever.
+    /// 0: not set, stale.
+    pub fresh_until_ns: u64,
 }
-const _: () = assert!(size_of::<ZoneInfo>() == 32);
+const _: () = assert!(size_of::<ZoneInfo>() == 40);
 
 /// Rotate A/AAAA answers to a random start (CoreDNS `loadbalance`), in both paths.
 pub const ZONE_ROTATE: u32 = 1;
@@ -146,9 +152,11 @@ pub enum Counter {
     ResizeFailed,
     Ipv6ExtHeader,
     Oversize,
+    /// The daemon has not refreshed the zone in time (see [`ZoneInfo::fresh_until_ns`]).
+    Stale,
 }
 
-pub const COUNTER_COUNT: u32 = 17;
+pub const COUNTER_COUNT: u32 = 18;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -169,6 +177,7 @@ impl Counter {
         Counter::ResizeFailed,
         Counter::Ipv6ExtHeader,
         Counter::Oversize,
+        Counter::Stale,
     ];
 
     /// Whether the kernel counts this reason per interface too. The four reasons that
@@ -201,6 +210,7 @@ impl Counter {
             Counter::ResizeFailed => "resize_failed",
             Counter::Ipv6ExtHeader => "ipv6_ext_header",
             Counter::Oversize => "oversize",
+            Counter::Stale => "stale",
         }
     }
 }

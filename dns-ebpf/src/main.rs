@@ -14,7 +14,10 @@ mod respond;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::{bpf_get_prandom_u32, bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail,
+        bpf_xdp_adjust_tail,
+    },
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{TcContext, XdpContext},
@@ -150,6 +153,10 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
         return Err(Counter::NoRecord);
     }
     let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
+    // No daemon keeping the records true: let the servers behind us answer.
+    if unsafe { bpf_ktime_get_ns() } > z.fresh_until_ns {
+        return Err(Counter::Stale);
+    }
     let body = match (q.qtype == TYPE_A, a, aaaa) {
         (true, 1.., _) => Body::A(a),
         (false, _, 1..) => Body::Aaaa(aaaa),

@@ -155,6 +155,11 @@ pub struct RunArgs {
     /// it the pinned programs keep answering until the next daemon adopts them.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Seconds the kernel keeps answering after the daemon last refreshed its records; past
+    /// that (daemon gone: uninstalled, crash-looping) every query passes to the servers
+    /// behind it. Refreshed six times per period.
+    #[arg(long, default_value_t = 60)]
+    pub stale_after: u64,
     /// Serve from userspace only: load no kernel program.
     #[arg(long)]
     pub no_kernel: bool,
@@ -367,6 +372,8 @@ impl RunArgs {
                 a.local_iface = n.local_iface.clone();
             }
             set(&mut a.notrack, &n.notrack);
+            set(&mut a.detach_on_exit, &n.detach_on_exit);
+            set(&mut a.stale_after, &n.stale_after);
         }
         a
     }
@@ -408,7 +415,7 @@ impl RunArgs {
                 self.attach,
                 &self.pin_dir,
                 &self.local_iface,
-                self.notrack,
+                (self.notrack, self.stale_after),
                 (self.health_addr, self.ready_addr, self.metrics_addr),
             )
         )

@@ -93,6 +93,10 @@ pub struct Node {
     pub pin_dir: Option<PathBuf>,
     pub local_iface: Option<String>,
     pub notrack: Option<bool>,
+    /// Read at exit: set it (the file is reloaded) before deleting the DaemonSet to
+    /// uninstall without leaving programs attached.
+    pub detach_on_exit: Option<bool>,
+    pub stale_after: Option<u64>,
 }
 
 /// `5s`, `500ms`, `2m`, `1h`, or a plain number of seconds.

@@ -238,7 +238,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
 
     let mut kernel = None;
     if !args.no_kernel {
-        let k = Kernel::load(
+        let mut k = Kernel::load(
             &args.pin_dir,
             &args.served_addrs(),
             args.ifaces.clone(),
@@ -246,6 +246,8 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             args.attach,
         )
         .context("loading the kernel path")?;
+        k.maps
+            .set_fresh_for(Duration::from_secs(args.stale_after.max(1)));
         for (prog, n) in k.verified_insns() {
             tracing::info!(program = prog, verified_insns = n, "loaded");
         }
@@ -355,6 +357,8 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     // A backstop for events lost to a full netlink socket buffer.
     let mut rescan = tokio::time::interval(Duration::from_secs(10));
     let mut config_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_secs(args.stale_after.max(1)).div_f64(6.0));
     loop {
         let next = tokio::select! {
             alive = async { events.as_mut()?.next_burst().await.then_some(()) }, if events.is_some() => {
@@ -370,6 +374,12 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             _ = rescan.tick(), if kernel.is_some() => {
                 if let Some(k) = kernel.as_mut() {
                     report(k.rescan());
+                }
+                continue;
+            }
+            _ = heartbeat.tick(), if kernel.is_some() => {
+                if let Some(k) = kernel.as_mut() {
+                    k.heartbeat();
                 }
                 continue;
             }
@@ -413,7 +423,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             view = v;
         }
     }
-    finish(kernel, &args)
+    finish(kernel, &live)
 }
 
 /// When the config file last changed (and its size): polled, as a ConfigMap mount updates
@@ -484,6 +494,7 @@ fn reload(
     live.pin_dir = restart_only.pin_dir;
     live.local_iface = restart_only.local_iface;
     live.notrack = restart_only.notrack;
+    live.stale_after = restart_only.stale_after;
     live.health_addr = restart_only.health_addr;
     live.ready_addr = restart_only.ready_addr;
     live.metrics_addr = restart_only.metrics_addr;

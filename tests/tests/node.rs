@@ -709,3 +709,43 @@ fn node_local_owns_its_address_and_notrack_rules_until_exit() {
     assert!(!has_addr(), "address removed on exit");
     assert!(!has_rules(), "NOTRACK rules removed on exit");
 }
+
+/// With the daemon gone for longer than `--stale-after`, the kernel stops answering from
+/// records nobody keeps true any more: queries pass to whatever serves behind it. A new
+/// daemon makes them fresh again.
+#[test]
+fn records_go_stale_without_a_daemon() {
+    let Some(f) = fixture("stale", 1) else { return };
+    let mut args = f.args(Some("tc"));
+    args.extend(["--stale-after", "2"].map(String::from));
+    let q = tests::client::query_bytes(7, "web.shop.svc.cluster.local.", 1);
+    let ask = || {
+        f.pod(0)
+            .udp_exchange(SVC4.parse().unwrap(), 53, &q, Duration::from_millis(500))
+            .is_ok()
+    };
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    // Alive, the daemon keeps them fresh past the period.
+    std::thread::sleep(Duration::from_secs(3));
+    let c0 = f.counters();
+    assert!(ask());
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0.get(Counter::Answered) + 1
+    );
+    d.kill9();
+    assert!(ask(), "answered from the pins right after the daemon died");
+    std::thread::sleep(Duration::from_secs(3));
+    let c1 = f.counters();
+    assert!(!ask(), "stale: passed, and no daemon to answer");
+    let c2 = f.counters();
+    assert_eq!(c2.get(Counter::Stale), c1.get(Counter::Stale) + 1);
+    assert_eq!(c2.get(Counter::Answered), c1.get(Counter::Answered));
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert!(ask());
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c2.get(Counter::Answered) + 1
+    );
+    d.stop().unwrap();
+}

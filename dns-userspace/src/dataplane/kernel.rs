@@ -81,6 +81,13 @@ impl Kernel {
         })
     }
 
+    /// Pushes the records' freshness forward (see [`KernelMaps::refresh`]).
+    pub fn heartbeat(&mut self) {
+        if let Err(e) = self.maps.refresh() {
+            tracing::error!(error = %e, "refreshing the kernel zone");
+        }
+    }
+
     pub fn verified_insns(&self) -> Vec<(&'static str, Option<u32>)> {
         super::verified_insns(&self.ebpf)
     }

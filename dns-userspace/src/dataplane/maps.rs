@@ -24,6 +24,9 @@ pub struct KernelMaps {
     zone: Array<MapData, ZoneInfo>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
     counters: PerCpuArray<MapData, u64>,
+    /// The zone as last set, for the heartbeat.
+    zone_info: Option<ZoneInfo>,
+    fresh_for: std::time::Duration,
     iface_counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
 }
 
@@ -45,6 +48,8 @@ impl KernelMaps {
         Ok(Self {
             records: HashMap::try_from(take(m::RECORDS)?).map_err(map_err(m::RECORDS))?,
             shadow: None,
+            zone_info: None,
+            fresh_for: FRESH_FOR,
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
@@ -93,12 +98,26 @@ impl KernelMaps {
         Ok(stats)
     }
 
-    /// The SOA the kernel puts in NODATA answers.
+    /// How long the kernel may answer after the last [`KernelMaps::refresh`].
+    pub fn set_fresh_for(&mut self, d: std::time::Duration) {
+        self.fresh_for = d;
+    }
+
+    /// The SOA the kernel puts in NODATA answers, marked fresh for a while.
     pub fn set_zone(&mut self, zone: &ZoneInfo) -> Result<()> {
-        if self.zone.get(&0, 0).ok().as_ref() != Some(zone) {
-            self.zone.set(0, zone, 0).map_err(map_err(m::ZONE))?;
-        }
+        let mut z = *zone;
+        z.fresh_until_ns = monotonic_ns() + self.fresh_for.as_nanos() as u64;
+        self.zone.set(0, z, 0).map_err(map_err(m::ZONE))?;
+        self.zone_info = Some(*zone);
         Ok(())
+    }
+
+    /// Pushes the zone's freshness forward (the daemon's heartbeat to the kernel).
+    pub fn refresh(&mut self) -> Result<()> {
+        match self.zone_info {
+            Some(z) => self.set_zone(&z),
+            None => Ok(()),
+        }
     }
 
     /// Makes the kernel answer for exactly these destination addresses.
@@ -141,6 +160,22 @@ impl KernelMaps {
             None => self.records.keys().count(),
         }
     }
+}
+
+/// How long, by default, the kernel answers from the records after the daemon last
+/// refreshed them. Longer than a pod restart or an image pull on upgrade, short enough that
+/// an uninstalled or crash-looping daemon's records stop being served within a minute.
+pub const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// CLOCK_MONOTONIC, the clock of the kernel's `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub fn service_addr(a: IpAddr) -> ServiceAddr {

@@ -357,6 +357,8 @@ impl Records {
             } else {
                 0
             },
+            // Set by the map writer, which knows the clock; the model stays pure.
+            fresh_until_ns: 0,
         }
     }
 }

@@ -1,0 +1,172 @@
+//! Every document under deploy/manifests parses as its Kubernetes type (k8s-openapi) and
+//! serializes back to the same object, so no field is misspelled or misplaced; the
+//! DaemonSets keep the promised security and probe settings; the ConfigMaps hold configs
+//! the daemon accepts.
+use std::path::Path;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{ConfigMap, Service, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+fn documents(file: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Parses `v` as `T` and checks nothing was lost or added on the way back.
+fn typed<T: DeserializeOwned + Serialize>(file: &str, v: &Value) -> T {
+    let t: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{file}: {} {}: {e}", v["kind"], v["metadata"]["name"]));
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        &back, v,
+        "{file}: {} {} does not round-trip (a misspelled or misplaced field?)",
+        v["kind"], v["metadata"]["name"]
+    );
+    t
+}
+
+struct Mode {
+    daemonset: DaemonSet,
+    configmap: ConfigMap,
+    service: Service,
+}
+
+fn mode(file: &str) -> Mode {
+    let (mut ds, mut cm, mut svc) = (None, None, None);
+    for v in documents(file) {
+        match v["kind"].as_str() {
+            Some("DaemonSet") => ds = Some(typed::<DaemonSet>(file, &v)),
+            Some("ConfigMap") => cm = Some(typed::<ConfigMap>(file, &v)),
+            Some("Service") => svc = Some(typed::<Service>(file, &v)),
+            other => panic!("{file}: unexpected kind {other:?}"),
+        }
+    }
+    Mode {
+        daemonset: ds.expect("a DaemonSet"),
+        configmap: cm.expect("a ConfigMap"),
+        service: svc.expect("a metrics Service"),
+    }
+}
+
+#[test]
+fn rbac_is_read_only_and_minimal() {
+    let mut kinds = Vec::new();
+    for v in documents("rbac.yaml") {
+        match v["kind"].as_str() {
+            Some("ServiceAccount") => drop(typed::<ServiceAccount>("rbac.yaml", &v)),
+            Some("ClusterRoleBinding") => {
+                let b = typed::<ClusterRoleBinding>("rbac.yaml", &v);
+                assert_eq!(b.role_ref.name, "system:xdns");
+            }
+            Some("ClusterRole") => {
+                let r = typed::<ClusterRole>("rbac.yaml", &v);
+                let mut granted = Vec::new();
+                for rule in r.rules.unwrap() {
+                    assert_eq!(rule.verbs, ["list", "watch"], "read-only");
+                    for res in rule.resources.unwrap() {
+                        granted.push(res);
+                    }
+                }
+                granted.sort();
+                assert_eq!(granted, ["endpointslices", "namespaces", "services"]);
+            }
+            other => panic!("unexpected kind {other:?}"),
+        }
+        kinds.push(v["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds.len(), 3);
+}
+
+#[test]
+fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
+    for (file, extra_cap) in [
+        ("accelerator.yaml", None),
+        ("node-local.yaml", Some("NET_BIND_SERVICE")),
+    ] {
+        let m = mode(file);
+        let spec = m.daemonset.spec;
+        assert_eq!(
+            spec.update_strategy.unwrap().type_.as_deref(),
+            Some("RollingUpdate")
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true), "{file}");
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-node-critical")
+        );
+        let tol = pod.tolerations.unwrap();
+        assert!(
+            tol.iter()
+                .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()),
+            "{file}: tolerates every taint"
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("xdns"));
+        let c = &pod.containers[0];
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.privileged, Some(false), "{file}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.drop.unwrap(), ["ALL"]);
+        let mut want = vec!["BPF", "NET_ADMIN", "PERFMON"];
+        want.extend(extra_cap);
+        assert_eq!(caps.add.unwrap(), want, "{file}: no SYS_ADMIN");
+        let requests = c.resources.clone().unwrap().requests.unwrap();
+        assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+        let live = c.liveness_probe.clone().unwrap().http_get.unwrap();
+        let ready = c.readiness_probe.clone().unwrap().http_get.unwrap();
+        assert_eq!(
+            (live.path.as_deref(), live.port),
+            (Some("/health"), IntOrString::Int(8080))
+        );
+        assert_eq!(
+            (ready.path.as_deref(), ready.port),
+            (Some("/ready"), IntOrString::Int(8181))
+        );
+        // Host mounts: the bpffs, nothing else.
+        let host: Vec<String> = pod
+            .volumes
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+            .collect();
+        assert_eq!(host, ["/sys/fs/bpf"], "{file}");
+        // The daemon reads the ConfigMap's file, and accepts it.
+        let args = c.args.clone().unwrap();
+        let at = args.iter().position(|a| a == "--config").unwrap();
+        assert_eq!(args[at + 1], "/etc/xdns/config.yaml");
+        let text = &m.configmap.data.unwrap()["config.yaml"];
+        let conf =
+            dns_userspace::config::parse(file, text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let node = conf.node.unwrap();
+        if file == "accelerator.yaml" {
+            assert!(node.listen.is_none() && node.accelerate.is_some());
+        } else {
+            assert!(node
+                .listen
+                .unwrap()
+                .contains(&"169.254.20.10".parse().unwrap()));
+            assert_eq!(node.notrack, Some(true));
+        }
+        let port = &m.service.spec.unwrap().ports.unwrap()[0];
+        assert_eq!(port.port, 9153);
+    }
+}

@@ -452,8 +452,26 @@ fn pod_veths_are_attached_as_they_appear() {
         );
     }
     // Delete the first pod (its namespace and veth go); the rest keep being answered.
+    let links = f.pins.pin_dir().join("links");
+    let pinned = || {
+        let mut v: Vec<String> = fs::read_dir(&links)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        pinned().iter().any(|p| p.ends_with("-veth1h")),
+        "{:?}",
+        pinned()
+    );
     drop(f.topo.pods.remove(0));
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing of the deleted pod's left: no pin holding a dead link.
+    tests::client::eventually(Duration::from_secs(1), false, || {
+        pinned().iter().any(|p| p.ends_with("-veth1h"))
+    });
+    assert_eq!(pinned().len(), f.topo.pods.len(), "{:?}", pinned());
     let c0 = f.counters().get(Counter::Answered);
     for i in 0..f.topo.pods.len() {
         assert_eq!(

@@ -40,15 +40,18 @@ impl NameKey {
 }
 
 /// The addresses of one name, each family in answer order. A name in the map exists: a
-/// query for a family it has none of gets NODATA.
+/// query for a family it has none of gets NODATA (unless [`NAME_PASS`] says otherwise).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct NameRecords {
     pub ttl: u32,
     /// Valid entries in `a`, 0..=MAX_ADDRS.
-    pub a_count: u16,
+    pub a_count: u8,
     /// Valid entries in `aaaa`, 0..=MAX_ADDRS.
-    pub aaaa_count: u16,
+    pub aaaa_count: u8,
+    /// `NAME_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
     pub a: [[u8; 4]; MAX_ADDRS],
     pub aaaa: [[u8; 16]; MAX_ADDRS],
 }
@@ -60,6 +63,8 @@ impl NameRecords {
             ttl,
             a_count: 0,
             aaaa_count: 0,
+            flags: 0,
+            _pad: 0,
             a: [[0; 4]; MAX_ADDRS],
             aaaa: [[0; 16]; MAX_ADDRS],
         }
@@ -93,6 +98,14 @@ const _: () = assert!(size_of::<ZoneInfo>() == 40);
 
 /// Rotate A/AAAA answers to a random start (CoreDNS `loadbalance`), in both paths.
 pub const ZONE_ROTATE: u32 = 1;
+/// The records map holds every name of the zone that exists (outside `pod.<zone>`): a name
+/// under the zone that is not in it is NXDOMAIN. Set by the daemon once a full sync has
+/// landed, cleared when it cannot vouch for the map (a failed write).
+pub const ZONE_COMPLETE: u32 = 2;
+
+/// The name exists but the kernel cannot answer it as userspace would (a CNAME owner, more
+/// addresses than a value holds): its queries pass.
+pub const NAME_PASS: u8 = 1;
 
 /// A destination address the kernel path answers for; IPv4 is stored IPv4-mapped
 /// (`::ffff:a.b.c.d`) so both families share one map.
@@ -128,8 +141,15 @@ pub struct Scratch {
     pub qlen: u32,
     /// Ones'-complement partial sum of the name bytes as they sit in the UDP segment.
     pub name_sum: u64,
+    /// Bit `i` set: offset `i` of the name is a length octet (a label starts there). Tells
+    /// a zone suffix that starts on a label from bytes that only look like one.
+    pub label_starts: [u8; NAME_KEY_LEN / 8],
+    /// One past the offset of the name's last upper-case letter (0: none), for
+    /// [`Counter::ZoneCase`].
+    pub upper_end: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Scratch>() == NAME_KEY_LEN + 16);
+const _: () = assert!(size_of::<Scratch>() == NAME_KEY_LEN + 24 + NAME_KEY_LEN / 8);
 
 /// Why the kernel path answered or let a packet pass. Index into the per-CPU counter array.
 #[repr(u32)]
@@ -154,9 +174,18 @@ pub enum Counter {
     Oversize,
     /// The daemon has not refreshed the zone in time (see [`ZoneInfo::fresh_until_ns`]).
     Stale,
+    /// Not in the map, and not under the zone: a name userspace forwards.
+    OutOfZone,
+    /// Under `pod.<zone>`: pod names are computed by userspace.
+    PodName,
+    /// The name is flagged [`NAME_PASS`] (CNAME owner, too many addresses).
+    NamePass,
+    /// A negative answer to a question spelling the zone with upper case: the SOA owner
+    /// points into the question, and userspace writes it in lower case instead.
+    ZoneCase,
 }
 
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 22;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -178,6 +207,10 @@ impl Counter {
         Counter::Ipv6ExtHeader,
         Counter::Oversize,
         Counter::Stale,
+        Counter::OutOfZone,
+        Counter::PodName,
+        Counter::NamePass,
+        Counter::ZoneCase,
     ];
 
     /// Whether the kernel counts this reason per interface too. The four reasons that
@@ -211,6 +244,10 @@ impl Counter {
             Counter::Ipv6ExtHeader => "ipv6_ext_header",
             Counter::Oversize => "oversize",
             Counter::Stale => "stale",
+            Counter::OutOfZone => "out_of_zone",
+            Counter::PodName => "pod_name",
+            Counter::NamePass => "name_pass",
+            Counter::ZoneCase => "zone_case",
         }
     }
 }
@@ -236,6 +273,8 @@ pub mod maps {
     pub const SERVICE_ADDRS: &str = "SERVICE_ADDRS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SCRATCH: &str = "SCRATCH";
+    /// The zone's wire name ([`super::NameKey`], one entry), for the NXDOMAIN suffix check.
+    pub const ZONE_NAME: &str = "ZONE_NAME";
     /// Per-CPU counters per interface index ([`super::IfaceCounters`]).
     pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
     /// Interfaces counted at most; the daemon deletes the entries of interfaces that go.

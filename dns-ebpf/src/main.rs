@@ -11,6 +11,7 @@ mod headers;
 mod packet;
 mod parse;
 mod respond;
+mod zone;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
@@ -25,7 +26,7 @@ use aya_ebpf::{
 };
 use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, Scratch, ServiceAddr, ZoneInfo,
-    COUNTER_COUNT, MAX_ADDRS, ZONE_ROTATE,
+    COUNTER_COUNT, MAX_ADDRS, NAME_PASS, ZONE_COMPLETE, ZONE_ROTATE,
 };
 use headers::TYPE_A;
 use packet::Bounds;
@@ -39,6 +40,9 @@ static RECORDS: HashMap<NameKey, NameRecords> =
 #[map(name = "ZONE")]
 static ZONE: Array<ZoneInfo> = Array::with_max_entries(1, 0);
 
+#[map(name = "ZONE_NAME")]
+static ZONE_NAME: Array<NameKey> = Array::with_max_entries(1, 0);
+
 #[map(name = "SERVICE_ADDRS")]
 static SERVICE_ADDRS: HashMap<ServiceAddr, u32> =
     HashMap::with_max_entries(m::SERVICE_ADDRS_MAX, 0);
@@ -49,6 +53,11 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 #[map(name = "IFACE_COUNTERS")]
 static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::with_max_entries(m::IFACE_COUNTERS_MAX, 0);
+
+/// One all-zero value to create an interface's counters from: 168 bytes would not fit the
+/// stack beside the answer path's frame.
+#[map(name = "IFACE_ZERO")]
+static IFACE_ZERO: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -75,8 +84,11 @@ fn count(ifindex: u32, c: Counter) {
     let p = match IFACE_COUNTERS.get_ptr_mut(ifindex) {
         Some(p) => p,
         None => {
+            let Some(zero) = IFACE_ZERO.get(0) else {
+                return;
+            };
             // BPF_NOEXIST: another CPU may have created it meanwhile; either way it exists.
-            let _ = IFACE_COUNTERS.insert(ifindex, IfaceCounters::ZERO, 1);
+            let _ = IFACE_COUNTERS.insert(ifindex, zero, 1);
             match IFACE_COUNTERS.get_ptr_mut(ifindex) {
                 Some(p) => p,
                 None => return,
@@ -145,27 +157,45 @@ impl Frame for Tc<'_> {
 fn answer(f: &impl Frame) -> Result<(), Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
     let q = parse::parse(&f.bounds(), &Addrs, s)?;
-    // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { RECORDS.get(&(*s).key) }.ok_or(Counter::NoRecord)?;
-    let (a, aaaa) = (rec.a_count as usize, rec.aaaa_count as usize);
-    if a > MAX_ADDRS || aaaa > MAX_ADDRS {
-        return Err(Counter::NoRecord);
-    }
     let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
     // No daemon keeping the records true: let the servers behind us answer.
     if unsafe { bpf_ktime_get_ns() } > z.fresh_until_ns {
         return Err(Counter::Stale);
     }
-    let body = match (q.qtype == TYPE_A, a, aaaa) {
-        (true, 1.., _) => Body::A(a),
-        (false, _, 1..) => Body::Aaaa(aaaa),
-        // The name exists without this type: NODATA, with the zone's SOA.
-        _ => {
-            if z.zone_len == 0 || z.zone_len as usize > q.qlen {
+    // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let rec = unsafe { RECORDS.get(&(*s).key) };
+    let body = match rec {
+        Some(rec) => {
+            if rec.flags & NAME_PASS != 0 {
+                return Err(Counter::NamePass);
+            }
+            let (a, aaaa) = (rec.a_count as usize, rec.aaaa_count as usize);
+            if a > MAX_ADDRS || aaaa > MAX_ADDRS {
+                return Err(Counter::NamePass);
+            }
+            match (q.qtype == TYPE_A, a, aaaa) {
+                (true, 1.., _) => Body::A(a),
+                (false, _, 1..) => Body::Aaaa(aaaa),
+                // The name exists without this type: NODATA, with the zone's SOA.
+                _ => {
+                    if z.zone_len == 0 || z.zone_len as usize > q.qlen {
+                        return Err(Counter::NoRecord);
+                    }
+                    zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
+                    Body::NoData(*z)
+                }
+            }
+        }
+        None => {
+            // Only a complete map can say a name does not exist.
+            if z.flags & ZONE_COMPLETE == 0 {
                 return Err(Counter::NoRecord);
             }
-            Body::NoData(*z)
+            let zone = ZONE_NAME.get(0).ok_or(Counter::NoRecord)?;
+            zone::nxdomain_applies(s, q.qlen, zone, z.zone_len as usize)?;
+            zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
+            Body::NxDomain(*z)
         }
     };
     // CoreDNS `loadbalance`: the same cyclic order, from a random start.

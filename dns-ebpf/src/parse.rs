@@ -195,6 +195,13 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
         write_volatile(&mut (*s).next_label, 0);
         write_volatile(&mut (*s).qlen, 0);
         write_volatile(&mut (*s).name_sum, 0);
+        write_volatile(&mut (*s).upper_end, 0);
+        let starts = (*s).label_starts.as_mut_ptr();
+        let mut w = 0;
+        while w < NAME_KEY_LEN / 8 {
+            write_volatile(starts.add(w) as *mut u64, 0);
+            w += 8;
+        }
 
         let mut i = 0;
         while i < MAX_NAME_LEN {
@@ -209,8 +216,14 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
                     return Err(Counter::BadName);
                 }
                 write_volatile(&mut (*s).next_label, (i + 1) as u32 + c as u32);
+                let bit = starts.add((i >> 3) & (NAME_KEY_LEN / 8 - 1));
+                write_volatile(bit, read_volatile(bit) | (1 << (i & 7)));
             }
-            write_volatile(key.add(i), lower(c));
+            let l = lower(c);
+            if l != c {
+                write_volatile(&mut (*s).upper_end, i as u32 + 1);
+            }
+            write_volatile(key.add(i), l);
             // The name starts at an even offset of the UDP segment (8 + 12).
             let add = if i & 1 == 0 {
                 (c as u64) << 8

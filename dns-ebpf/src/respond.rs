@@ -21,6 +21,8 @@ pub enum Body {
     Aaaa(usize),
     /// No answer; the zone's SOA in the authority section.
     NoData(ZoneInfo),
+    /// The name does not exist: NXDOMAIN, the zone's SOA in the authority section.
+    NxDomain(ZoneInfo),
 }
 
 impl Body {
@@ -29,7 +31,7 @@ impl Body {
         match self {
             Body::A(n) => n * A_RECORD_LEN,
             Body::Aaaa(n) => n * AAAA_RECORD_LEN,
-            Body::NoData(_) => SOA_RECORD_LEN,
+            Body::NoData(_) | Body::NxDomain(_) => SOA_RECORD_LEN,
         }
     }
 }
@@ -67,11 +69,15 @@ fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
 pub fn write(
     b: &Bounds,
     q: &Query,
-    rec: &NameRecords,
+    rec: Option<&NameRecords>,
     body: &Body,
     start: usize,
     name_sum: u64,
 ) -> Result<(), Counter> {
+    // Address records need their value: checked before the first write.
+    if matches!(body, Body::A(_) | Body::Aaaa(_)) && rec.is_none() {
+        return Err(Counter::NoRecord);
+    }
     let udp_len = reply_len(q, body) - q.l4_off;
     let eth: *mut Eth = ptr_at(b, 0)?;
     unsafe {
@@ -112,17 +118,22 @@ pub fn write(
 
     let (ancount, nscount) = match body {
         Body::A(n) | Body::Aaaa(n) => (*n as u16, 0u16),
-        Body::NoData(_) => (0, 1),
+        Body::NoData(_) | Body::NxDomain(_) => (0, 1),
+    };
+    let rcode = if matches!(body, Body::NxDomain(_)) {
+        RCODE_NXDOMAIN
+    } else {
+        0
     };
     let dns: *mut Dns = ptr_at(b, q.l4_off + UDP_LEN)?;
     unsafe {
         // QR AA, RD copied; RA, AD, CD clear; NOERROR.
-        (*dns).flags = [0x84 | q.rd, 0];
+        (*dns).flags = [0x84 | q.rd, rcode];
         (*dns).qdcount = 1u16.to_be_bytes();
         (*dns).ancount = ancount.to_be_bytes();
         (*dns).nscount = nscount.to_be_bytes();
         (*dns).arcount = (q.has_opt as u16).to_be_bytes();
-        sum += word((*dns).id[0], (*dns).id[1]) + word((*dns).flags[0], 0) + 1;
+        sum += word((*dns).id[0], (*dns).id[1]) + word((*dns).flags[0], rcode) + 1;
         sum += ancount as u64 + nscount as u64 + q.has_opt as u64;
     }
     sum += name_sum;
@@ -134,6 +145,9 @@ pub fn write(
     let owner = [0xc0, QNAME_OFF as u8];
     match body {
         Body::A(n) => {
+            let Some(rec) = rec else {
+                return Err(Counter::NoRecord);
+            };
             let fixed = rr_fixed(TYPE_A, rec.ttl, 4);
             let mut i = 0;
             while i < MAX_ADDRS && i < *n {
@@ -150,6 +164,9 @@ pub fn write(
             }
         }
         Body::Aaaa(n) => {
+            let Some(rec) = rec else {
+                return Err(Counter::NoRecord);
+            };
             let fixed = rr_fixed(TYPE_AAAA, rec.ttl, 16);
             let mut head = [0u8; 12];
             head[0] = owner[0];
@@ -169,7 +186,7 @@ pub fn write(
                 i += 1;
             }
         }
-        Body::NoData(z) => {
+        Body::NoData(z) | Body::NxDomain(z) => {
             let soa = soa_record(q, z);
             let p: *mut [u8; SOA_RECORD_LEN] = ptr_at(b, body_off)?;
             unsafe { *p = soa };

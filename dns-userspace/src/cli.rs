@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// behind it. Refreshed six times per period.
     #[arg(long, default_value_t = 60)]
     pub stale_after: u64,
+    /// Leave NXDOMAIN to userspace: the kernel answers only names that exist (for
+    /// comparisons; the kernel's NXDOMAIN is byte for byte userspace's).
+    #[arg(long)]
+    pub no_kernel_nxdomain: bool,
     /// Serve from userspace only: load no kernel program.
     #[arg(long)]
     pub no_kernel: bool,

@@ -139,14 +139,15 @@ fn report(changes: Vec<Change>) {
 }
 
 /// Makes every sink serve `records`: kernel maps first, then userspace.
-fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records) {
+fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records, nxdomain: bool) {
     let t = Instant::now();
     if let Some(k) = kernel {
-        // The SOA before the records it describes.
-        if let Err(e) = k.maps.set_zone(&records.kernel_zone()) {
-            tracing::error!(error = %e, "kernel zone update failed");
-        }
-        match k.maps.sync_records(&records.kernel_records()) {
+        match k.maps.publish(
+            records.kernel_zone(),
+            &records.kernel_zone_name(),
+            &records.kernel_records(),
+            nxdomain && records.synced,
+        ) {
             Ok(stats) => tracing::info!(
                 ?stats,
                 sync_ms = t.elapsed().as_secs_f64() * 1e3,
@@ -340,7 +341,12 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
         pods = view.pods.len(),
         "first full view"
     );
-    publish(&zone, kernel.as_mut(), Records::build(&cfg, &view));
+    publish(
+        &zone,
+        kernel.as_mut(),
+        Records::build(&cfg, &view),
+        !args.no_kernel_nxdomain,
+    );
     // The kernel path goes on (or takes over from the last daemon's program) only once its
     // maps hold the whole zone.
     let mut events = None;
@@ -392,7 +398,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                 if let Some(new_cfg) = reload(&flags, &mut live, &handler, &metrics) {
                     if new_cfg != cfg {
                         cfg = new_cfg;
-                        publish(&zone, kernel.as_mut(), Records::build(&cfg, &view));
+                        publish(&zone, kernel.as_mut(), Records::build(&cfg, &view), !args.no_kernel_nxdomain);
                     }
                     println!("config reloaded");
                 }
@@ -418,7 +424,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             let t = Instant::now();
             let records = Records::build(&cfg, &v);
             tracing::debug!(build_ms = t.elapsed().as_secs_f64() * 1e3, "zone built");
-            publish(&zone, kernel.as_mut(), records);
+            publish(&zone, kernel.as_mut(), records, !args.no_kernel_nxdomain);
             metrics.programmed(seen.elapsed());
             view = v;
         }

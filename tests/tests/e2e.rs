@@ -181,7 +181,7 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
             "{mode}: answered queries never reach netfilter"
         );
 
-        // Misses reach userspace and are answered there.
+        // Other types reach userspace and are answered there.
         assert_eq!(
             dig(
                 f.pod(0),
@@ -198,14 +198,14 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
         .unwrap();
         assert_eq!(nx.response_code(), ResponseCode::NXDomain);
         assert!(matches!(nx.name_servers()[0].data(), RData::SOA(_)));
+        // The SRV passed to userspace; the NXDOMAIN came from the kernel, its map complete.
         let c2 = f.counters();
-        assert_eq!(c2.get(Counter::Answered), c1.get(Counter::Answered));
+        assert_eq!(c2.get(Counter::Answered), c1.get(Counter::Answered) + 1);
         assert!(
-            netfilter_count(&f.topo.node) >= nf0 + 2,
+            netfilter_count(&f.topo.node) >= nf0 + 1,
             "{mode}: passed queries go through the stack"
         );
         assert_eq!(c2.get(Counter::OtherType), c1.get(Counter::OtherType) + 1);
-        assert_eq!(c2.get(Counter::NoRecord), c1.get(Counter::NoRecord) + 1);
         // TCP is always userspace.
         assert_eq!(
             dig(f.pod(1), SVC4, &["+tcp", "web.shop.svc.cluster.local"]),

@@ -11,6 +11,7 @@ use aya::{
 };
 use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, ServiceAddr, ZoneInfo, COUNTER_COUNT,
+    ZONE_COMPLETE,
 };
 
 use super::{Error, Result};
@@ -22,6 +23,7 @@ pub struct KernelMaps {
     /// failed write, so it never drifts from the kernel's copy.
     shadow: Option<BTreeMap<NameKey, NameRecords>>,
     zone: Array<MapData, ZoneInfo>,
+    zone_name: Array<MapData, NameKey>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
     counters: PerCpuArray<MapData, u64>,
     /// The zone as last set, for the heartbeat.
@@ -51,6 +53,7 @@ impl KernelMaps {
             zone_info: None,
             fresh_for: FRESH_FOR,
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
+            zone_name: Array::try_from(take(m::ZONE_NAME)?).map_err(map_err(m::ZONE_NAME))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
             iface_counters: PerCpuHashMap::try_from(take(m::IFACE_COUNTERS)?)
@@ -95,6 +98,48 @@ impl KernelMaps {
             stats.deleted += 1;
         }
         self.shadow = Some(current);
+        Ok(stats)
+    }
+
+    /// Makes the kernel serve a zone: its name and SOA first, then the records; only once
+    /// they have all landed (and if `nxdomain`) does the zone say the map is complete, which
+    /// lets the kernel answer NXDOMAIN. A failed write leaves it saying incomplete, so
+    /// unknown names pass to userspace until a sync succeeds.
+    pub fn publish(
+        &mut self,
+        zone: ZoneInfo,
+        name: &NameKey,
+        records: &BTreeMap<NameKey, NameRecords>,
+        nxdomain: bool,
+    ) -> Result<SyncStats> {
+        let complete = |z: &ZoneInfo, on: bool| {
+            let mut z = *z;
+            if on {
+                z.flags |= ZONE_COMPLETE;
+            } else {
+                z.flags &= !ZONE_COMPLETE;
+            }
+            z
+        };
+        // A zone rename invalidates "complete" until the records follow it.
+        let renamed = self.zone_name.get(&0, 0).ok().as_ref() != Some(name);
+        let was_complete = !renamed && self.zone_info.is_some_and(|z| z.flags & ZONE_COMPLETE != 0);
+        self.set_zone(&complete(&zone, nxdomain && was_complete))?;
+        if renamed {
+            self.zone_name
+                .set(0, name, 0)
+                .map_err(map_err(m::ZONE_NAME))?;
+        }
+        let stats = match self.sync_records(records) {
+            Ok(s) => s,
+            Err(e) => {
+                self.set_zone(&complete(&zone, false))?;
+                return Err(e);
+            }
+        };
+        if nxdomain && !was_complete {
+            self.set_zone(&complete(&zone, true))?;
+        }
         Ok(stats)
     }
 

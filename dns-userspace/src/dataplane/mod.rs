@@ -48,12 +48,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Maps shared across daemon restarts, pinned by name under the pin folder.
-pub const PINNED_MAPS: [&str; 5] = [
+pub const PINNED_MAPS: [&str; 6] = [
     m::RECORDS,
     m::ZONE,
     m::SERVICE_ADDRS,
     m::COUNTERS,
     m::IFACE_COUNTERS,
+    m::ZONE_NAME,
 ];
 
 /// Loads the object and both programs into the kernel. With a pin folder, the maps are

@@ -17,7 +17,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use dns_common::{NameKey, NameRecords, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN};
+use dns_common::{NameKey, NameRecords, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN, NAME_PASS};
 
 pub use config::{PodMode, ZoneConfig};
 pub use name::{wire_from_dotted, NameError};
@@ -310,35 +310,47 @@ impl Records {
         })
     }
 
-    /// The kernel map's desired contents: every in-zone name with addresses, when each
-    /// family fits one map value. (Pod names are computed at lookup time and stay in
-    /// userspace, as do CNAME owners.)
+    /// The kernel map's desired contents: every name of the zone that exists (the apex and
+    /// empty non-terminals included), so that a name under the zone the map lacks is
+    /// NXDOMAIN. Names the kernel cannot answer as [`Records::lookup`] does are flagged
+    /// [`NAME_PASS`]: CNAME owners, families larger than a value holds. The `pod.<zone>`
+    /// subtree is left out: pod names are computed at lookup time, so the kernel passes it.
     pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
+        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
         let mut out = BTreeMap::new();
-        for (owner, set) in &self.rrsets {
-            if (set.a.is_empty() && set.aaaa.is_empty())
-                || set.a.len() > MAX_ADDRS
-                || set.aaaa.len() > MAX_ADDRS
-                || owner.len() > MAX_NAME_LEN
-                || set.cname.is_some()
-                || !name::is_within(owner, &self.cfg.zone)
-            {
+        let empty = RRSet::default();
+        let apex = std::iter::once(self.cfg.zone.as_slice());
+        for owner in apex.chain(self.names.iter().map(Vec::as_slice)) {
+            if owner.len() > MAX_NAME_LEN || name::is_within(owner, &pod_zone) {
                 continue;
             }
+            let set = self.rrsets.get(owner).unwrap_or(&empty);
             let mut key = NameKey::zeroed();
             key.name[..owner.len()].copy_from_slice(owner);
             let mut v = NameRecords::empty(self.cfg.ttl);
-            v.a_count = set.a.len() as u16;
-            v.aaaa_count = set.aaaa.len() as u16;
-            for (slot, a) in v.a.iter_mut().zip(&set.a) {
-                *slot = a.octets();
-            }
-            for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
-                *slot = a.octets();
+            if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
+                v.flags = NAME_PASS;
+            } else {
+                v.a_count = set.a.len() as u8;
+                v.aaaa_count = set.aaaa.len() as u8;
+                for (slot, a) in v.a.iter_mut().zip(&set.a) {
+                    *slot = a.octets();
+                }
+                for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
+                    *slot = a.octets();
+                }
             }
             out.insert(key, v);
         }
         out
+    }
+
+    /// The zone's wire name, as the kernel's NXDOMAIN check compares it.
+    pub fn kernel_zone_name(&self) -> NameKey {
+        let mut key = NameKey::zeroed();
+        let z = &self.cfg.zone;
+        key.name[..z.len().min(MAX_NAME_LEN)].copy_from_slice(&z[..z.len().min(MAX_NAME_LEN)]);
+        key
     }
 
     /// The SOA as the kernel writes it into NODATA answers.

@@ -1,0 +1,73 @@
+//! Where a name the map does not hold sits: under the zone (NXDOMAIN, once the map is
+//! complete), under `pod.<zone>` (pod names are computed by userspace: pass), or outside
+//! the zone (userspace forwards it: pass).
+use core::ptr::{read_volatile, write_volatile};
+
+use dns_common::{Counter, NameKey, Scratch, MAX_NAME_LEN, NAME_KEY_LEN};
+
+/// Whether a label starts at offset `off` of the walked name.
+#[inline(always)]
+fn label_start(s: *const Scratch, off: usize) -> bool {
+    let byte = unsafe { read_volatile(&(*s).label_starts[(off >> 3) & (NAME_KEY_LEN / 8 - 1)]) };
+    byte & (1 << (off & 7)) != 0
+}
+
+#[inline(always)]
+fn key_at(s: *const Scratch, off: usize) -> u8 {
+    unsafe { read_volatile(&(*s).key.name[off & (NAME_KEY_LEN - 1)]) }
+}
+
+/// `Ok` when the walked name (`qlen` bytes, lower-cased in the scratch key) ends in the
+/// zone `zone` (`zone_len` bytes) on a label boundary and is not under `pod.<zone>`.
+#[inline(always)]
+pub fn nxdomain_applies(
+    s: *mut Scratch,
+    qlen: usize,
+    zone: &NameKey,
+    zone_len: usize,
+) -> Result<(), Counter> {
+    if zone_len == 0 || zone_len > qlen || qlen > MAX_NAME_LEN {
+        return Err(Counter::OutOfZone);
+    }
+    // Laundered through memory: LLVM knows `start < 256` from the checks above and would
+    // drop the mask, but the verifier does not relate two registers and needs to see it.
+    let start = unsafe {
+        write_volatile(&mut (*s).next_label, (qlen - zone_len) as u32);
+        read_volatile(&(*s).next_label) as usize & (NAME_KEY_LEN - 1)
+    };
+    // A suffix that only looks like the zone (its first byte inside a label) is not it.
+    if !label_start(s, start) {
+        return Err(Counter::OutOfZone);
+    }
+    let mut i = 0;
+    while i < MAX_NAME_LEN {
+        if i >= zone_len {
+            break;
+        }
+        if key_at(s, start + i) != zone.name[i & (NAME_KEY_LEN - 1)] {
+            return Err(Counter::OutOfZone);
+        }
+        i += 1;
+    }
+    if start >= 4
+        && label_start(s, start - 4)
+        && key_at(s, start - 4) == 3
+        && key_at(s, start - 3) == b'p'
+        && key_at(s, start - 2) == b'o'
+        && key_at(s, start - 1) == b'd'
+    {
+        return Err(Counter::PodName);
+    }
+    Ok(())
+}
+
+/// `Ok` when the question spells the zone in lower case, so the SOA owner (a pointer into
+/// the question) reads as userspace writes it.
+#[inline(always)]
+pub fn owner_case_matches(s: *const Scratch, qlen: usize, zone_len: usize) -> Result<(), Counter> {
+    let upper_end = unsafe { read_volatile(&(*s).upper_end) } as usize;
+    if upper_end > qlen.saturating_sub(zone_len) {
+        return Err(Counter::ZoneCase);
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 pub mod apiserver;
 pub mod client;
 pub mod fixture;
+pub mod ndots;
 pub mod netns;
 pub mod packet;
 

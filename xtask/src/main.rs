@@ -44,6 +44,9 @@ enum Cmd {
         /// Seconds of load per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Only this part: program, namespaces, scale, cache or ndots.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -64,8 +67,12 @@ fn main() -> Result<()> {
             }
             run_bin("xdns-demo", &args)
         }
-        Cmd::Bench { seconds } => {
-            run_bin("xdns-bench", &["--seconds".to_owned(), seconds.to_string()])
+        Cmd::Bench { seconds, only } => {
+            let mut args = vec!["--seconds".to_owned(), seconds.to_string()];
+            if let Some(o) = only {
+                args.extend(["--only".to_owned(), o]);
+            }
+            run_bin("xdns-bench", &args)
         }
     }
 }

@@ -40,6 +40,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let mut seconds = 5u64;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -48,6 +49,12 @@ fn run() -> Result<(), String> {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .ok_or("--seconds N")?
+            }
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .ok_or("--only program|namespaces|scale|cache|ndots")?,
+                )
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -60,10 +67,22 @@ fn run() -> Result<(), String> {
         .map(|n| n.get())
         .unwrap_or(0);
     println!("## xdns benchmark\n\nkernel {kernel}, {cpus} CPUs, {seconds} s per load run.\n");
-    program_cost()?;
-    on_namespaces(seconds)?;
-    at_scale(SCALE_SERVICES, SCALE_CHANGES)?;
-    cache_vs_unbound(seconds)?;
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("program") {
+        program_cost()?;
+    }
+    if run("namespaces") {
+        on_namespaces(seconds)?;
+    }
+    if run("scale") {
+        at_scale(SCALE_SERVICES, SCALE_CHANGES)?;
+    }
+    if run("cache") {
+        cache_vs_unbound(seconds)?;
+    }
+    if run("ndots") {
+        ndots_workload(seconds)?;
+    }
     Ok(())
 }
 
@@ -76,6 +95,166 @@ impl Drop for Proc {
     }
 }
 
+/// Knot in the upstream namespace (10.2.0.2), authoritative for `example.test` with
+/// `h0..h<names>` A records.
+fn start_knot(
+    up: &tests::netns::Netns,
+    dir: &std::path::Path,
+    names: usize,
+) -> Result<Proc, String> {
+    use std::process::Stdio;
+    let mut zone = String::from("$ORIGIN example.test.\n$TTL 300\n@ SOA ns admin 1 3600 900 86400 60\n@ NS ns\nns A 10.2.0.2\n");
+    for i in 0..names {
+        zone.push_str(&format!("h{i} A 192.0.2.{}\n", i % 250 + 1));
+    }
+    fs::write(dir.join("example.test.zone"), zone).map_err(|e| e.to_string())?;
+    let d = dir.display();
+    fs::write(
+        dir.join("knot.conf"),
+        format!("server:\n    rundir: \"{d}\"\n    listen: 10.2.0.2@53\ndatabase:\n    storage: \"{d}\"\nzone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let knot = Proc(
+        up.cmd("knotd")
+            .args(["-c", &dir.join("knot.conf").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("knotd: {e}"))?,
+    );
+    // Up when it answers.
+    for _ in 0..50 {
+        let ok = up
+            .output(
+                "dig",
+                &[
+                    "@10.2.0.2",
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                    "h0.example.test",
+                ],
+            )
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false);
+        if ok {
+            return Ok(knot);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("knotd did not come up".into())
+}
+
+/// The ndots:5 workload a pod in namespace `shop` makes, glibc style (A and AAAA for each
+/// search-path candidate until one answers), with the kernel's negative answers on, off,
+/// and no kernel path at all, in the same run.
+fn ndots_workload(seconds: u64) -> Result<(), String> {
+    let topo = Topology::new("xdns-ndots", 1).map_err(|e| e.to_string())?;
+    let up = topo.add_upstream().map_err(|e| e.to_string())?;
+    let pins = Bpffs::new("xdns-ndots-bpf").map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join("xdns-ndots-bench");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let _knot = start_knot(&up, &dir, 20)?;
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let base: Vec<String> = [
+        "--manifests",
+        &manifests.display().to_string(),
+        "--listen",
+        SVC4,
+        "--upstream",
+        "10.2.0.2",
+        "--pin-dir",
+        &pins.pin_dir().display().to_string(),
+        "--detach-on-exit",
+    ]
+    .map(String::from)
+    .to_vec();
+    // 4 in-namespace, 4 cross-namespace, 3 outside the cluster.
+    let names: Vec<String> = [
+        "web",
+        "cart",
+        "db",
+        "payments",
+        "kubernetes.default",
+        "kube-dns.kube-system",
+        "metrics-server.kube-system",
+        "web.shop",
+        "h1.example.test",
+        "h2.example.test",
+        "h3.example.test",
+    ]
+    .map(String::from)
+    .to_vec();
+    let search: Vec<String> = [
+        "shop.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+    ]
+    .map(String::from)
+    .to_vec();
+    let server: std::net::SocketAddr = format!("{SVC4}:53").parse().map_err(|e| format!("{e}"))?;
+    println!("\n### ndots:5 lookups from a pod in namespace `shop`\n");
+    println!(
+        "glibc's order (`search shop.svc.cluster.local svc.cluster.local cluster.local`, ndots:5; A and AAAA \
+         together per candidate; next candidate on NXDOMAIN/NODATA), 4 client threads, one lookup at a time \
+         each, names round robin: {} (outside names from Knot through the cache).\n",
+        names.join(", ")
+    );
+    println!("| mode | lookups/s | queries per lookup | cluster-zone queries answered in the kernel | timeouts |\n|---|---:|---:|---:|---:|");
+    for (label, extra) in [
+        (
+            "kernel answers, NXDOMAIN included",
+            vec!["--attach", "tc", "--iface", "veth1h"],
+        ),
+        (
+            "kernel answers names that exist only (`--no-kernel-nxdomain`)",
+            vec![
+                "--attach",
+                "tc",
+                "--iface",
+                "veth1h",
+                "--no-kernel-nxdomain",
+            ],
+        ),
+        ("userspace only (`--no-kernel`)", vec!["--no-kernel"]),
+    ] {
+        let mut args = base.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
+        let pod = topo.pods[0].ns.name.clone();
+        // Warm the cache with every outside name.
+        tests::ndots::run_parallel(&pod, 1, server, &names, &search, "cluster.local", 0.5)
+            .map_err(|e| e.to_string())?;
+        let before = pinned_counters(&pins.pin_dir())
+            .map(|c| c.get(Counter::Answered))
+            .unwrap_or(0);
+        let st = tests::ndots::run_parallel(
+            &pod,
+            4,
+            server,
+            &names,
+            &search,
+            "cluster.local",
+            seconds as f64,
+        )
+        .map_err(|e| e.to_string())?;
+        let after = pinned_counters(&pins.pin_dir())
+            .map(|c| c.get(Counter::Answered))
+            .unwrap_or(0);
+        daemon.stop().map_err(|e| e.to_string())?;
+        println!(
+            "| {label} | {:.0} | {:.2} | {:.1}% | {} |",
+            st.lookups as f64 / seconds as f64,
+            st.queries as f64 / st.lookups.max(1) as f64,
+            100.0 * (after - before) as f64 / st.zone_queries.max(1) as f64,
+            st.timeouts,
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// Repeated external names through the cache: xdns forwarding to Knot, beside Unbound as a
 /// forwarding cache to the same Knot, loaded the same way from the same pod.
 fn cache_vs_unbound(seconds: u64) -> Result<(), String> {
@@ -86,28 +265,13 @@ fn cache_vs_unbound(seconds: u64) -> Result<(), String> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let names = 100;
-    let mut zone = String::from("$ORIGIN example.test.\n$TTL 300\n@ SOA ns admin 1 3600 900 86400 60\n@ NS ns\nns A 10.2.0.2\n");
+    let _knot = start_knot(&up, &dir, names)?;
     let mut queries = String::new();
     for i in 0..names {
-        zone.push_str(&format!("h{i} A 192.0.2.{}\n", i % 250 + 1));
         queries.push_str(&format!("h{i}.example.test A\n"));
     }
-    fs::write(dir.join("example.test.zone"), zone).map_err(|e| e.to_string())?;
     fs::write(dir.join("queries.txt"), queries).map_err(|e| e.to_string())?;
     let d = dir.display();
-    fs::write(
-        dir.join("knot.conf"),
-        format!("server:\n    rundir: \"{d}\"\n    listen: 10.2.0.2@53\ndatabase:\n    storage: \"{d}\"\nzone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let _knot = Proc(
-        up.cmd("knotd")
-            .args(["-c", &dir.join("knot.conf").display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("knotd: {e}"))?,
-    );
     // Unbound beside us on the node, at another address, forwarding to the same Knot.
     let unbound_addr = "10.96.0.11";
     topo.node
@@ -577,6 +741,8 @@ fn on_namespaces(seconds: u64) -> Result<(), String> {
         "--pin-dir".into(),
         pins.pin_dir().display().to_string(),
         "--no-forward".into(),
+        // Each mode starts from nothing attached.
+        "--detach-on-exit".into(),
     ];
     println!("### One pod flooding the service address over its veth\n");
     println!("Load: kxdpgun in the pod (its AF_XDP socket puts an XDP program on the pod's eth0, which is");

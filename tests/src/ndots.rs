@@ -103,37 +103,6 @@ pub fn run_lookups(
     Ok(st)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glibc_search_order() {
-        let search: Vec<String> = [
-            "shop.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(
-            candidates("api.example.com", &search, 5),
-            [
-                "api.example.com.shop.svc.cluster.local",
-                "api.example.com.svc.cluster.local",
-                "api.example.com.cluster.local",
-                "api.example.com"
-            ]
-        );
-        assert_eq!(
-            candidates("web", &search, 5)[0],
-            "web.shop.svc.cluster.local"
-        );
-        assert_eq!(candidates("a.b.c.d.e.f", &search, 5)[0], "a.b.c.d.e.f");
-        assert_eq!(candidates("example.com.", &search, 5), ["example.com"]);
-    }
-}
-
 /// [`run_lookups`] on `workers` threads inside the network namespace `netns`, each starting
 /// at another name, for `secs`.
 pub fn run_parallel(
@@ -172,4 +141,35 @@ pub fn run_parallel(
         total.add(&st);
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glibc_search_order() {
+        let search: Vec<String> = [
+            "shop.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            candidates("api.example.com", &search, 5),
+            [
+                "api.example.com.shop.svc.cluster.local",
+                "api.example.com.svc.cluster.local",
+                "api.example.com.cluster.local",
+                "api.example.com"
+            ]
+        );
+        assert_eq!(
+            candidates("web", &search, 5)[0],
+            "web.shop.svc.cluster.local"
+        );
+        assert_eq!(candidates("a.b.c.d.e.f", &search, 5)[0], "a.b.c.d.e.f");
+        assert_eq!(candidates("example.com.", &search, 5), ["example.com"]);
+    }
 }

@@ -202,7 +202,7 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
         let c2 = f.counters();
         assert_eq!(c2.get(Counter::Answered), c1.get(Counter::Answered) + 1);
         assert!(
-            netfilter_count(&f.topo.node) >= nf0 + 1,
+            netfilter_count(&f.topo.node) > nf0,
             "{mode}: passed queries go through the stack"
         );
         assert_eq!(c2.get(Counter::OtherType), c1.get(Counter::OtherType) + 1);

@@ -160,14 +160,14 @@ pub fn wire(s: &str) -> Vec<u8> {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
     pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
         &v[self.below(v.len())]
@@ -236,7 +236,7 @@ pub fn random_case(name: &str, rng: &mut Rng, zone_too: bool) -> String {
     let flipped: String = head
         .chars()
         .map(|c| {
-            if rng.next() & 1 == 1 {
+            if rng.next_u64() & 1 == 1 {
                 c.to_ascii_uppercase()
             } else {
                 c

@@ -894,7 +894,7 @@ fn generated_corpus_kernel_and_userspace_agree() {
         let mut m = q.clone();
         for _ in 0..1 + rng.below(3) {
             let at = rng.below(m.len());
-            m[at] = rng.next() as u8;
+            m[at] = rng.next_u64() as u8;
         }
         let v = d
             .check(&m, rng.below(2) == 1, false)

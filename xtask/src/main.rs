@@ -48,6 +48,15 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Fuzz (nightly, cargo-fuzz): `kernel_vs_userspace` (the kernel program against the
+    /// userspace answer path, as root) or `userspace_answer` (the userspace parser).
+    Fuzz {
+        #[arg(default_value = "kernel_vs_userspace")]
+        target: String,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -66,6 +75,14 @@ fn main() -> Result<()> {
                 args.extend(["--duration".to_owned(), d.to_string()]);
             }
             run_bin("xdns-demo", &args)
+        }
+        Cmd::Fuzz { target, seconds } => {
+            setup::cargo_fuzz()?;
+            let max = format!("-max_total_time={seconds}");
+            cargo_with(
+                &["+nightly"],
+                &["fuzz", "run", "--fuzz-dir", "fuzz", &target, "--", &max],
+            )
         }
         Cmd::Bench { seconds, only } => {
             let mut args = vec!["--seconds".to_owned(), seconds.to_string()];

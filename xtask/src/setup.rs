@@ -127,6 +127,15 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` only (the test suite does not need it).
+pub fn cargo_fuzz() -> Result<()> {
+    if have("cargo-fuzz") {
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz (about a minute)");
+    run("cargo", &["install", "cargo-fuzz", "--locked"])
+}
+
 fn run(program: &str, args: &[&str]) -> Result<()> {
     let status = Command::new(program).args(args).status()?;
     if !status.success() {

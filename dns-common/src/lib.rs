@@ -9,6 +9,12 @@ use core::mem::size_of;
 /// Product name: binary, metrics prefix, bpffs pin folder, DaemonSet.
 pub const PRODUCT: &str = "xdns";
 
+/// The maps' layout (every key and value type here, and the set of pinned maps). Pins live
+/// in a folder named after it, so a daemon of another layout never adopts maps it would
+/// misread: it builds its own beside them and takes the pinned links over once they are
+/// filled. Bump it with any change to a pinned map's type.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// Longest name in wire format, root label included (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
 /// Key buffer: the wire name zero-padded to a power of two so indexing can be masked.

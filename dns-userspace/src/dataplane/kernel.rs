@@ -55,6 +55,7 @@ pub struct Kernel {
     named: Vec<String>,
     patterns: Vec<Pattern>,
     mode: AttachMode,
+    pin_dir: std::path::PathBuf,
 }
 
 impl Kernel {
@@ -78,6 +79,7 @@ impl Kernel {
             named,
             patterns,
             mode,
+            pin_dir: pin_dir.to_owned(),
         })
     }
 
@@ -104,6 +106,10 @@ impl Kernel {
         changes.extend(self.rescan());
         for iface in self.links.sweep() {
             tracing::info!(iface, "dropped the pin of an interface no longer served");
+        }
+        // Every link runs our programs now: maps of another layout serve nobody.
+        for old in super::sweep_other_layouts(&self.pin_dir) {
+            tracing::info!(path = %old.display(), "dropped maps pinned by another layout");
         }
         Ok(changes)
     }
@@ -155,9 +161,11 @@ impl Kernel {
     pub fn finish(mut self, detach: bool, pin_dir: &Path) {
         if detach {
             self.links.detach_all();
+            let maps = super::maps_dir(pin_dir);
             for name in super::PINNED_MAPS {
-                let _ = std::fs::remove_file(pin_dir.join(name));
+                let _ = std::fs::remove_file(maps.join(name));
             }
+            let _ = std::fs::remove_dir(maps);
             let _ = std::fs::remove_dir(pin_dir.join("links"));
             let _ = std::fs::remove_dir(pin_dir);
         }

@@ -283,8 +283,8 @@ fn read_iface_counters(
 
 /// Per-interface counters from the pinned map.
 pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> {
-    let data =
-        MapData::from_pin(pin_dir.join(m::IFACE_COUNTERS)).map_err(map_err(m::IFACE_COUNTERS))?;
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::IFACE_COUNTERS))
+        .map_err(map_err(m::IFACE_COUNTERS))?;
     let map =
         PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err(m::IFACE_COUNTERS))?;
     read_iface_counters(&map)
@@ -292,7 +292,8 @@ pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> 
 
 /// How many names the pinned records map holds.
 pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
-    let data = MapData::from_pin(pin_dir.join(m::RECORDS)).map_err(map_err(m::RECORDS))?;
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::RECORDS))
+        .map_err(map_err(m::RECORDS))?;
     let map: HashMap<MapData, NameKey, NameRecords> =
         HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS))?;
     Ok(map.keys().count())
@@ -300,14 +301,16 @@ pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
 
 /// Reads the counters from the pinned map of a running (or stopped) daemon.
 pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
-    let data = MapData::from_pin(pin_dir.join(m::COUNTERS)).map_err(map_err(m::COUNTERS))?;
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::COUNTERS))
+        .map_err(map_err(m::COUNTERS))?;
     let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err(m::COUNTERS))?;
     read_counters(&map)
 }
 
 /// The records map of a running (or stopped) daemon, as the kernel holds it.
 pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, NameRecords>> {
-    let data = MapData::from_pin(pin_dir.join(m::RECORDS)).map_err(map_err(m::RECORDS))?;
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::RECORDS))
+        .map_err(map_err(m::RECORDS))?;
     let map: HashMap<MapData, NameKey, NameRecords> =
         HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS))?;
     map.iter().map(|e| e.map_err(map_err(m::RECORDS))).collect()

@@ -57,6 +57,41 @@ pub const PINNED_MAPS: [&str; 6] = [
     m::ZONE_NAME,
 ];
 
+/// Where this layout's maps are pinned under the pin folder.
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("maps-v{}", dns_common::LAYOUT_VERSION))
+}
+
+/// Removes the pinned maps of other layouts (an older daemon's, once its links run our
+/// programs); returns the folders removed.
+pub fn sweep_other_layouts(pin_dir: &Path) -> Vec<PathBuf> {
+    let ours = maps_dir(pin_dir);
+    let mut removed = Vec::new();
+    let Ok(dir) = std::fs::read_dir(pin_dir) else {
+        return removed;
+    };
+    for e in dir.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let old = name.to_str().is_some_and(|n| n.starts_with("maps-v")) && p != ours;
+        // Before layouts had folders, maps were pinned in the pin folder itself.
+        let unversioned = PINNED_MAPS.iter().any(|m| name.to_str() == Some(*m));
+        if old {
+            if let Ok(files) = std::fs::read_dir(&p) {
+                for f in files.flatten() {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&p);
+            removed.push(p);
+        } else if unversioned {
+            let _ = std::fs::remove_file(&p);
+            removed.push(p);
+        }
+    }
+    removed
+}
+
 /// Loads the object and both programs into the kernel. With a pin folder, the maps are
 /// pinned there, and maps already pinned by an earlier daemon are adopted as they are.
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
@@ -64,7 +99,12 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
     let paths: Vec<(&str, PathBuf)> = match pin_dir {
         Some(dir) => {
             bpffs::ensure(dir)?;
-            PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect()
+            let maps = maps_dir(dir);
+            std::fs::create_dir_all(&maps).map_err(|source| Error::Bpffs {
+                path: maps.clone(),
+                source,
+            })?;
+            PINNED_MAPS.iter().map(|n| (*n, maps.join(n))).collect()
         }
         None => Vec::new(),
     };

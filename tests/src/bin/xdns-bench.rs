@@ -430,11 +430,15 @@ fn at_scale(services: usize, changes: usize) -> Result<(), String> {
 
     let records = pinned_records(&pins.pin_dir()).map_err(|e| e.to_string())?;
     let rss_kib = tests::client::rss_kib(daemon.pid()).unwrap_or(0);
-    let map_bytes = map_memlock(&pins.pin_dir().join(dns_common::maps::RECORDS));
+    let map_bytes = map_memlock(
+        &dns_userspace::dataplane::maps_dir(&pins.pin_dir()).join(dns_common::maps::RECORDS),
+    );
 
     // Propagation: change one service's IP, wait for the kernel map to hold it.
-    let data = aya::maps::MapData::from_pin(pins.pin_dir().join(dns_common::maps::RECORDS))
-        .map_err(|e| e.to_string())?;
+    let data = aya::maps::MapData::from_pin(
+        dns_userspace::dataplane::maps_dir(&pins.pin_dir()).join(dns_common::maps::RECORDS),
+    )
+    .map_err(|e| e.to_string())?;
     let map: aya::maps::HashMap<_, dns_common::NameKey, dns_common::NameRecords> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|e| e.to_string())?;
     let mut lat = Vec::with_capacity(changes);

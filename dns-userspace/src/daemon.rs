@@ -29,10 +29,16 @@ enum Source {
     Manifests {
         dir: PathBuf,
         fingerprint: Option<(Option<std::time::SystemTime>, usize)>,
+        /// The next poll, kept across cancellations so other events cannot postpone it.
+        next_poll: Option<Instant>,
     },
     Kube {
         stores: Box<kube_source::Stores>,
         changed: Arc<Notify>,
+        /// When a change was seen and not yet taken: kept across cancellations (the main
+        /// loop's select drops `next` whenever another branch fires), so a notification
+        /// consumed mid-coalescing is never lost.
+        pending: Option<Instant>,
     },
 }
 
@@ -42,6 +48,7 @@ impl Source {
             (Some(dir), None, false) => Source::Manifests {
                 dir: dir.clone(),
                 fingerprint: None,
+                next_poll: None,
             },
             (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
                 let limits = kube_source::ApiLimits {
@@ -55,7 +62,11 @@ impl Source {
                     cfg.pods == PodMode::Verified,
                     changed.clone(),
                 ));
-                Source::Kube { stores, changed }
+                Source::Kube {
+                    stores,
+                    changed,
+                    pending: None,
+                }
             }
             _ => {
                 bail!("give exactly one source: --manifests DIR, --kubeconfig FILE or --in-cluster")
@@ -67,7 +78,9 @@ impl Source {
     /// its first full list.
     async fn first(&mut self) -> anyhow::Result<ClusterView> {
         match self {
-            Source::Manifests { dir, fingerprint } => {
+            Source::Manifests {
+                dir, fingerprint, ..
+            } => {
                 // Taken before reading, so a change made while reading is seen next time.
                 *fingerprint = manifests::fingerprint(dir).ok();
                 Ok(manifests::load_dir(dir)?)
@@ -83,8 +96,14 @@ impl Source {
     /// `None` when nothing usable changed (a rejected manifest keeps the last good view).
     async fn next(&mut self) -> anyhow::Result<Option<(ClusterView, Instant)>> {
         match self {
-            Source::Manifests { dir, fingerprint } => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Source::Manifests {
+                dir,
+                fingerprint,
+                next_poll,
+            } => {
+                let at = *next_poll.get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+                tokio::time::sleep_until(at.into()).await;
+                *next_poll = None;
                 let now = manifests::fingerprint(dir).ok();
                 if now == *fingerprint {
                     return Ok(None);
@@ -99,11 +118,21 @@ impl Source {
                     }
                 }
             }
-            Source::Kube { stores, changed } => {
-                changed.notified().await;
-                let seen = Instant::now();
+            Source::Kube {
+                stores,
+                changed,
+                pending,
+            } => {
+                let seen = match *pending {
+                    Some(t) => t,
+                    None => {
+                        changed.notified().await;
+                        *pending.insert(Instant::now())
+                    }
+                };
                 // Coalesce a burst of events (a relist, a rollout) into one rebuild.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep_until((seen + Duration::from_millis(20)).into()).await;
+                *pending = None;
                 let t = Instant::now();
                 let view = stores.view();
                 tracing::debug!(view_ms = t.elapsed().as_secs_f64() * 1e3, "view taken");

@@ -315,3 +315,26 @@ fn api_requests_respect_the_client_side_rate_limit() {
         "10.96.6.2"
     );
 }
+
+/// Changes one at a time, each waited for, while the daemon's loop wakes often for other
+/// work (a heartbeat every ~170 ms with `--stale-after 1`): no change may be lost when
+/// another event interrupts the wait for the next one (the bench found this once).
+#[test]
+fn sequential_changes_all_arrive_while_the_loop_is_busy() {
+    let Some(f) = fixture("seq") else { return };
+    f.api.apply(obj::namespace("shop"));
+    f.api
+        .apply(obj::service("shop", "web", &["10.96.5.1"], &[("http", 80)]));
+    let mut args = f.args();
+    args.extend(["--stale-after", "1"].map(String::from));
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    for k in 0..40u8 {
+        let ip = format!("10.96.6.{}", k + 1);
+        f.api
+            .apply(obj::service("shop", "web", &[&ip], &[("http", 80)]));
+        eventually(Duration::from_secs(2), ip.clone(), || {
+            f.dig(&["web.shop.svc.cluster.local"])
+        });
+    }
+    d.stop().unwrap();
+}

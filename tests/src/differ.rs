@@ -201,6 +201,29 @@ pub fn corpus_names(zone: &Records, namespaces: &[&str], rng: &mut Rng) -> Vec<S
             }
         }
     }
+    // Pod names: good and bad dashed addresses, in served and unknown namespaces.
+    for ns in namespaces.iter().chain(&["nope"]) {
+        for first in [
+            "10-1-2-3",
+            "0-0-0-0",
+            "255-255-255-255",
+            "10-01-2-3",
+            "256-1-1-1",
+            "1-2-3",
+            "1-2-3-4-5",
+            "a-b-c-d",
+            "10--1-2",
+            "-1-2-3",
+            "1-2-3-",
+            "fd00-0-0-0-0-0-0-1",
+            "1234-1-1-1",
+        ] {
+            names.push(format!("{first}.{ns}.pod.cluster.local."));
+        }
+        names.push(format!("{ns}.pod.cluster.local."));
+        names.push(format!("x.10-1-2-3.{ns}.pod.cluster.local."));
+    }
+    names.push("pod.cluster.local.".into());
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-_";
     for _ in 0..200 {
         let labels = 1 + rng.below(4);

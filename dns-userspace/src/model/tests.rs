@@ -492,11 +492,35 @@ fn kernel_entries_are_the_in_zone_address_sets() {
     ] {
         assert!(names.contains(&want.to_string()), "{want} in {names:?}");
     }
-    // No CNAME owners, no reverse names.
+    // Every name that exists, for NXDOMAIN: empty non-terminals and the apex too.
+    for want in [
+        "cluster.local.",
+        "svc.cluster.local.",
+        "shop.svc.cluster.local.",
+    ] {
+        let v = k
+            .iter()
+            .find(|(key, _)| dotted(&key.name) == want)
+            .unwrap_or_else(|| panic!("{want} in {names:?}"))
+            .1;
+        assert_eq!(
+            (v.a_count, v.aaaa_count, v.flags),
+            (0, 0, 0),
+            "{want}: NODATA"
+        );
+    }
+    // CNAME owners are there but passed; reverse names are not in the zone; the pod
+    // subtree is left to userspace.
+    let alias = k
+        .iter()
+        .find(|(key, _)| dotted(&key.name).starts_with("alias."))
+        .expect("the CNAME owner")
+        .1;
+    assert_eq!(alias.flags, dns_common::NAME_PASS);
     assert!(
         !names
             .iter()
-            .any(|n| n.starts_with("alias.") || n.ends_with("arpa.")),
+            .any(|n| n.ends_with("arpa.") || n.ends_with("pod.cluster.local.")),
         "{names:?}"
     );
     let db = k

@@ -78,6 +78,25 @@ fn main() -> Result<()> {
         }
         Cmd::Fuzz { target, seconds } => {
             setup::cargo_fuzz()?;
+            // Seeds from the differential battery's corpus, so the fuzzer starts from queries
+            // that reach every answer path instead of from random bytes.
+            let kind = if target == "kernel_vs_userspace" {
+                "kernel"
+            } else {
+                "plain"
+            };
+            let corpus = root().join("fuzz/corpus").join(&target);
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "tests",
+                "--bin",
+                "xdns-corpus",
+                "--",
+                &corpus.display().to_string(),
+                kind,
+            ])?;
             let max = format!("-max_total_time={seconds}");
             cargo_with(
                 &["+nightly"],

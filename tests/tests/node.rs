@@ -304,25 +304,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
     args.retain(|a| a != "--no-forward");
     // The upstream: a second, userspace-only xdns on 127.0.0.2:5399 (REFUSED outside its
     // zone), so forwarded queries get real answers to count.
-    let upstream_args: Vec<String> = [
-        "--manifests",
-        &f.manifests.0.display().to_string(),
-        "--listen",
-        "127.0.0.2",
-        "--port",
-        "5399",
-        "--no-kernel",
-        "--no-forward",
-        "--health-addr",
-        "127.0.0.1:18080",
-        "--ready-addr",
-        "127.0.0.1:18181",
-        "--metrics-addr",
-        "127.0.0.1:19153",
-    ]
-    .map(String::from)
-    .to_vec();
-    let upstream = Daemon::start(&f.topo.node, &upstream_args).expect("upstream");
+    let upstream = standin(&f, "127.0.0.2", "5399").expect("upstream");
     args.extend(["--upstream", "127.0.0.2:5399"].map(String::from));
     let d = Daemon::start(&f.topo.node, &args).expect("daemon");
     let (types, before) = scrape(&f.topo.node);
@@ -556,23 +538,7 @@ fn a_foreign_xdp_program_is_left_in_place() {
 fn accelerator_answers_in_front_of_the_real_server_and_passes_the_rest() {
     let Some(f) = fixture("accel", 1) else { return };
     let manifests = f.manifests.0.display().to_string();
-    let coredns: Vec<String> = [
-        "--manifests",
-        &manifests,
-        "--listen",
-        SVC4,
-        "--no-kernel",
-        "--no-forward",
-        "--health-addr",
-        "127.0.0.1:18080",
-        "--ready-addr",
-        "127.0.0.1:18181",
-        "--metrics-addr",
-        "127.0.0.1:19153",
-    ]
-    .map(String::from)
-    .to_vec();
-    let coredns = Daemon::start(&f.topo.node, &coredns).expect("the CoreDNS stand-in");
+    let coredns = standin(&f, SVC4, "53").expect("the CoreDNS stand-in");
     let pin_dir = f.pins.pin_dir().display().to_string();
     let accel: Vec<String> = [
         "--manifests",
@@ -752,4 +718,29 @@ fn records_go_stale_without_a_daemon() {
         c2.get(Counter::Answered) + 1
     );
     d.stop().unwrap();
+}
+
+/// A second, userspace-only xdns serving the fixture's manifests on `listen:port` (REFUSED
+/// outside its zone), its probes and metrics on other ports: an upstream, or CoreDNS.
+fn standin(f: &tests::fixture::Fixture, listen: &str, port: &str) -> std::io::Result<Daemon> {
+    let manifests = f.manifests.0.display().to_string();
+    let args: Vec<String> = [
+        "--manifests",
+        &manifests,
+        "--listen",
+        listen,
+        "--port",
+        port,
+        "--no-kernel",
+        "--no-forward",
+        "--health-addr",
+        "127.0.0.1:18080",
+        "--ready-addr",
+        "127.0.0.1:18181",
+        "--metrics-addr",
+        "127.0.0.1:19153",
+    ]
+    .map(String::from)
+    .to_vec();
+    Daemon::start(&f.topo.node, &args)
 }

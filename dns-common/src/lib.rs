@@ -13,7 +13,7 @@ pub const PRODUCT: &str = "xdns";
 /// in a folder named after it, so a daemon of another layout never adopts maps it would
 /// misread: it builds its own beside them and takes the pinned links over once they are
 /// filled. Bump it with any change to a pinned map's type.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Longest name in wire format, root label included (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -99,8 +99,11 @@ pub struct ZoneInfo {
     /// servers behind the kernel path instead of answering from old records forever.
     /// 0: not set, stale.
     pub fresh_until_ns: u64,
+    /// TTL of positive answers the kernel computes itself (pod names).
+    pub record_ttl: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<ZoneInfo>() == 40);
+const _: () = assert!(size_of::<ZoneInfo>() == 48);
 
 /// Rotate A/AAAA answers to a random start (CoreDNS `loadbalance`), in both paths.
 pub const ZONE_ROTATE: u32 = 1;
@@ -108,6 +111,11 @@ pub const ZONE_ROTATE: u32 = 1;
 /// under the zone that is not in it is NXDOMAIN. Set by the daemon once a full sync has
 /// landed, cleared when it cannot vouch for the map (a failed write).
 pub const ZONE_COMPLETE: u32 = 2;
+/// CoreDNS `pods disabled`: every name under `pod.<zone>` is NXDOMAIN.
+pub const ZONE_PODS_DISABLED: u32 = 4;
+/// CoreDNS `pods verified`: a pod name has its address only when [`maps::POD_ADDRS`] holds
+/// (namespace, address). Neither bit: `pods insecure`, the address is the name's.
+pub const ZONE_PODS_VERIFIED: u32 = 8;
 
 /// The name exists but the kernel cannot answer it as userspace would (a CNAME owner, more
 /// addresses than a value holds): its queries pass.
@@ -154,8 +162,91 @@ pub struct Scratch {
     /// [`Counter::ZoneCase`].
     pub upper_end: u32,
     pub _pad: u32,
+    /// The parsed query, handed to a tail-called program.
+    pub query: QueryState,
+    /// A pod name's namespace and address, the key of the verified pods map.
+    pub pod_key: PodKey,
+    /// The pod address parser's state, in memory so the verifier does not track every
+    /// combination of its values: dashes, part, value, digits, first digit, bad.
+    pub pod_parse: [u32; 6],
+    /// The A record of a pod name, computed from the name itself.
+    pub pod: NameRecords,
 }
-const _: () = assert!(size_of::<Scratch>() == NAME_KEY_LEN + 24 + NAME_KEY_LEN / 8);
+const _: () = assert!(
+    size_of::<Scratch>()
+        == NAME_KEY_LEN
+            + 24
+            + NAME_KEY_LEN / 8
+            + size_of::<QueryState>()
+            + size_of::<PodKey>()
+            + 24
+            + size_of::<NameRecords>()
+);
+
+/// What the main program learned of a query, for the program it tail-calls: the packet
+/// is unchanged, so the callee needs only these and the walked name beside them.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct QueryState {
+    /// 1 for IPv6.
+    pub v6: u8,
+    /// 1 if the query carried an OPT record.
+    pub has_opt: u8,
+    /// The query's RD bit.
+    pub rd: u8,
+    pub _pad: u8,
+    /// The DO bit of the query's OPT flags.
+    pub do_bit: u16,
+    pub qtype: u16,
+    /// Wire length of the QNAME.
+    pub qlen: u32,
+    /// Offset of the `pod` label's length octet in a name under `pod.<zone>`.
+    pub pod_label: u32,
+}
+const _: () = assert!(size_of::<QueryState>() == 16);
+
+/// Longest label, plus one: a namespace's name in a pod name.
+pub const NS_KEY_LEN: usize = 64;
+
+/// A namespace and a pod address in it (IPv4-mapped for IPv4, as [`ServiceAddr`]): the
+/// key of the pod namespaces map (address all zero) and of the verified pods map.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PodKey {
+    /// Lower case, zero padded.
+    pub ns: [u8; NS_KEY_LEN],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<PodKey>() == NS_KEY_LEN + 16);
+
+impl PodKey {
+    /// `None` for a namespace name too long to be a label.
+    pub fn new(ns: &str, addr: [u8; 16]) -> Option<Self> {
+        let mut k = Self {
+            ns: [0; NS_KEY_LEN],
+            addr,
+        };
+        k.ns.get_mut(..ns.len())?.copy_from_slice(ns.as_bytes());
+        (ns.len() < NS_KEY_LEN).then_some(k)
+    }
+}
+
+/// The one PTR record of a reverse name, as the kernel writes it.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PtrRecord {
+    pub ttl: u32,
+    /// Wire length of `target`, root label included (2..=255).
+    pub len: u16,
+    pub _pad: u16,
+    /// The target's ones'-complement sum as 16-bit words from its first byte, folded: the
+    /// kernel adds it to the UDP checksum instead of summing the bytes it copies.
+    pub sum: u32,
+    pub _pad2: u32,
+    /// Lower-case wire name, zero padded.
+    pub target: [u8; NAME_KEY_LEN],
+}
+const _: () = assert!(size_of::<PtrRecord>() == 16 + NAME_KEY_LEN);
 
 /// Why the kernel path answered or let a packet pass. Index into the per-CPU counter array.
 #[repr(u32)]
@@ -182,16 +273,20 @@ pub enum Counter {
     Stale,
     /// Not in the map, and not under the zone: a name userspace forwards.
     OutOfZone,
-    /// Under `pod.<zone>`: pod names are computed by userspace.
+    /// A pod name the kernel leaves to userspace (the IPv6 dashed form).
     PodName,
     /// The name is flagged [`NAME_PASS`] (CNAME owner, too many addresses).
     NamePass,
     /// A negative answer to a question spelling the zone with upper case: the SOA owner
     /// points into the question, and userspace writes it in lower case instead.
     ZoneCase,
+    /// A PTR query for a name the kernel holds no single PTR record for.
+    PtrPass,
+    /// The program for pod names or PTR could not be tail-called.
+    TailCall,
 }
 
-pub const COUNTER_COUNT: u32 = 22;
+pub const COUNTER_COUNT: u32 = 24;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -217,6 +312,8 @@ impl Counter {
         Counter::PodName,
         Counter::NamePass,
         Counter::ZoneCase,
+        Counter::PtrPass,
+        Counter::TailCall,
     ];
 
     /// Whether the kernel counts this reason per interface too. The four reasons that
@@ -254,6 +351,8 @@ impl Counter {
             Counter::PodName => "pod_name",
             Counter::NamePass => "name_pass",
             Counter::ZoneCase => "zone_case",
+            Counter::PtrPass => "ptr_pass",
+            Counter::TailCall => "tail_call",
         }
     }
 }
@@ -291,7 +390,27 @@ pub mod maps {
     /// BPF_F_NO_PREALLOC.
     pub const NO_PREALLOC: u32 = 1;
     pub const SERVICE_ADDRS_MAX: u32 = 64;
+    /// The namespaces pod names may be in ([`super::PodKey`], address zero, → 1).
+    pub const POD_NS: &str = "POD_NS";
+    pub const POD_NS_MAX: u32 = 16384;
+    /// `pods verified`: every pod's (namespace, address) ([`super::PodKey`] → 1).
+    pub const POD_ADDRS: &str = "POD_ADDRS";
+    pub const POD_ADDRS_MAX: u32 = 262144;
+    /// Reverse names with exactly one PTR record ([`super::NameKey`] →
+    /// [`super::PtrRecord`]).
+    pub const PTR_RECORDS: &str = "PTR_RECORDS";
+    pub const PTR_RECORDS_MAX: u32 = 131072;
+    /// The programs the XDP and tc programs tail-call, at [`super::TAIL_POD`] and
+    /// [`super::TAIL_PTR`].
+    pub const XDP_TAILS: &str = "XDP_TAILS";
+    pub const TC_TAILS: &str = "TC_TAILS";
 }
+
+/// Tail-call slots: pod names and PTR queries each get a program (and a verifier budget)
+/// of their own.
+pub const TAIL_POD: u32 = 0;
+pub const TAIL_PTR: u32 = 1;
+pub const TAIL_COUNT: u32 = 2;
 
 /// Program names in the object file.
 pub mod programs {
@@ -299,6 +418,10 @@ pub mod programs {
     pub const TC: &str = "xdns_tc";
     /// An XDP program that only passes: the benchmark's baseline.
     pub const PASS: &str = "xdns_pass";
+    pub const XDP_POD: &str = "xdns_xdp_pod";
+    pub const TC_POD: &str = "xdns_tc_pod";
+    pub const XDP_PTR: &str = "xdns_xdp_ptr";
+    pub const TC_PTR: &str = "xdns_tc_ptr";
 }
 
 #[cfg(feature = "user")]
@@ -310,4 +433,6 @@ mod pod {
     unsafe impl aya::Pod for super::ZoneInfo {}
     unsafe impl aya::Pod for super::ServiceAddr {}
     unsafe impl aya::Pod for super::IfaceCounters {}
+    unsafe impl aya::Pod for super::PodKey {}
+    unsafe impl aya::Pod for super::PtrRecord {}
 }

@@ -68,6 +68,7 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const DNS_PORT: u16 = 53;
 pub const TYPE_A: u16 = 1;
 pub const TYPE_SOA: u16 = 6;
+pub const TYPE_PTR: u16 = 12;
 /// RCODE 3, in the header's second flags byte.
 pub const RCODE_NXDOMAIN: u8 = 3;
 pub const TYPE_AAAA: u16 = 28;
@@ -85,6 +86,8 @@ pub const AAAA_RECORD_LEN: usize = 28;
 /// The zone's SOA, every name in it a pointer into the question: owner 2, fixed 10,
 /// `\x02ns\x03dns` + pointer 9, `\x0ahostmaster` + pointer 13, five numbers 20.
 pub const SOA_RECORD_LEN: usize = 54;
+/// A PTR record before its target: owner pointer, type, class, TTL, RDLENGTH.
+pub const PTR_FIXED_LEN: usize = 12;
 /// Offset of the question name in the DNS message.
 pub const QNAME_OFF: usize = 12;
 pub const OPT_LEN: usize = core::mem::size_of::<Opt>();

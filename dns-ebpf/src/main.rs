@@ -1,36 +1,38 @@
-//! xdns kernel path: answers A queries for cluster names from BPF maps, in place.
+//! xdns kernel path: answers queries for cluster names from BPF maps, in place.
 //!
 //! The same core serves two hooks: XDP (native or generic) replies with `XDP_TX`; the tc
 //! ingress twin redirects the answer back out of the interface it came in on, which is what
-//! delivers it on a pod's veth where native XDP_TX would be dropped.
+//! delivers it on a pod's veth where native XDP_TX would be dropped. Names under
+//! `pod.<zone>` and PTR queries are tail-called into programs of their own, each with its
+//! own verifier budget.
 #![no_std]
 #![no_main]
 
 mod csum;
+mod frame;
+mod handoff;
 mod headers;
 mod packet;
 mod parse;
+mod pod;
 mod respond;
 mod zone;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::{
-        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail,
-        bpf_xdp_adjust_tail,
-    },
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::{TcContext, XdpContext},
-    EbpfContext,
 };
 use dns_common::{
-    maps as m, Counter, IfaceCounters, NameKey, NameRecords, Scratch, ServiceAddr, ZoneInfo,
-    COUNTER_COUNT, MAX_ADDRS, NAME_PASS, ZONE_COMPLETE, ZONE_ROTATE,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, PtrRecord, Scratch,
+    ServiceAddr, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_PASS, TAIL_COUNT, TAIL_POD, TAIL_PTR,
+    ZONE_COMPLETE, ZONE_ROTATE,
 };
-use headers::TYPE_A;
-use packet::Bounds;
-use parse::ServiceAddrs;
+use frame::{Frame, Tc, Xdp};
+use headers::{TYPE_A, TYPE_PTR};
+use parse::{Query, ServiceAddrs};
 use respond::Body;
 
 #[map(name = "RECORDS")]
@@ -46,6 +48,22 @@ static ZONE_NAME: Array<NameKey> = Array::with_max_entries(1, 0);
 #[map(name = "SERVICE_ADDRS")]
 static SERVICE_ADDRS: HashMap<ServiceAddr, u32> =
     HashMap::with_max_entries(m::SERVICE_ADDRS_MAX, 0);
+
+#[map(name = "POD_NS")]
+static POD_NS: HashMap<PodKey, u8> = HashMap::with_max_entries(m::POD_NS_MAX, m::NO_PREALLOC);
+
+#[map(name = "POD_ADDRS")]
+static POD_ADDRS: HashMap<PodKey, u8> = HashMap::with_max_entries(m::POD_ADDRS_MAX, m::NO_PREALLOC);
+
+#[map(name = "PTR_RECORDS")]
+static PTR_RECORDS: HashMap<NameKey, PtrRecord> =
+    HashMap::with_max_entries(m::PTR_RECORDS_MAX, m::NO_PREALLOC);
+
+#[map(name = "XDP_TAILS")]
+static XDP_TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_COUNT, 0);
+
+#[map(name = "TC_TAILS")]
+static TC_TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_COUNT, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -101,66 +119,47 @@ fn count(ifindex: u32, c: Counter) {
     }
 }
 
-/// What differs between the hooks: where the packet is and how it is resized.
-trait Frame {
-    fn bounds(&self) -> Bounds;
-    /// Makes the frame `len` bytes long; the old bounds are invalid afterwards.
-    fn resize(&self, len: usize) -> Result<(), Counter>;
+/// How the main program's answer ended: the reply is written, the packet passes, or a
+/// program of the tail-call slot takes over.
+enum Outcome {
+    Answered,
+    Pass(Counter),
+    Tail(u32),
 }
 
-struct Xdp<'a>(&'a XdpContext);
-impl Frame for Xdp<'_> {
+impl From<Result<(), Counter>> for Outcome {
     #[inline(always)]
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            data: self.0.data(),
-            end: self.0.data_end(),
-        }
-    }
-    #[inline(always)]
-    fn resize(&self, len: usize) -> Result<(), Counter> {
-        let delta = len as i32 - self.bounds().len() as i32;
-        if delta == 0 {
-            return Ok(());
-        }
-        match unsafe { bpf_xdp_adjust_tail(self.0.as_ptr().cast(), delta) } {
-            0 => Ok(()),
-            _ => Err(Counter::ResizeFailed),
+    fn from(r: Result<(), Counter>) -> Self {
+        match r {
+            Ok(()) => Outcome::Answered,
+            Err(c) => Outcome::Pass(c),
         }
     }
 }
 
-struct Tc<'a>(&'a TcContext);
-impl Frame for Tc<'_> {
-    #[inline(always)]
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            data: self.0.data(),
-            end: self.0.data_end(),
-        }
-    }
-    #[inline(always)]
-    fn resize(&self, len: usize) -> Result<(), Counter> {
-        if unsafe { bpf_skb_change_tail(self.0.skb.skb, len as u32, 0) } != 0 {
-            return Err(Counter::ResizeFailed);
-        }
-        // change_tail may leave the new tail in a fragment; the writer needs it linear.
-        self.0
-            .pull_data(len as u32)
-            .map_err(|_| Counter::ResizeFailed)
-    }
-}
-
-/// Answers the query in `f` in place, or says why it passes. Nothing is written to the
-/// packet before the last check that could fail, so a pass is always the untouched packet.
+/// Answers the query in `f` in place, or says why it passes or who takes it over.
+/// Nothing is written to the packet before the last check that could fail, so a pass is
+/// always the untouched packet.
 #[inline(always)]
-fn answer(f: &impl Frame) -> Result<(), Counter> {
+fn answer(f: &impl Frame) -> Outcome {
+    match answer_main(f) {
+        Ok(o) => o,
+        Err(c) => Outcome::Pass(c),
+    }
+}
+
+#[inline(always)]
+fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
     let q = parse::parse(&f.bounds(), &Addrs, s)?;
     let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
     // No daemon keeping the records true: let the servers behind us answer.
     if unsafe { bpf_ktime_get_ns() } > z.fresh_until_ns {
         return Err(Counter::Stale);
+    }
+    if q.qtype == TYPE_PTR {
+        handoff::save(s, &q, 0);
+        return Ok(Outcome::Tail(TAIL_PTR));
     }
     // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
@@ -178,13 +177,7 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
                 (true, 1.., _) => Body::A(a),
                 (false, _, 1..) => Body::Aaaa(aaaa),
                 // The name exists without this type: NODATA, with the zone's SOA.
-                _ => {
-                    if z.zone_len == 0 || z.zone_len as usize > q.qlen {
-                        return Err(Counter::NoRecord);
-                    }
-                    zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
-                    Body::NoData(*z)
-                }
+                _ => negative(s, &q, z, false)?,
             }
         }
         None => {
@@ -193,11 +186,43 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
                 return Err(Counter::NoRecord);
             }
             let zone = ZONE_NAME.get(0).ok_or(Counter::NoRecord)?;
-            zone::nxdomain_applies(s, q.qlen, zone, z.zone_len as usize)?;
-            zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
-            Body::NxDomain(*z)
+            match zone::nxdomain_applies(s, q.qlen, zone, z.zone_len as usize)? {
+                zone::Under::Zone => negative(s, &q, z, true)?,
+                zone::Under::Pods(pod_label) => {
+                    handoff::save(s, &q, pod_label);
+                    return Ok(Outcome::Tail(TAIL_POD));
+                }
+            }
         }
     };
+    reply(f, s, &q, z, rec, &body)?;
+    Ok(Outcome::Answered)
+}
+
+/// NODATA or NXDOMAIN with the zone's SOA, whose owner points into the question.
+#[inline(always)]
+fn negative(s: *const Scratch, q: &Query, z: &ZoneInfo, nx: bool) -> Result<Body, Counter> {
+    if z.zone_len == 0 || z.zone_len as usize > q.qlen {
+        return Err(Counter::NoRecord);
+    }
+    zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
+    Ok(if nx {
+        Body::NxDomain(*z)
+    } else {
+        Body::NoData(*z)
+    })
+}
+
+/// Resizes the frame and writes `body` into it.
+#[inline(always)]
+fn reply(
+    f: &impl Frame,
+    s: *const Scratch,
+    q: &Query,
+    z: &ZoneInfo,
+    rec: Option<&NameRecords>,
+    body: &Body,
+) -> Result<(), Counter> {
     // CoreDNS `loadbalance`: the same cyclic order, from a random start.
     let start = if z.flags & ZONE_ROTATE != 0 {
         unsafe { bpf_get_prandom_u32() as usize }
@@ -205,46 +230,125 @@ fn answer(f: &impl Frame) -> Result<(), Counter> {
         0
     };
     let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
-    f.resize(respond::reply_len(&q, &body))?;
+    f.resize(respond::reply_len(q, body))?;
     // From here the packet may be changed: a failure can only mean the resize did not give
     // the length asked for, which the bounds checks catch before any write.
-    respond::write(&f.bounds(), &q, rec, &body, start, name_sum)
+    respond::write(&f.bounds(), q, rec, body, start, name_sum)
 }
 
-#[xdp]
-pub fn xdns_xdp(ctx: XdpContext) -> u32 {
+/// A name under `pod.<zone>` the records map does not hold (see [`pod`]).
+#[inline(always)]
+fn answer_pod(f: &impl Frame) -> Result<(), Counter> {
+    let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
+    let (q, pod_label) = handoff::restore(s)?;
+    let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
+    let lookup = |s: *const Scratch, verified: bool| unsafe {
+        let key = &(*s).pod_key;
+        if verified {
+            POD_ADDRS.get(key).is_some()
+        } else {
+            POD_NS.get(key).is_some()
+        }
+    };
+    let (rec, body) = match pod::classify(s, pod_label, z, lookup)? {
+        pod::Pod::NxDomain => (None, negative(s, &q, z, true)?),
+        pod::Pod::NoData => (None, negative(s, &q, z, false)?),
+        pod::Pod::Address if q.qtype == TYPE_A => (Some(pod::record(s)), Body::A(1)),
+        pod::Pod::Address => (None, negative(s, &q, z, false)?),
+    };
+    reply(f, s, &q, z, rec, &body)
+}
+
+/// A PTR query: answered when the name has exactly one PTR record.
+#[inline(always)]
+fn answer_ptr(f: &impl Frame) -> Result<(), Counter> {
+    let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
+    let (q, _) = handoff::restore(s)?;
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let rec = unsafe { PTR_RECORDS.get(&(*s).key) }.ok_or(Counter::PtrPass)?;
+    let len = rec.len as usize;
+    if !(2..=255).contains(&len) {
+        return Err(Counter::PtrPass);
+    }
+    let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
+    f.resize(respond::ptr_reply_len(&q, len))?;
+    respond::write_ptr(&f.bounds(), &q, rec, name_sum)
+}
+
+#[inline(always)]
+fn xdp_verdict(ctx: &XdpContext, o: Outcome) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    match answer(&Xdp(&ctx)) {
-        Ok(()) => {
+    match o {
+        Outcome::Answered => {
             count(ifindex, Counter::Answered);
             xdp_action::XDP_TX
         }
-        Err(c) => {
+        Outcome::Pass(c) => {
             count(ifindex, c);
+            xdp_action::XDP_PASS
+        }
+        Outcome::Tail(slot) => {
+            // Returns only when the slot is empty (a daemon mid-load): pass.
+            unsafe { XDP_TAILS.tail_call(ctx, slot) };
+            count(ifindex, Counter::TailCall);
             xdp_action::XDP_PASS
         }
     }
 }
 
-#[classifier]
-pub fn xdns_tc(ctx: TcContext) -> i32 {
-    // Queries are small; a non-linear skb is made linear so the parser sees all of it.
+#[inline(always)]
+fn tc_verdict(ctx: &TcContext, o: Outcome) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if ctx.data_end() - ctx.data() < ctx.len() as usize && ctx.pull_data(ctx.len()).is_err() {
-        count(ifindex, Counter::Malformed);
-        return TC_ACT_OK;
-    }
-    match answer(&Tc(&ctx)) {
-        Ok(()) => {
+    match o {
+        Outcome::Answered => {
             count(ifindex, Counter::Answered);
             // Out of the interface it came in on: back to the pod.
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
-        Err(c) => {
+        Outcome::Pass(c) => {
             count(ifindex, c);
             TC_ACT_OK
         }
+        Outcome::Tail(slot) => {
+            unsafe { TC_TAILS.tail_call(ctx, slot) };
+            count(ifindex, Counter::TailCall);
+            TC_ACT_OK
+        }
     }
+}
+
+#[xdp]
+pub fn xdns_xdp(ctx: XdpContext) -> u32 {
+    xdp_verdict(&ctx, answer(&Xdp(&ctx)))
+}
+
+#[xdp]
+pub fn xdns_xdp_pod(ctx: XdpContext) -> u32 {
+    xdp_verdict(&ctx, answer_pod(&Xdp(&ctx)).into())
+}
+
+#[xdp]
+pub fn xdns_xdp_ptr(ctx: XdpContext) -> u32 {
+    xdp_verdict(&ctx, answer_ptr(&Xdp(&ctx)).into())
+}
+
+#[classifier]
+pub fn xdns_tc(ctx: TcContext) -> i32 {
+    // Queries are small; a non-linear skb is made linear so the parser sees all of it.
+    if ctx.data_end() - ctx.data() < ctx.len() as usize && ctx.pull_data(ctx.len()).is_err() {
+        return tc_verdict(&ctx, Outcome::Pass(Counter::Malformed));
+    }
+    tc_verdict(&ctx, answer(&Tc(&ctx)))
+}
+
+#[classifier]
+pub fn xdns_tc_pod(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, answer_pod(&Tc(&ctx)).into())
+}
+
+#[classifier]
+pub fn xdns_tc_ptr(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, answer_ptr(&Tc(&ctx)).into())
 }
 
 /// Does nothing: the benchmark's baseline for the cost of running any XDP program.

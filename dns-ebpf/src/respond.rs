@@ -1,7 +1,9 @@
 //! Turns a validated query into its answer, in place: the question stays where it is, the
 //! headers are rewritten, the records (or the zone's SOA, for NODATA) and the OPT are
 //! written after the question.
-use dns_common::{Counter, NameRecords, ZoneInfo, EDNS_PAYLOAD, MAX_ADDRS};
+use dns_common::{
+    Counter, NameRecords, PtrRecord, ZoneInfo, EDNS_PAYLOAD, MAX_ADDRS, NAME_KEY_LEN,
+};
 
 use crate::{
     csum::{finish_udp, fold, word, words},
@@ -62,23 +64,19 @@ fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
     ]
 }
 
-/// Writes the answer into a frame already resized to `reply_len(q, body)`.
-/// Address records start at `start` (mod their count) and wrap; `name_sum` is the QNAME's
-/// checksum contribution, summed during the parse.
+/// Rewrites the Ethernet, IP, UDP and DNS headers of a frame already resized to
+/// `reply_len`, and returns the UDP checksum's partial sum over all of them, the
+/// pseudo-header and the QNAME (`name_sum`, summed during the parse).
 #[inline(always)]
-pub fn write(
+fn headers(
     b: &Bounds,
     q: &Query,
-    rec: Option<&NameRecords>,
-    body: &Body,
-    start: usize,
+    udp_len: usize,
+    counts: (u16, u16),
+    rcode: u8,
     name_sum: u64,
-) -> Result<(), Counter> {
-    // Address records need their value: checked before the first write.
-    if matches!(body, Body::A(_) | Body::Aaaa(_)) && rec.is_none() {
-        return Err(Counter::NoRecord);
-    }
-    let udp_len = reply_len(q, body) - q.l4_off;
+) -> Result<u64, Counter> {
+    let (ancount, nscount) = counts;
     let eth: *mut Eth = ptr_at(b, 0)?;
     unsafe {
         core::mem::swap(&mut (*eth).dst, &mut (*eth).src);
@@ -116,18 +114,9 @@ pub fn write(
     }
     sum += udp_len as u64;
 
-    let (ancount, nscount) = match body {
-        Body::A(n) | Body::Aaaa(n) => (*n as u16, 0u16),
-        Body::NoData(_) | Body::NxDomain(_) => (0, 1),
-    };
-    let rcode = if matches!(body, Body::NxDomain(_)) {
-        RCODE_NXDOMAIN
-    } else {
-        0
-    };
     let dns: *mut Dns = ptr_at(b, q.l4_off + UDP_LEN)?;
     unsafe {
-        // QR AA, RD copied; RA, AD, CD clear; NOERROR.
+        // QR AA, RD copied; RA, AD, CD clear.
         (*dns).flags = [0x84 | q.rd, rcode];
         (*dns).qdcount = 1u16.to_be_bytes();
         (*dns).ancount = ancount.to_be_bytes();
@@ -136,10 +125,78 @@ pub fn write(
         sum += word((*dns).id[0], (*dns).id[1]) + word((*dns).flags[0], rcode) + 1;
         sum += ancount as u64 + nscount as u64 + q.has_opt as u64;
     }
-    sum += name_sum;
+    Ok(sum + name_sum)
+}
 
-    // Everything after the name, summed as if it started on an even offset; it starts on an
-    // odd one when the name's length is odd, which a byte swap of the folded sum corrects.
+/// Writes the OPT record at `off` (when the query had one); returns its words' sum as if
+/// it started on an even offset.
+#[inline(always)]
+fn opt(b: &Bounds, q: &Query, off: usize) -> Result<u64, Counter> {
+    if q.has_opt != 1 {
+        return Ok(0);
+    }
+    let o: *mut Opt = ptr_at(b, off)?;
+    let payload = EDNS_PAYLOAD.to_be_bytes();
+    unsafe {
+        (*o).name = 0;
+        (*o).rtype = TYPE_OPT.to_be_bytes();
+        (*o).payload = payload;
+        (*o).ext_rcode = 0;
+        (*o).version = 0;
+        (*o).flags = q.do_bit.to_be_bytes();
+        (*o).rdlen = [0, 0];
+    }
+    // Bytes: 00 | 00 29 | payload(2) | 00 | 00 | flags(2) | 00 00, paired from the start.
+    Ok(word(TYPE_OPT as u8, payload[0]) + word(payload[1], 0) + (q.do_bit >> 8) as u64)
+}
+
+/// Adds the sum of everything after the QNAME (`tail`, summed as if it started on an even
+/// offset: it starts on an odd one when the name's length is odd, which a byte swap of the
+/// folded sum corrects) and stores the UDP checksum.
+#[inline(always)]
+fn finish(b: &Bounds, q: &Query, sum: u64, tail: u64) -> Result<(), Counter> {
+    let tail = fold(tail);
+    let sum = sum
+        + if q.qlen & 1 == 1 {
+            tail.swap_bytes()
+        } else {
+            tail
+        } as u64;
+    let udp: *mut Udp = ptr_at(b, q.l4_off)?;
+    unsafe {
+        (*udp).csum = finish_udp(sum).to_be_bytes();
+    }
+    Ok(())
+}
+
+/// Writes the answer into a frame already resized to `reply_len(q, body)`.
+/// Address records start at `start` (mod their count) and wrap; `name_sum` is the QNAME's
+/// checksum contribution, summed during the parse.
+#[inline(always)]
+pub fn write(
+    b: &Bounds,
+    q: &Query,
+    rec: Option<&NameRecords>,
+    body: &Body,
+    start: usize,
+    name_sum: u64,
+) -> Result<(), Counter> {
+    // Address records need their value: checked before the first write.
+    if matches!(body, Body::A(_) | Body::Aaaa(_)) && rec.is_none() {
+        return Err(Counter::NoRecord);
+    }
+    let udp_len = reply_len(q, body) - q.l4_off;
+    let counts = match body {
+        Body::A(n) | Body::Aaaa(n) => (*n as u16, 0u16),
+        Body::NoData(_) | Body::NxDomain(_) => (0, 1),
+    };
+    let rcode = if matches!(body, Body::NxDomain(_)) {
+        RCODE_NXDOMAIN
+    } else {
+        0
+    };
+    let sum = headers(b, q, udp_len, counts, rcode, name_sum)?;
+
     let mut tail = q.qtype as u64 + CLASS_IN as u64;
     let body_off = q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4;
     let owner = [0xc0, QNAME_OFF as u8];
@@ -193,32 +250,72 @@ pub fn write(
             tail += words(&soa);
         }
     }
-    if q.has_opt == 1 {
-        let o: *mut Opt = ptr_at(b, body_off + body.len())?;
-        let payload = EDNS_PAYLOAD.to_be_bytes();
-        unsafe {
-            (*o).name = 0;
-            (*o).rtype = TYPE_OPT.to_be_bytes();
-            (*o).payload = payload;
-            (*o).ext_rcode = 0;
-            (*o).version = 0;
-            (*o).flags = q.do_bit.to_be_bytes();
-            (*o).rdlen = [0, 0];
-        }
-        // Bytes: 00 | 00 29 | payload(2) | 00 | 00 | flags(2) | 00 00, paired from the start.
-        tail += word(TYPE_OPT as u8, payload[0]) + word(payload[1], 0);
-        tail += (q.do_bit >> 8) as u64;
-    }
-    let tail = fold(tail);
-    sum += if q.qlen & 1 == 1 {
-        tail.swap_bytes()
-    } else {
-        tail
-    } as u64;
+    tail += opt(b, q, body_off + body.len())?;
+    finish(b, q, sum, tail)
+}
 
-    unsafe {
-        (*udp).csum = finish_udp(sum).to_be_bytes();
+/// Frame length of the PTR answer to `q` with a target of `len` bytes.
+#[inline(always)]
+pub fn ptr_reply_len(q: &Query, len: usize) -> usize {
+    q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4 + PTR_FIXED_LEN + len + q.has_opt as usize * OPT_LEN
+}
+
+/// Writes a one-record PTR answer into a frame already resized to `ptr_reply_len`.
+/// The target is written as it is stored (uncompressed: it shares no suffix with a
+/// reverse name), as userspace writes it.
+#[inline(always)]
+pub fn write_ptr(b: &Bounds, q: &Query, rec: &PtrRecord, name_sum: u64) -> Result<(), Counter> {
+    let len = rec.len as usize & (NAME_KEY_LEN - 1);
+    let udp_len = ptr_reply_len(q, len) - q.l4_off;
+    let sum = headers(b, q, udp_len, (1, 0), 0, name_sum)?;
+    let body_off = q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4;
+    let f = rr_fixed(TYPE_PTR, rec.ttl, len as u16);
+    let head = [
+        0xc0,
+        QNAME_OFF as u8,
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+        f[4],
+        f[5],
+        f[6],
+        f[7],
+        f[8],
+        f[9],
+    ];
+    let h: *mut [u8; PTR_FIXED_LEN] = ptr_at(b, body_off)?;
+    unsafe { *h = head };
+    // Two bytes at a time (an odd length rewrites its second-to-last byte): LLVM turns a
+    // one-byte bounds check into `p >= end`, which gives the verifier no range.
+    let target = body_off + PTR_FIXED_LEN;
+    let mut i = 0;
+    while i < NAME_KEY_LEN {
+        if i + 2 > len {
+            break;
+        }
+        copy_pair(b, target, rec, i)?;
+        i += 2;
     }
+    if len & 1 == 1 {
+        copy_pair(b, target, rec, len - 2)?;
+    }
+    let mut tail = q.qtype as u64 + CLASS_IN as u64 + words(&head) + rec.sum as u64;
+    // The OPT follows the target: on an odd offset when the target's length is odd.
+    let o = fold(opt(b, q, body_off + PTR_FIXED_LEN + len)?);
+    tail += if len & 1 == 1 { o.swap_bytes() } else { o } as u64;
+    finish(b, q, sum, tail)
+}
+
+/// Copies target bytes `i` and `i + 1` to `off + i`.
+#[inline(always)]
+fn copy_pair(b: &Bounds, off: usize, rec: &PtrRecord, i: usize) -> Result<(), Counter> {
+    let i = i & (NAME_KEY_LEN - 1);
+    if i + 1 >= NAME_KEY_LEN {
+        return Err(Counter::Malformed);
+    }
+    let p: *mut [u8; 2] = ptr_at(b, off + i)?;
+    unsafe { *p = [rec.target[i], rec.target[i + 1]] };
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Where a name the map does not hold sits: under the zone (NXDOMAIN, once the map is
-//! complete), under `pod.<zone>` (pod names are computed by userspace: pass), or outside
+//! complete), under `pod.<zone>` (pod names are computed: the pod program's), or outside
 //! the zone (userspace forwards it: pass).
 use core::ptr::{read_volatile, write_volatile};
 
@@ -17,15 +17,23 @@ fn key_at(s: *const Scratch, off: usize) -> u8 {
     unsafe { read_volatile(&(*s).key.name[off & (NAME_KEY_LEN - 1)]) }
 }
 
-/// `Ok` when the walked name (`qlen` bytes, lower-cased in the scratch key) ends in the
-/// zone `zone` (`zone_len` bytes) on a label boundary and is not under `pod.<zone>`.
+/// Where a name under the zone sits.
+pub enum Under {
+    /// Anywhere but below `pod.<zone>`.
+    Zone,
+    /// Below `pod.<zone>`; the offset of the `pod` label's length octet.
+    Pods(usize),
+}
+
+/// Whether the walked name (`qlen` bytes, lower-cased in the scratch key) ends in the
+/// zone `zone` (`zone_len` bytes) on a label boundary (`Err(OutOfZone)` if not), and where.
 #[inline(always)]
 pub fn nxdomain_applies(
     s: *mut Scratch,
     qlen: usize,
     zone: &NameKey,
     zone_len: usize,
-) -> Result<(), Counter> {
+) -> Result<Under, Counter> {
     if zone_len == 0 || zone_len > qlen || qlen > MAX_NAME_LEN {
         return Err(Counter::OutOfZone);
     }
@@ -56,9 +64,9 @@ pub fn nxdomain_applies(
         && key_at(s, start - 2) == b'o'
         && key_at(s, start - 1) == b'd'
     {
-        return Err(Counter::PodName);
+        return Ok(Under::Pods(start - 4));
     }
-    Ok(())
+    Ok(Under::Zone)
 }
 
 /// `Ok` when the question spells the zone in lower case, so the SOA owner (a pointer into

@@ -171,12 +171,10 @@ fn report(changes: Vec<Change>) {
 fn publish(zone: &Zone, kernel: Option<&mut Kernel>, records: Records, nxdomain: bool) {
     let t = Instant::now();
     if let Some(k) = kernel {
-        match k.maps.publish(
-            records.kernel_zone(),
-            &records.kernel_zone_name(),
-            &records.kernel_records(),
-            nxdomain && records.synced,
-        ) {
+        match k
+            .maps
+            .publish(&records.kernel_view(), nxdomain && records.synced)
+        {
             Ok(stats) => tracing::info!(
                 ?stats,
                 sync_ms = t.elapsed().as_secs_f64() * 1e3,

@@ -46,13 +46,8 @@ impl Differ {
         let mut maps = KernelMaps::take(&mut ebpf).map_err(|e| e.to_string())?;
         let addrs: [IpAddr; 2] = [SVC4.parse().unwrap(), SVC6.parse().unwrap()];
         maps.sync_service_addrs(&addrs).map_err(|e| e.to_string())?;
-        maps.publish(
-            zone.kernel_zone(),
-            &zone.kernel_zone_name(),
-            &zone.kernel_records(),
-            true,
-        )
-        .map_err(|e| e.to_string())?;
+        maps.publish(&zone.kernel_view(), true)
+            .map_err(|e| e.to_string())?;
         Ok(Self { ebpf, maps, zone })
     }
 
@@ -269,7 +264,7 @@ pub fn random_case(name: &str, rng: &mut Rng, zone_too: bool) -> String {
     flipped + tail
 }
 
-fn dotted(w: &[u8]) -> String {
+pub fn dotted(w: &[u8]) -> String {
     let mut s = String::new();
     let mut at = 0;
     while at < w.len() && w[at] != 0 {

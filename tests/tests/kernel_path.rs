@@ -94,7 +94,7 @@ fn setup() -> Option<Kernel> {
     if !tests::require_root("kernel_path") {
         return None;
     }
-    let mut ebpf = dataplane::load(None).expect("the verifier accepts both programs");
+    let mut ebpf = dataplane::load(None).expect("the verifier accepts every program");
     for (prog, n) in dataplane::verified_insns(&ebpf) {
         println!("verified_insns {prog} {n:?}");
     }
@@ -107,13 +107,7 @@ fn setup() -> Option<Kernel> {
 
 /// As the daemon does: zone, records, then "complete" (the kernel may say NXDOMAIN).
 fn publish(maps: &mut KernelMaps, zone: &Records) {
-    maps.publish(
-        zone.kernel_zone(),
-        &zone.kernel_zone_name(),
-        &zone.kernel_records(),
-        true,
-    )
-    .unwrap();
+    maps.publish(&zone.kernel_view(), true).unwrap();
 }
 
 impl Kernel {
@@ -436,8 +430,8 @@ fn malformed_and_foreign_packets_pass_with_their_reason() {
             frame4(&dns_query(
                 1,
                 0,
-                &wire("10-1-2-3.shop.pod.cluster.local"),
-                1,
+                &wire("fd00-0-0-0-0-0-0-1.shop.pod.cluster.local"),
+                28,
                 1,
                 None,
             )),
@@ -676,14 +670,7 @@ fn unknown_names_in_the_zone_are_nxdomain_in_the_kernel() {
         &mut k.zone,
         Records::unsynced(&ZoneConfig::new("cluster.local", 30).unwrap()),
     );
-    k.maps
-        .publish(
-            zone.kernel_zone(),
-            &zone.kernel_zone_name(),
-            &zone.kernel_records(),
-            false,
-        )
-        .unwrap();
+    k.maps.publish(&zone.kernel_view(), false).unwrap();
     let q = dns_query(9, 0x0100, &wire(names[0]), 1, 1, None);
     k.assert_passes(
         Hook::Xdp,
@@ -909,4 +896,130 @@ fn generated_corpus_kernel_and_userspace_agree() {
         n("answered NOERROR") > 100 && n("answered NXDOMAIN") > 200 && n("passed") > 500,
         "every outcome well covered: {seen:?}"
     );
+}
+
+/// Pod names in each `pods` mode and PTR queries are answered in the kernel, byte for byte
+/// as userspace answers them, through both hooks and both families; what the kernel leaves
+/// to userspace (the IPv6 dashed form) passes, and userspace answers it.
+#[test]
+fn pod_names_and_ptr_are_answered_in_the_kernel() {
+    use dns_userspace::model::{view::PodView, PodMode};
+    use tests::differ::{dotted, query, wire, Differ, Verdict};
+    if !tests::require_root("pod names and PTR") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let mut view = dns_userspace::source::manifests::load_dir(&dir).unwrap();
+    view.pods.push(PodView {
+        namespace: "shop".into(),
+        name: "web-1".into(),
+        ips: vec![
+            "10.244.1.5".parse().unwrap(),
+            "fd00:244::5".parse().unwrap(),
+        ],
+    });
+    const NOERROR: Verdict = Verdict::Answered(0);
+    const NXDOMAIN: Verdict = Verdict::Answered(3);
+    const PASSED: Verdict = Verdict::Passed;
+    let (a, aaaa) = (1u16, 28u16);
+    type Case<'a> = (&'a str, u16, Verdict);
+    let cases: [(PodMode, &[Case]); 3] = [
+        (
+            PodMode::Insecure,
+            &[
+                ("10-244-1-5.shop.pod", a, NOERROR),
+                ("10-244-1-5.Shop.POD", a, NOERROR),
+                ("10-244-1-5.shop.pod", aaaa, NOERROR),
+                ("10-9-9-9.shop.pod", a, NOERROR),
+                ("255-255-255-255.default.pod", a, NOERROR),
+                ("shop.pod", a, NOERROR),
+                ("pod", a, NOERROR),
+                ("10-1-2-3.nope.pod", a, NXDOMAIN),
+                ("nope.pod", aaaa, NXDOMAIN),
+                ("10-01-2-3.shop.pod", a, NXDOMAIN),
+                ("10-1-2-256.shop.pod", a, NXDOMAIN),
+                ("a-b-c-d.shop.pod", a, NXDOMAIN),
+                ("x.10-1-2-3.shop.pod", a, NXDOMAIN),
+                ("fd00-244-0-0-0-0-0-5.shop.pod", aaaa, PASSED),
+                ("10--1-2.shop.pod", a, PASSED),
+            ],
+        ),
+        (
+            PodMode::Verified,
+            &[
+                ("10-244-1-5.shop.pod", a, NOERROR),
+                ("10-244-1-5.shop.pod", aaaa, NOERROR),
+                ("10-9-9-9.shop.pod", a, NXDOMAIN),
+                ("10-244-1-5.default.pod", a, NXDOMAIN),
+                ("shop.pod", a, NOERROR),
+            ],
+        ),
+        (
+            PodMode::Disabled,
+            &[
+                ("10-244-1-5.shop.pod", a, NXDOMAIN),
+                ("shop.pod", a, NXDOMAIN),
+                ("pod", a, NOERROR),
+            ],
+        ),
+    ];
+    for (mode, cases) in cases {
+        let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
+        cfg.ns_addrs = vec![svc4(), svc6()];
+        cfg.pods = mode;
+        let d = Differ::new(Records::build(&cfg, &view)).expect("programs load");
+        for (name, qtype, want) in cases {
+            let qname = wire(&format!("{name}.cluster.local."));
+            for (v6, tc, opt) in [
+                (false, false, None),
+                (true, false, Some((1232, false))),
+                (false, true, Some((4096, true))),
+                (true, true, None),
+            ] {
+                let got = d
+                    .check(&query(7, &qname, *qtype, opt), v6, tc)
+                    .unwrap_or_else(|e| panic!("{mode:?} {name} {qtype}: {e}"));
+                assert_eq!(
+                    got, *want,
+                    "{mode:?} {name} type {qtype} (v6 {v6}, tc {tc})"
+                );
+            }
+        }
+    }
+
+    // PTR: every reverse name with one PTR record (cluster IPs, endpoint addresses).
+    let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
+    cfg.ns_addrs = vec![svc4(), svc6()];
+    let d = Differ::new(Records::build(&cfg, &view)).expect("programs load");
+    let ptrs = d.zone.kernel_ptrs();
+    let v4 = ptrs
+        .keys()
+        .filter(|k| k.name.ends_with(&[0u8; 200]))
+        .count();
+    assert!(ptrs.len() >= 4 && v4 >= 2, "{} PTR names", ptrs.len());
+    let mut flip = false;
+    for key in ptrs.keys() {
+        let len = key.name.iter().position(|b| *b == 0).unwrap() + 1;
+        let mut name = dotted(&key.name[..len]);
+        if flip {
+            name = name.to_uppercase();
+        }
+        flip = !flip;
+        for (v6, tc, opt) in [(false, false, None), (true, true, Some((1232, true)))] {
+            let got = d
+                .check(&query(9, &wire(&name), 12, opt), v6, tc)
+                .unwrap_or_else(|e| panic!("PTR {name}: {e}"));
+            assert_eq!(got, NOERROR, "PTR {name} answered in the kernel");
+            // Other types for a reverse name are userspace's.
+            let got = d.check(&query(9, &wire(&name), 1, opt), v6, tc).unwrap();
+            assert_eq!(got, PASSED, "A {name}");
+        }
+    }
+    // A reverse name nobody has, and a PTR query for a forward name: userspace's.
+    for name in ["9.9.9.10.in-addr.arpa.", "web.shop.svc.cluster.local."] {
+        let got = d
+            .check(&query(9, &wire(name), 12, None), false, false)
+            .unwrap();
+        assert_eq!(got, PASSED, "PTR {name}");
+    }
 }

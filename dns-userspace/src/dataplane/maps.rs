@@ -5,23 +5,102 @@ use std::{
     path::Path,
 };
 
+use aya::Pod;
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
 use dns_common::{
-    maps as m, Counter, IfaceCounters, NameKey, NameRecords, ServiceAddr, ZoneInfo, COUNTER_COUNT,
-    ZONE_COMPLETE,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, PtrRecord, ServiceAddr,
+    ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE,
 };
 
 use super::{Error, Result};
+use crate::model::KernelView;
+
+/// A hash map kept equal to a desired set of entries by writing only the differences.
+pub struct Mirror<K, V> {
+    name: &'static str,
+    map: HashMap<MapData, K, V>,
+    /// What the map holds, as last read or written: later syncs diff against it instead
+    /// of reading the whole map back. Dropped (and the map re-read) after any failed
+    /// write, so it never drifts from the kernel's copy.
+    shadow: Option<BTreeMap<K, V>>,
+}
+
+impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
+    fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self> {
+        let data = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
+        Ok(Self {
+            name,
+            map: HashMap::try_from(data).map_err(map_err(name))?,
+            shadow: None,
+        })
+    }
+
+    /// Makes the map hold exactly `desired`: writes only what differs, deletes what is not
+    /// desired. Running it twice changes nothing the second time. The first sync reads the
+    /// map as it is (pins adopted from an earlier daemon are kept, not cleared).
+    pub fn sync(&mut self, desired: &BTreeMap<K, V>) -> Result<SyncStats> {
+        let mut current = match self.shadow.take() {
+            Some(s) => s,
+            None => {
+                let mut read = BTreeMap::new();
+                for entry in self.map.iter() {
+                    let (k, v) = entry.map_err(map_err(self.name))?;
+                    read.insert(k, v);
+                }
+                read
+            }
+        };
+        let mut stats = SyncStats::default();
+        for (k, v) in desired {
+            if current.get(k) == Some(v) {
+                stats.unchanged += 1;
+                continue;
+            }
+            // On error the shadow stays dropped: the next sync re-reads the map.
+            self.map.insert(k, v, 0).map_err(map_err(self.name))?;
+            current.insert(*k, *v);
+            stats.upserted += 1;
+        }
+        let stale: Vec<K> = current
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.map.remove(&k).map_err(map_err(self.name))?;
+            current.remove(&k);
+            stats.deleted += 1;
+        }
+        self.shadow = Some(current);
+        Ok(stats)
+    }
+
+    /// Entries the map holds (from the shadow, else read from the map).
+    pub fn len(&self) -> usize {
+        match &self.shadow {
+            Some(s) => s.len(),
+            None => self.map.keys().count(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A set as a map's entries (value 1).
+fn as_set(keys: &BTreeSet<PodKey>) -> BTreeMap<PodKey, u8> {
+    keys.iter().map(|k| (*k, 1)).collect()
+}
 
 pub struct KernelMaps {
-    records: HashMap<MapData, NameKey, NameRecords>,
-    /// What the records map holds, as last read or written: later syncs diff against it
-    /// instead of reading the whole map back. Dropped (and the map re-read) after any
-    /// failed write, so it never drifts from the kernel's copy.
-    shadow: Option<BTreeMap<NameKey, NameRecords>>,
+    records: Mirror<NameKey, NameRecords>,
+    pod_ns: Mirror<PodKey, u8>,
+    pod_addrs: Mirror<PodKey, u8>,
+    ptrs: Mirror<NameKey, PtrRecord>,
     zone: Array<MapData, ZoneInfo>,
     zone_name: Array<MapData, NameKey>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
@@ -46,10 +125,16 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
 
 impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let records = Mirror::take(ebpf, m::RECORDS)?;
+        let pod_ns = Mirror::take(ebpf, m::POD_NS)?;
+        let pod_addrs = Mirror::take(ebpf, m::POD_ADDRS)?;
+        let ptrs = Mirror::take(ebpf, m::PTR_RECORDS)?;
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         Ok(Self {
-            records: HashMap::try_from(take(m::RECORDS)?).map_err(map_err(m::RECORDS))?,
-            shadow: None,
+            records,
+            pod_ns,
+            pod_addrs,
+            ptrs,
             zone_info: None,
             fresh_for: FRESH_FOR,
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
@@ -61,57 +146,19 @@ impl KernelMaps {
         })
     }
 
-    /// Makes the records map hold exactly `desired`: writes only what differs, deletes what
-    /// is not desired. Running it twice changes nothing the second time. The first sync
-    /// reads the map as it is (pins adopted from an earlier daemon are kept, not cleared).
+    /// Makes the records map hold exactly `desired` (see [`Mirror::sync`]).
     pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
-        let mut current = match self.shadow.take() {
-            Some(s) => s,
-            None => {
-                let mut read = BTreeMap::new();
-                for entry in self.records.iter() {
-                    let (k, v) = entry.map_err(map_err(m::RECORDS))?;
-                    read.insert(k, v);
-                }
-                read
-            }
-        };
-        let mut stats = SyncStats::default();
-        for (k, v) in desired {
-            if current.get(k) == Some(v) {
-                stats.unchanged += 1;
-                continue;
-            }
-            // On error the shadow stays dropped: the next sync re-reads the map.
-            self.records.insert(k, v, 0).map_err(map_err(m::RECORDS))?;
-            current.insert(*k, *v);
-            stats.upserted += 1;
-        }
-        let stale: Vec<NameKey> = current
-            .keys()
-            .filter(|k| !desired.contains_key(*k))
-            .copied()
-            .collect();
-        for k in stale {
-            self.records.remove(&k).map_err(map_err(m::RECORDS))?;
-            current.remove(&k);
-            stats.deleted += 1;
-        }
-        self.shadow = Some(current);
-        Ok(stats)
+        self.records.sync(desired)
     }
 
-    /// Makes the kernel serve a zone: its name and SOA first, then the records; only once
-    /// they have all landed (and if `nxdomain`) does the zone say the map is complete, which
-    /// lets the kernel answer NXDOMAIN. A failed write leaves it saying incomplete, so
-    /// unknown names pass to userspace until a sync succeeds.
-    pub fn publish(
-        &mut self,
-        zone: ZoneInfo,
-        name: &NameKey,
-        records: &BTreeMap<NameKey, NameRecords>,
-        nxdomain: bool,
-    ) -> Result<SyncStats> {
+    /// Makes the kernel serve a zone: its name and SOA first, then the pod namespaces and
+    /// addresses, the PTR records and the records; only once they have all landed (and if
+    /// `nxdomain`) does the zone say the maps are complete, which lets the kernel answer
+    /// NXDOMAIN (and pod names, which it reaches that way). A failed write leaves it saying
+    /// incomplete, so unknown names pass to userspace until a sync succeeds. The stats are
+    /// the records map's.
+    pub fn publish(&mut self, view: &KernelView, nxdomain: bool) -> Result<SyncStats> {
+        let (zone, name) = (view.zone, &view.zone_name);
         let complete = |z: &ZoneInfo, on: bool| {
             let mut z = *z;
             if on {
@@ -130,7 +177,13 @@ impl KernelMaps {
                 .set(0, name, 0)
                 .map_err(map_err(m::ZONE_NAME))?;
         }
-        let stats = match self.sync_records(records) {
+        let synced = self
+            .pod_ns
+            .sync(&as_set(&view.pod_namespaces))
+            .and_then(|_| self.pod_addrs.sync(&as_set(&view.pod_addrs)))
+            .and_then(|_| self.ptrs.sync(&view.ptrs))
+            .and_then(|_| self.records.sync(&view.records));
+        let stats = match synced {
             Ok(s) => s,
             Err(e) => {
                 self.set_zone(&complete(&zone, false))?;
@@ -200,10 +253,12 @@ impl KernelMaps {
 
     /// Names the kernel holds (from the reconciler's shadow, else read from the map).
     pub fn records_len(&self) -> usize {
-        match &self.shadow {
-            Some(s) => s.len(),
-            None => self.records.keys().count(),
-        }
+        self.records.len()
+    }
+
+    /// PTR records the kernel holds.
+    pub fn ptrs_len(&self) -> usize {
+        self.ptrs.len()
     }
 }
 

@@ -10,10 +10,11 @@ pub mod snapshot;
 use std::path::{Path, PathBuf};
 
 use aya::{
+    maps::ProgramArray,
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use dns_common::{maps as m, programs};
+use dns_common::{maps as m, programs, TAIL_POD, TAIL_PTR};
 
 /// The kernel object, built for bpfel-unknown-none by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
@@ -48,13 +49,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Maps shared across daemon restarts, pinned by name under the pin folder.
-pub const PINNED_MAPS: [&str; 6] = [
+pub const PINNED_MAPS: [&str; 11] = [
     m::RECORDS,
     m::ZONE,
     m::SERVICE_ADDRS,
     m::COUNTERS,
     m::IFACE_COUNTERS,
     m::ZONE_NAME,
+    m::POD_NS,
+    m::POD_ADDRS,
+    m::PTR_RECORDS,
+    // Pinned so the programs the pinned links run keep reaching their tail-called ones
+    // while no daemon runs: an unpinned program array is emptied with its last fd.
+    m::XDP_TAILS,
+    m::TC_TAILS,
 ];
 
 /// Where this layout's maps are pinned under the pin folder.
@@ -112,44 +120,81 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT)?;
-    let prog = |name| Error::MissingProgram(name);
-    let xdp: &mut Xdp = ebpf
-        .program_mut(programs::XDP)
-        .ok_or(prog(programs::XDP))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            name: programs::XDP,
-            source,
-        })?;
-    xdp.load().map_err(|source| Error::Program {
-        name: programs::XDP,
-        source,
-    })?;
-    let tc: &mut SchedClassifier = ebpf
-        .program_mut(programs::TC)
-        .ok_or(prog(programs::TC))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            name: programs::TC,
-            source,
-        })?;
-    tc.load().map_err(|source| Error::Program {
-        name: programs::TC,
-        source,
-    })?;
+    for name in [programs::XDP, programs::XDP_POD, programs::XDP_PTR] {
+        program::<Xdp>(&mut ebpf, name)?
+            .load()
+            .map_err(|source| Error::Program { name, source })?;
+    }
+    for name in [programs::TC, programs::TC_POD, programs::TC_PTR] {
+        program::<SchedClassifier>(&mut ebpf, name)?
+            .load()
+            .map_err(|source| Error::Program { name, source })?;
+    }
+    fill_tails(
+        &mut ebpf,
+        m::XDP_TAILS,
+        programs::XDP_POD,
+        programs::XDP_PTR,
+    )?;
+    fill_tails(&mut ebpf, m::TC_TAILS, programs::TC_POD, programs::TC_PTR)?;
     Ok(ebpf)
+}
+
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
+
+/// Points a program array's slots at this object's pod and PTR programs (replacing an
+/// earlier daemon's, when the array was adopted from the pins).
+fn fill_tails(
+    ebpf: &mut Ebpf,
+    array: &'static str,
+    pod: &'static str,
+    ptr: &'static str,
+) -> Result<()> {
+    let fd = |name: &'static str| -> Result<aya::programs::ProgramFd> {
+        let p = ebpf.program(name).ok_or(Error::MissingProgram(name))?;
+        let fd = p.fd().map_err(|source| Error::Program { name, source })?;
+        fd.try_clone().map_err(|e| Error::Program {
+            name,
+            source: aya::programs::ProgramError::IOError(e),
+        })
+    };
+    let (pod_fd, ptr_fd) = (fd(pod)?, fd(ptr)?);
+    let map = ebpf.map_mut(array).ok_or(Error::MissingMap(array))?;
+    let err = |source| Error::Map {
+        name: array,
+        source,
+    };
+    let mut tails = ProgramArray::try_from(map).map_err(err)?;
+    tails.set(TAIL_POD, &pod_fd, 0).map_err(err)?;
+    tails.set(TAIL_PTR, &ptr_fd, 0).map_err(err)?;
+    Ok(())
 }
 
 /// Instructions the verifier processed for each program (kernel 5.16+).
 pub fn verified_insns(ebpf: &Ebpf) -> Vec<(&'static str, Option<u32>)> {
-    [programs::XDP, programs::TC]
-        .into_iter()
-        .map(|name| {
-            let n = ebpf
-                .program(name)
-                .and_then(|p| p.info().ok())
-                .and_then(|i| i.verified_instruction_count());
-            (name, n)
-        })
-        .collect()
+    [
+        programs::XDP,
+        programs::XDP_POD,
+        programs::XDP_PTR,
+        programs::TC,
+        programs::TC_POD,
+        programs::TC_PTR,
+    ]
+    .into_iter()
+    .map(|name| {
+        let n = ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count());
+        (name, n)
+    })
+    .collect()
 }

@@ -5,6 +5,7 @@
 //! kubernetes plugin; each such choice is named where it is made.
 mod build;
 pub mod config;
+mod kernel;
 pub mod name;
 pub mod selector;
 pub mod view;
@@ -17,9 +18,8 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use dns_common::{NameKey, NameRecords, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN, NAME_PASS};
-
 pub use config::{PodMode, ZoneConfig};
+pub use kernel::KernelView;
 pub use name::{wire_from_dotted, NameError};
 
 /// SOA timers, as CoreDNS's kubernetes plugin sets them; the minimum is the record TTL.
@@ -308,70 +308,6 @@ impl Records {
             (QType::Aaaa, IpAddr::V6(v6)) => answer([rec(qname, RData::Aaaa(v6))]),
             _ => Lookup::NoData,
         })
-    }
-
-    /// The kernel map's desired contents: every name of the zone that exists (the apex and
-    /// empty non-terminals included), so that a name under the zone the map lacks is
-    /// NXDOMAIN. Names the kernel cannot answer as [`Records::lookup`] does are flagged
-    /// [`NAME_PASS`]: CNAME owners, families larger than a value holds. The `pod.<zone>`
-    /// subtree is left out: pod names are computed at lookup time, so the kernel passes it.
-    pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
-        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
-        let mut out = BTreeMap::new();
-        let empty = RRSet::default();
-        let apex = std::iter::once(self.cfg.zone.as_slice());
-        for owner in apex.chain(self.names.iter().map(Vec::as_slice)) {
-            if owner.len() > MAX_NAME_LEN || name::is_within(owner, &pod_zone) {
-                continue;
-            }
-            let set = self.rrsets.get(owner).unwrap_or(&empty);
-            let mut key = NameKey::zeroed();
-            key.name[..owner.len()].copy_from_slice(owner);
-            let mut v = NameRecords::empty(self.cfg.ttl);
-            if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
-                v.flags = NAME_PASS;
-            } else {
-                v.a_count = set.a.len() as u8;
-                v.aaaa_count = set.aaaa.len() as u8;
-                for (slot, a) in v.a.iter_mut().zip(&set.a) {
-                    *slot = a.octets();
-                }
-                for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
-                    *slot = a.octets();
-                }
-            }
-            out.insert(key, v);
-        }
-        out
-    }
-
-    /// The zone's wire name, as the kernel's NXDOMAIN check compares it.
-    pub fn kernel_zone_name(&self) -> NameKey {
-        let mut key = NameKey::zeroed();
-        let z = &self.cfg.zone;
-        key.name[..z.len().min(MAX_NAME_LEN)].copy_from_slice(&z[..z.len().min(MAX_NAME_LEN)]);
-        key
-    }
-
-    /// The SOA as the kernel writes it into NODATA answers.
-    pub fn kernel_zone(&self) -> ZoneInfo {
-        let soa = self.soa();
-        ZoneInfo {
-            zone_len: self.cfg.zone.len() as u32,
-            soa_ttl: self.cfg.ttl.min(soa.minimum),
-            serial: soa.serial,
-            refresh: soa.refresh,
-            retry: soa.retry,
-            expire: soa.expire,
-            minimum: soa.minimum,
-            flags: if self.cfg.loadbalance {
-                dns_common::ZONE_ROTATE
-            } else {
-                0
-            },
-            // Set by the map writer, which knows the clock; the model stays pure.
-            fresh_until_ns: 0,
-        }
     }
 }
 

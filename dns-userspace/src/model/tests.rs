@@ -509,8 +509,8 @@ fn kernel_entries_are_the_in_zone_address_sets() {
             "{want}: NODATA"
         );
     }
-    // CNAME owners are there but passed; reverse names are not in the zone; the pod
-    // subtree is left to userspace.
+    // CNAME owners are there but passed; reverse names are not in the zone; below
+    // `pod.<zone>` the kernel's pod program computes names (`pod.<zone>` itself is NODATA).
     let alias = k
         .iter()
         .find(|(key, _)| dotted(&key.name).starts_with("alias."))
@@ -520,9 +520,10 @@ fn kernel_entries_are_the_in_zone_address_sets() {
     assert!(
         !names
             .iter()
-            .any(|n| n.ends_with("arpa.") || n.ends_with("pod.cluster.local.")),
+            .any(|n| n.ends_with("arpa.") || n.ends_with(".pod.cluster.local.")),
         "{names:?}"
     );
+    assert!(names.contains(&"pod.cluster.local.".to_string()));
     let db = k
         .iter()
         .find(|(key, _)| dotted(&key.name) == "db.shop.svc.cluster.local.")
@@ -564,5 +565,115 @@ fn serial_follows_content_only() {
     assert_eq!(
         (soa.refresh, soa.retry, soa.expire, soa.minimum, soa.serial),
         (7200, 1800, 86400, 30, a.serial)
+    );
+}
+
+#[test]
+fn kernel_pod_maps_follow_the_pods_mode() {
+    let mut view = cluster();
+    view.pods.push(PodView {
+        namespace: "shop".into(),
+        name: "web-1".into(),
+        ips: ips(&["10.244.1.5", "fd00:244::5"]),
+    });
+    let ns_names = |keys: &std::collections::BTreeSet<dns_common::PodKey>| -> Vec<String> {
+        keys.iter()
+            .map(|k| {
+                let end = k.ns.iter().position(|b| *b == 0).unwrap_or(k.ns.len());
+                String::from_utf8_lossy(&k.ns[..end]).into_owned()
+            })
+            .collect()
+    };
+    let mut c = cfg();
+    for (mode, flags) in [
+        (PodMode::Insecure, 0),
+        (PodMode::Verified, dns_common::ZONE_PODS_VERIFIED),
+        (PodMode::Disabled, dns_common::ZONE_PODS_DISABLED),
+    ] {
+        c.pods = mode;
+        let z = Records::build(&c, &view);
+        let k = z.kernel_view();
+        assert_eq!(
+            k.zone.flags & (dns_common::ZONE_PODS_VERIFIED | dns_common::ZONE_PODS_DISABLED),
+            flags
+        );
+        assert_eq!(k.zone.record_ttl, 30);
+        let namespaces = ns_names(&k.pod_namespaces);
+        if mode == PodMode::Disabled {
+            assert!(namespaces.is_empty(), "{namespaces:?}");
+        } else {
+            assert_eq!(namespaces, ["default", "empty", "kube-system", "shop"]);
+            assert!(k.pod_namespaces.iter().all(|p| p.addr == [0; 16]));
+        }
+        if mode == PodMode::Verified {
+            // IPv4 addresses only: the kernel passes the IPv6 dashed form.
+            let got: Vec<(String, [u8; 16])> = k
+                .pod_addrs
+                .iter()
+                .map(|p| (ns_names(&[*p].into()).concat(), p.addr))
+                .collect();
+            let mut want: Vec<(String, [u8; 16])> = view
+                .pods
+                .iter()
+                .flat_map(|p| p.ips.iter().map(move |ip| (p, ip)))
+                .filter_map(|(p, ip)| match ip {
+                    IpAddr::V4(v4) => Some((
+                        p.namespace.clone(),
+                        dns_common::ServiceAddr::v4(v4.octets()).addr,
+                    )),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            want.sort();
+            assert!(want.len() >= 2, "{want:?}");
+            assert_eq!(got, want);
+        } else {
+            assert!(k.pod_addrs.is_empty());
+        }
+    }
+}
+
+#[test]
+fn kernel_ptrs_are_the_single_ptr_reverse_names() {
+    let z = Records::build(&cfg(), &cluster());
+    let ptrs = z.kernel_ptrs();
+    let find = |name: &str| {
+        ptrs.iter()
+            .find(|(k, _)| dotted(&k.name) == name)
+            .map(|(_, v)| *v)
+    };
+    let web = find("7.12.96.10.in-addr.arpa.").expect("the cluster IP's PTR");
+    let target = wire_from_dotted("web.shop.svc.cluster.local").unwrap();
+    assert_eq!(
+        (web.ttl, web.len as usize, &web.target[..target.len()]),
+        (30, target.len(), target.as_slice())
+    );
+    assert!(web.target[target.len()..].iter().all(|b| *b == 0));
+    assert_eq!(web.sum as u16, super::kernel::ones_sum(&target));
+    assert!(
+        find("5.0.1.10.in-addr.arpa.").is_some(),
+        "an endpoint's PTR"
+    );
+    // Every reverse name the model answers with exactly one PTR is there, nothing else.
+    let single = z
+        .owners()
+        .filter(|o| z.rrset(o).is_some_and(|s| s.ptr.len() == 1))
+        .count();
+    assert_eq!(ptrs.len(), single);
+    assert!(ptrs.keys().all(|k| dotted(&k.name).ends_with("arpa.")));
+}
+
+#[test]
+fn ones_sum_is_rfc_1071() {
+    use super::kernel::ones_sum;
+    assert_eq!(ones_sum(&[]), 0);
+    assert_eq!(ones_sum(&[0x12]), 0x1200);
+    assert_eq!(ones_sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+    // Carries wrap around: 0xffff + 0x0002 = 0x0002 (end-around carry).
+    assert_eq!(ones_sum(&[0xff, 0xff, 0x00, 0x02]), 0x0002);
+    // RFC 1071's example: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
+    assert_eq!(
+        ones_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+        0xddf2
     );
 }

@@ -1,0 +1,174 @@
+//! The record model as the kernel maps hold it: every value here is what one map must
+//! contain for the kernel to answer exactly as [`Records::lookup`] does.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use dns_common::{
+    NameKey, NameRecords, PodKey, PtrRecord, ServiceAddr, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN,
+    NAME_KEY_LEN, NAME_PASS, ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
+};
+
+use super::{name, PodMode, RRSet, Records, IN_ADDR_ARPA, IP6_ARPA};
+
+/// Everything the kernel maps hold for one zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelView {
+    pub zone: ZoneInfo,
+    pub zone_name: NameKey,
+    pub records: BTreeMap<NameKey, NameRecords>,
+    pub pod_namespaces: BTreeSet<PodKey>,
+    pub pod_addrs: BTreeSet<PodKey>,
+    pub ptrs: BTreeMap<NameKey, PtrRecord>,
+}
+
+impl Records {
+    pub fn kernel_view(&self) -> KernelView {
+        KernelView {
+            zone: self.kernel_zone(),
+            zone_name: self.kernel_zone_name(),
+            records: self.kernel_records(),
+            pod_namespaces: self.kernel_pod_namespaces(),
+            pod_addrs: self.kernel_pod_addrs(),
+            ptrs: self.kernel_ptrs(),
+        }
+    }
+
+    /// The kernel map's desired contents: every name of the zone that exists (the apex and
+    /// empty non-terminals included), so that a name under the zone the map lacks is
+    /// NXDOMAIN. Names the kernel cannot answer as [`Records::lookup`] does are flagged
+    /// [`NAME_PASS`]: CNAME owners, families larger than a value holds. Names below
+    /// `pod.<zone>` are left out: the kernel's pod program computes them (from
+    /// [`Records::kernel_pod_namespaces`] and [`Records::kernel_pod_addrs`]).
+    pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
+        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
+        let mut out = BTreeMap::new();
+        let empty = RRSet::default();
+        let apex = std::iter::once(self.cfg.zone.as_slice());
+        for owner in apex.chain(self.names.iter().map(Vec::as_slice)) {
+            let below_pods = name::is_within(owner, &pod_zone) && owner != pod_zone.as_slice();
+            if owner.len() > MAX_NAME_LEN || below_pods {
+                continue;
+            }
+            let set = self.rrsets.get(owner).unwrap_or(&empty);
+            let mut key = NameKey::zeroed();
+            key.name[..owner.len()].copy_from_slice(owner);
+            let mut v = NameRecords::empty(self.cfg.ttl);
+            if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
+                v.flags = NAME_PASS;
+            } else {
+                v.a_count = set.a.len() as u8;
+                v.aaaa_count = set.aaaa.len() as u8;
+                for (slot, a) in v.a.iter_mut().zip(&set.a) {
+                    *slot = a.octets();
+                }
+                for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
+                    *slot = a.octets();
+                }
+            }
+            out.insert(key, v);
+        }
+        out
+    }
+
+    /// The zone's wire name, as the kernel's NXDOMAIN check compares it.
+    pub fn kernel_zone_name(&self) -> NameKey {
+        let mut key = NameKey::zeroed();
+        let z = &self.cfg.zone;
+        key.name[..z.len().min(MAX_NAME_LEN)].copy_from_slice(&z[..z.len().min(MAX_NAME_LEN)]);
+        key
+    }
+
+    /// The SOA as the kernel writes it into NODATA answers.
+    pub fn kernel_zone(&self) -> ZoneInfo {
+        let soa = self.soa();
+        ZoneInfo {
+            zone_len: self.cfg.zone.len() as u32,
+            soa_ttl: self.cfg.ttl.min(soa.minimum),
+            serial: soa.serial,
+            refresh: soa.refresh,
+            retry: soa.retry,
+            expire: soa.expire,
+            minimum: soa.minimum,
+            flags: if self.cfg.loadbalance { ZONE_ROTATE } else { 0 }
+                | match self.cfg.pods {
+                    PodMode::Disabled => ZONE_PODS_DISABLED,
+                    PodMode::Verified => ZONE_PODS_VERIFIED,
+                    PodMode::Insecure => 0,
+                },
+            // Set by the map writer, which knows the clock; the model stays pure.
+            fresh_until_ns: 0,
+            record_ttl: self.cfg.ttl,
+            _pad: 0,
+        }
+    }
+
+    /// The namespaces pod names may be in (none with `pods disabled`: the zone's flag then
+    /// makes every pod name NXDOMAIN).
+    pub fn kernel_pod_namespaces(&self) -> BTreeSet<PodKey> {
+        if self.cfg.pods == PodMode::Disabled {
+            return BTreeSet::new();
+        }
+        self.namespaces
+            .iter()
+            .filter_map(|ns| PodKey::new(ns, [0; 16]))
+            .collect()
+    }
+
+    /// `pods verified`: the (namespace, IPv4 address) of every pod; the kernel passes the
+    /// IPv6 dashed form, so IPv6 pods need no entry.
+    pub fn kernel_pod_addrs(&self) -> BTreeSet<PodKey> {
+        if self.cfg.pods != PodMode::Verified {
+            return BTreeSet::new();
+        }
+        self.pod_ips
+            .iter()
+            .filter_map(|(ns, ip)| match ip {
+                IpAddr::V4(v4) => PodKey::new(ns, ServiceAddr::v4(v4.octets()).addr),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    /// Reverse names with exactly one PTR record; the kernel passes the others (and every
+    /// other query type for them) to userspace.
+    pub fn kernel_ptrs(&self) -> BTreeMap<NameKey, PtrRecord> {
+        let mut out = BTreeMap::new();
+        for (owner, set) in &self.rrsets {
+            let reverse = name::is_within(owner, IN_ADDR_ARPA) || name::is_within(owner, IP6_ARPA);
+            let [target] = set.ptr.as_slice() else {
+                continue;
+            };
+            if !reverse || owner.len() > MAX_NAME_LEN || target.len() > MAX_NAME_LEN {
+                continue;
+            }
+            let mut key = NameKey::zeroed();
+            key.name[..owner.len()].copy_from_slice(owner);
+            let mut v = PtrRecord {
+                ttl: self.cfg.ttl,
+                len: target.len() as u16,
+                _pad: 0,
+                sum: ones_sum(target) as u32,
+                _pad2: 0,
+                target: [0; NAME_KEY_LEN],
+            };
+            v.target[..target.len()].copy_from_slice(target);
+            out.insert(key, v);
+        }
+        out
+    }
+}
+
+/// RFC 1071 sum of `bytes` as big-endian 16-bit words from the first byte (an odd last
+/// byte padded with zero), folded to 16 bits.
+pub(super) fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut s: u64 = bytes
+        .chunks(2)
+        .map(|c| u64::from(c[0]) << 8 | u64::from(c.get(1).copied().unwrap_or(0)))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}

@@ -169,11 +169,20 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
             dig_status(f.pod(1), SVC6, &["cart.shop.svc.cluster.local", "AAAA"]),
             "NOERROR"
         );
+        // A pod name and a PTR, by their own programs behind the tail calls.
+        assert_eq!(
+            dig(f.pod(1), SVC4, &["10-244-1-5.shop.pod.cluster.local"]),
+            "10.244.1.5"
+        );
+        assert_eq!(
+            dig(f.pod(0), SVC6, &["-x", "10.96.12.7"]),
+            "web.shop.svc.cluster.local."
+        );
         let c1 = f.counters();
         assert_eq!(
             c1.get(Counter::Answered),
-            c0.get(Counter::Answered) + 6,
-            "{mode}: the kernel answered all six"
+            c0.get(Counter::Answered) + 8,
+            "{mode}: the kernel answered all eight"
         );
         assert_eq!(
             netfilter_count(&f.topo.node),

@@ -326,6 +326,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         "xdns_kernel_attached_interfaces",
         "xdns_kernel_records",
         "xdns_kernel_records_capacity",
+        "xdns_kernel_ptr_records",
     ] {
         assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
     }
@@ -338,6 +339,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         1.0
     );
     assert!(value(&before, "xdns_kernel_records", &[]) >= 5.0);
+    assert!(value(&before, "xdns_kernel_ptr_records", &[]) >= 1.0);
     traffic(&f);
     let (types, after) = scrape(&f.topo.node);
     // Every documented name, now that both paths have answered.
@@ -365,6 +367,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         "xdns_kernel_attached_interfaces",
         "xdns_kernel_records",
         "xdns_kernel_records_capacity",
+        "xdns_kernel_ptr_records",
     ] {
         assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
     }

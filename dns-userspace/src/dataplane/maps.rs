@@ -354,6 +354,15 @@ pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
     Ok(map.keys().count())
 }
 
+/// How many reverse names the pinned PTR map holds.
+pub fn pinned_ptrs_len(pin_dir: &Path) -> Result<usize> {
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::PTR_RECORDS))
+        .map_err(map_err(m::PTR_RECORDS))?;
+    let map: HashMap<MapData, NameKey, PtrRecord> =
+        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::PTR_RECORDS))?;
+    Ok(map.keys().count())
+}
+
 /// Reads the counters from the pinned map of a running (or stopped) daemon.
 pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
     let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::COUNTERS))

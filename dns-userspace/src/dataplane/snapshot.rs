@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub ifaces: Vec<IfaceStat>,
     pub records: usize,
     pub records_max: u32,
+    /// Reverse names the kernel answers PTR queries for.
+    pub ptr_records: usize,
 }
 
 impl Snapshot {
@@ -58,6 +60,7 @@ impl Snapshot {
             ifaces,
             records: maps::pinned_records_len(pin_dir)?,
             records_max: m::RECORDS_MAX,
+            ptr_records: maps::pinned_ptrs_len(pin_dir)?,
         })
     }
 }

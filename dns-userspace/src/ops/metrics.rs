@@ -255,7 +255,13 @@ impl Collector for KernelCollector {
             &mut enc,
             "xdns_kernel_records_capacity",
             "Names the kernel's records map can hold",
-            &[(none, i64::from(s.records_max))],
+            &[(none.clone(), i64::from(s.records_max))],
+        )?;
+        const_gauges(
+            &mut enc,
+            "xdns_kernel_ptr_records",
+            "Reverse names the kernel answers PTR queries for",
+            &[(none, s.ptr_records as i64)],
         )
     }
 }

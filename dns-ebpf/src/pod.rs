@@ -111,19 +111,24 @@ fn address(s: *mut Scratch, l1: usize) -> Result<bool, Counter> {
     const DIGITS: usize = 3;
     const FIRST: usize = 4;
     const BAD: usize = 5;
+    // The label's length, read back from memory at every use: a register would carry what
+    // each loop exit learned of it (`l1 <= i`) into the next loop, one verifier state per
+    // exit, 63 × 64 iterations.
+    const LEN: usize = 6;
     let mut k = 0;
-    while k < 6 {
+    while k < 8 {
         set(k, 0);
         k += 1;
     }
+    set(LEN, l1 as u32);
     let mut i = 0;
     while i < 63 {
-        if i >= l1 {
+        if i >= get(LEN) as usize {
             break;
         }
         if key_at(s, 1 + i) == b'-' {
             set(DASHES, get(DASHES) + 1);
-            if i + 1 < l1 && key_at(s, 2 + i) == b'-' {
+            if i + 1 < get(LEN) as usize && key_at(s, 2 + i) == b'-' {
                 set(BAD, 1);
             }
         }
@@ -135,7 +140,8 @@ fn address(s: *mut Scratch, l1: usize) -> Result<bool, Counter> {
     let mut i = 0;
     while i < 64 {
         // One past the label: the end of the last part.
-        let c = if i < l1 { key_at(s, 1 + i) } else { b'-' };
+        let end = i >= get(LEN) as usize;
+        let c = if end { b'-' } else { key_at(s, 1 + i) };
         if c == b'-' {
             let (digits, value) = (get(DIGITS), get(VALUE));
             if digits == 0 || (digits > 1 && get(FIRST) == b'0' as u32) || value > 255 {
@@ -150,7 +156,7 @@ fn address(s: *mut Scratch, l1: usize) -> Result<bool, Counter> {
             set(PART, part as u32 + 1);
             set(VALUE, 0);
             set(DIGITS, 0);
-            if i >= l1 {
+            if end {
                 break;
             }
         } else if c.is_ascii_digit() {

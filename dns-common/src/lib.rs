@@ -167,8 +167,8 @@ pub struct Scratch {
     /// A pod name's namespace and address, the key of the verified pods map.
     pub pod_key: PodKey,
     /// The pod address parser's state, in memory so the verifier does not track every
-    /// combination of its values: dashes, part, value, digits, first digit, bad, length.
-    pub pod_parse: [u32; 8],
+    /// combination of its values.
+    pub pod_parse: [u32; 16],
     /// The A record of a pod name, computed from the name itself.
     pub pod: NameRecords,
 }
@@ -179,7 +179,7 @@ const _: () = assert!(
             + NAME_KEY_LEN / 8
             + size_of::<QueryState>()
             + size_of::<PodKey>()
-            + 32
+            + 64
             + size_of::<NameRecords>()
 );
 

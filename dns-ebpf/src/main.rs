@@ -31,7 +31,7 @@ use dns_common::{
     ZONE_COMPLETE, ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
-use headers::{TYPE_A, TYPE_PTR};
+use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
 use parse::{Query, ServiceAddrs};
 use respond::Body;
 
@@ -253,8 +253,9 @@ fn answer_pod(f: &impl Frame) -> Result<(), Counter> {
     let (rec, body) = match pod::classify(s, pod_label, z, lookup)? {
         pod::Pod::NxDomain => (None, negative(s, &q, z, true)?),
         pod::Pod::NoData => (None, negative(s, &q, z, false)?),
-        pod::Pod::Address if q.qtype == TYPE_A => (Some(pod::record(s)), Body::A(1)),
-        pod::Pod::Address => (None, negative(s, &q, z, false)?),
+        pod::Pod::V4 if q.qtype == TYPE_A => (Some(pod::record(s)), Body::A(1)),
+        pod::Pod::V6 if q.qtype == TYPE_AAAA => (Some(pod::record(s)), Body::Aaaa(1)),
+        pod::Pod::V4 | pod::Pod::V6 => (None, negative(s, &q, z, false)?),
     };
     reply(f, s, &q, z, rec, &body)
 }

@@ -116,17 +116,20 @@ impl Records {
             .collect()
     }
 
-    /// `pods verified`: the (namespace, IPv4 address) of every pod; the kernel passes the
-    /// IPv6 dashed form, so IPv6 pods need no entry.
+    /// `pods verified`: the (namespace, address) of every pod, IPv4 mapped as in
+    /// [`ServiceAddr`].
     pub fn kernel_pod_addrs(&self) -> BTreeSet<PodKey> {
         if self.cfg.pods != PodMode::Verified {
             return BTreeSet::new();
         }
         self.pod_ips
             .iter()
-            .filter_map(|(ns, ip)| match ip {
-                IpAddr::V4(v4) => PodKey::new(ns, ServiceAddr::v4(v4.octets()).addr),
-                IpAddr::V6(_) => None,
+            .filter_map(|(ns, ip)| {
+                let addr = match ip {
+                    IpAddr::V4(v4) => ServiceAddr::v4(v4.octets()),
+                    IpAddr::V6(v6) => ServiceAddr::v6(v6.octets()),
+                };
+                PodKey::new(ns, addr.addr)
             })
             .collect()
     }

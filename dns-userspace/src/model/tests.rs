@@ -606,7 +606,7 @@ fn kernel_pod_maps_follow_the_pods_mode() {
             assert!(k.pod_namespaces.iter().all(|p| p.addr == [0; 16]));
         }
         if mode == PodMode::Verified {
-            // IPv4 addresses only: the kernel passes the IPv6 dashed form.
+            // Both families, IPv4 mapped.
             let got: Vec<(String, [u8; 16])> = k
                 .pod_addrs
                 .iter()
@@ -616,16 +616,16 @@ fn kernel_pod_maps_follow_the_pods_mode() {
                 .pods
                 .iter()
                 .flat_map(|p| p.ips.iter().map(move |ip| (p, ip)))
-                .filter_map(|(p, ip)| match ip {
-                    IpAddr::V4(v4) => Some((
-                        p.namespace.clone(),
-                        dns_common::ServiceAddr::v4(v4.octets()).addr,
-                    )),
-                    IpAddr::V6(_) => None,
+                .map(|(p, ip)| {
+                    let addr = match ip {
+                        IpAddr::V4(v4) => dns_common::ServiceAddr::v4(v4.octets()),
+                        IpAddr::V6(v6) => dns_common::ServiceAddr::v6(v6.octets()),
+                    };
+                    (p.namespace.clone(), addr.addr)
                 })
                 .collect();
             want.sort();
-            assert!(want.len() >= 2, "{want:?}");
+            assert!(want.len() >= 3, "{want:?}");
             assert_eq!(got, want);
         } else {
             assert!(k.pod_addrs.is_empty());

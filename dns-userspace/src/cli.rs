@@ -406,25 +406,6 @@ impl RunArgs {
         Ok(a)
     }
 
-    /// What only a restart changes, for a warning when a reload touches it.
-    pub fn restart_only(&self) -> String {
-        format!(
-            "{:?}",
-            (
-                &self.listen,
-                &self.accelerate,
-                self.port,
-                &self.ifaces,
-                &self.iface_patterns,
-                self.attach,
-                &self.pin_dir,
-                &self.local_iface,
-                (self.notrack, self.stale_after),
-                (self.health_addr, self.ready_addr, self.metrics_addr),
-            )
-        )
-    }
-
     /// What the resolver is built from: a change means a new resolver.
     pub fn forwarding(&self) -> String {
         format!(
@@ -442,5 +423,59 @@ impl RunArgs {
                 self.no_loadbalance,
             )
         )
+    }
+}
+
+/// The settings only a restart applies (the node's addresses, interfaces, attach mode,
+/// ports, pin folder), listed once for both of their uses.
+macro_rules! restart_only {
+    ($($f:ident),* $(,)?) => {
+        impl RunArgs {
+            /// What only a restart changes, for a warning when a reload touches it.
+            pub fn restart_only(&self) -> String {
+                [$(format!("{:?}", self.$f)),*].join(" ")
+            }
+
+            /// Takes the restart-only settings from `running`: a reload leaves them as they
+            /// run, so later comparisons stay honest.
+            pub fn keep_restart_only(&mut self, running: &RunArgs) {
+                $(self.$f = running.$f.clone();)*
+            }
+        }
+    };
+}
+
+restart_only!(
+    listen,
+    accelerate,
+    port,
+    ifaces,
+    iface_patterns,
+    attach,
+    pin_dir,
+    local_iface,
+    notrack,
+    stale_after,
+    health_addr,
+    ready_addr,
+    metrics_addr,
+);
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::RunArgs;
+
+    #[test]
+    fn a_reload_keeps_what_only_a_restart_changes() {
+        let running = RunArgs::parse_from(["xdns", "--listen", "10.96.0.10", "--ttl", "30"]);
+        let mut new = RunArgs::parse_from(["xdns", "--listen", "10.96.0.11", "--ttl", "10"]);
+        assert_ne!(new.restart_only(), running.restart_only());
+        new.keep_restart_only(&running);
+        assert_eq!(new.restart_only(), running.restart_only());
+        assert_eq!(format!("{:?}", new.listen), format!("{:?}", running.listen));
+        // Everything else is the new file's.
+        assert_eq!(new.ttl, 10);
     }
 }

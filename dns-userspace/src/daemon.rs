@@ -515,22 +515,8 @@ fn reload(
     handler
         .log_queries
         .store(new.log_queries, Ordering::Relaxed);
-    let restart_only = live.clone();
-    *live = new;
-    // What only a restart changes stays as running, so later comparisons stay honest.
-    live.listen = restart_only.listen;
-    live.accelerate = restart_only.accelerate;
-    live.port = restart_only.port;
-    live.ifaces = restart_only.ifaces;
-    live.iface_patterns = restart_only.iface_patterns;
-    live.attach = restart_only.attach;
-    live.pin_dir = restart_only.pin_dir;
-    live.local_iface = restart_only.local_iface;
-    live.notrack = restart_only.notrack;
-    live.stale_after = restart_only.stale_after;
-    live.health_addr = restart_only.health_addr;
-    live.ready_addr = restart_only.ready_addr;
-    live.metrics_addr = restart_only.metrics_addr;
+    let running = std::mem::replace(live, new);
+    live.keep_restart_only(&running);
     match live.zone_config() {
         Ok(cfg) => {
             tracing::info!("config reloaded");

@@ -120,6 +120,9 @@ pub const ZONE_PODS_VERIFIED: u32 = 8;
 /// The name exists but the kernel cannot answer it as userspace would (a CNAME owner, more
 /// addresses than a value holds): its queries pass.
 pub const NAME_PASS: u8 = 1;
+/// The name has records of types other than A and AAAA (SRV, TXT, the apex's SOA and NS):
+/// queries for types other than A and AAAA pass; without it they are NODATA.
+pub const NAME_OTHER_TYPES: u8 = 2;
 
 /// A destination address the kernel path answers for; IPv4 is stored IPv4-mapped
 /// (`::ffff:a.b.c.d`) so both families share one map.
@@ -284,9 +287,12 @@ pub enum Counter {
     PtrPass,
     /// The program for pod names or PTR could not be tail-called.
     TailCall,
+    /// A negative answer to a question ending in one of the SOA's own names (`dns.<zone>`,
+    /// `hostmaster.<zone>`): userspace compresses the SOA against the question there.
+    SoaName,
 }
 
-pub const COUNTER_COUNT: u32 = 24;
+pub const COUNTER_COUNT: u32 = 25;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -314,6 +320,7 @@ impl Counter {
         Counter::ZoneCase,
         Counter::PtrPass,
         Counter::TailCall,
+        Counter::SoaName,
     ];
 
     /// Whether the kernel counts this reason per interface too. The four reasons that
@@ -353,6 +360,7 @@ impl Counter {
             Counter::ZoneCase => "zone_case",
             Counter::PtrPass => "ptr_pass",
             Counter::TailCall => "tail_call",
+            Counter::SoaName => "soa_name",
         }
     }
 }

@@ -27,8 +27,8 @@ use aya_ebpf::{
 };
 use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, PtrRecord, Scratch,
-    ServiceAddr, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_PASS, TAIL_COUNT, TAIL_POD, TAIL_PTR,
-    ZONE_COMPLETE, ZONE_ROTATE,
+    ServiceAddr, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_OTHER_TYPES, NAME_PASS, TAIL_COUNT,
+    TAIL_POD, TAIL_PTR, ZONE_COMPLETE, ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
 use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
@@ -173,9 +173,13 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
             if a > MAX_ADDRS || aaaa > MAX_ADDRS {
                 return Err(Counter::NamePass);
             }
-            match (q.qtype == TYPE_A, a, aaaa) {
-                (true, 1.., _) => Body::A(a),
-                (false, _, 1..) => Body::Aaaa(aaaa),
+            let addr = q.qtype == TYPE_A || q.qtype == TYPE_AAAA;
+            if !addr && rec.flags & NAME_OTHER_TYPES != 0 {
+                return Err(Counter::OtherType);
+            }
+            match (q.qtype, a, aaaa) {
+                (TYPE_A, 1.., _) => Body::A(a),
+                (TYPE_AAAA, _, 1..) => Body::Aaaa(aaaa),
                 // The name exists without this type: NODATA, with the zone's SOA.
                 _ => negative(s, &q, z, false)?,
             }
@@ -201,11 +205,12 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
 
 /// NODATA or NXDOMAIN with the zone's SOA, whose owner points into the question.
 #[inline(always)]
-fn negative(s: *const Scratch, q: &Query, z: &ZoneInfo, nx: bool) -> Result<Body, Counter> {
+fn negative(s: *mut Scratch, q: &Query, z: &ZoneInfo, nx: bool) -> Result<Body, Counter> {
     if z.zone_len == 0 || z.zone_len as usize > q.qlen {
         return Err(Counter::NoRecord);
     }
     zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
+    zone::soa_names_apart(s, q.qlen, z.zone_len as usize)?;
     Ok(if nx {
         Body::NxDomain(*z)
     } else {

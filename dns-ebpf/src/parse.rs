@@ -22,7 +22,7 @@ pub struct Query {
     pub do_bit: u16,
     /// The query's RD bit, copied into the reply.
     pub rd: u8,
-    /// TYPE_A, TYPE_AAAA or TYPE_PTR.
+    /// A data type (1..=127, not OPT).
     pub qtype: u16,
 }
 
@@ -85,7 +85,9 @@ pub fn parse(b: &Bounds, addrs: &impl ServiceAddrs, s: *mut Scratch) -> Result<Q
         return Err(Counter::NotClassIn);
     }
     let qtype = be16([qtc[0], qtc[1]]);
-    if qtype != TYPE_A && qtype != TYPE_AAAA && qtype != TYPE_PTR {
+    // Data types only: meta types and QTYPE-only ones (OPT, TSIG, AXFR, ANY...) from 128
+    // up are userspace's.
+    if qtype == 0 || qtype > 127 || qtype == TYPE_OPT {
         return Err(Counter::OtherType);
     }
 

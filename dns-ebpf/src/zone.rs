@@ -69,6 +69,39 @@ pub fn nxdomain_applies(
     Ok(Under::Zone)
 }
 
+/// Whether the label that ends at offset `end` of the walked name is `label`.
+#[inline(always)]
+fn label_before(s: *const Scratch, end: usize, label: &[u8]) -> bool {
+    let n = label.len();
+    if end < n + 1 || !label_start(s, end - n - 1) || key_at(s, end - n - 1) != n as u8 {
+        return false;
+    }
+    let mut i = 0;
+    while i < n {
+        if key_at(s, end - n + i) != label[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `Ok` unless the question ends in `dns.<zone>` or `hostmaster.<zone>`: the SOA's names
+/// (`ns.dns.<zone>`, `hostmaster.<zone>`) would share more than the zone with it, and
+/// userspace compresses them against it where the kernel points at the zone only.
+#[inline(always)]
+pub fn soa_names_apart(s: *mut Scratch, qlen: usize, zone_len: usize) -> Result<(), Counter> {
+    // Laundered through memory, as in `nxdomain_applies`: the verifier must see the mask.
+    let start = unsafe {
+        write_volatile(&mut (*s).next_label, qlen.saturating_sub(zone_len) as u32);
+        read_volatile(&(*s).next_label) as usize & (NAME_KEY_LEN - 1)
+    };
+    if label_before(s, start, b"dns") || label_before(s, start, b"hostmaster") {
+        return Err(Counter::SoaName);
+    }
+    Ok(())
+}
+
 /// `Ok` when the question spells the zone in lower case, so the SOA owner (a pointer into
 /// the question) reads as userspace writes it.
 #[inline(always)]

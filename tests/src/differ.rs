@@ -196,6 +196,27 @@ pub fn corpus_names(zone: &Records, namespaces: &[&str], rng: &mut Rng) -> Vec<S
             }
         }
     }
+    // Every other name that exists (empty non-terminals: `svc.<zone>`, `dns.<zone>`...),
+    // and names around the SOA's own, which userspace compresses the SOA against.
+    let owners: std::collections::BTreeSet<String> = names.iter().cloned().collect();
+    for key in zone.kernel_records().keys() {
+        let len = key.name.iter().position(|b| *b == 0).unwrap_or(0) + 1;
+        let n = dotted(&key.name[..len]);
+        if !owners.contains(&n) {
+            names.push(n);
+        }
+    }
+    for n in [
+        "dns.cluster.local.",
+        "x.dns.cluster.local.",
+        "ns.dns.cluster.local.",
+        "hostmaster.cluster.local.",
+        "a.hostmaster.cluster.local.",
+        "ns.cluster.local.",
+        "dns.svc.cluster.local.",
+    ] {
+        names.push(n.into());
+    }
     // Pod names: good and bad dashed addresses, in served and unknown namespaces.
     for ns in namespaces.iter().chain(&["nope"]) {
         for first in [

@@ -393,14 +393,36 @@ fn malformed_and_foreign_packets_pass_with_their_reason() {
         ("pointer loop", frame4(&ptr_loop), Counter::BadName),
         ("extended label type", frame4(&ext_label), Counter::BadName),
         (
-            "SRV",
-            frame4(&dns_query(1, 0, &name, 33, 1, None)),
+            "ANY",
+            frame4(&dns_query(1, 0, &name, 255, 1, None)),
             Counter::OtherType,
         ),
         (
-            "TXT",
-            frame6(&dns_query(1, 0, &name, 16, 1, None)),
+            "AXFR",
+            frame6(&dns_query(1, 0, &name, 252, 1, None)),
             Counter::OtherType,
+        ),
+        (
+            "OPT as a question",
+            frame6(&dns_query(1, 0, &name, 41, 1, None)),
+            Counter::OtherType,
+        ),
+        (
+            "NODATA whose SOA would compress against the question",
+            frame4(&dns_query(1, 0, &wire("ns.dns.cluster.local"), 16, 1, None)),
+            Counter::SoaName,
+        ),
+        (
+            "NXDOMAIN whose SOA would compress against the question",
+            frame4(&dns_query(
+                1,
+                0,
+                &wire("x.hostmaster.cluster.local"),
+                1,
+                1,
+                None,
+            )),
+            Counter::SoaName,
         ),
         (
             "class CH",
@@ -743,7 +765,7 @@ fn sample_cluster_kernel_and_userspace_agree() {
     };
     let (mut answered, mut passed) = (0, 0);
     for name in &names {
-        for qtype in [1u16, 28, 33, 16, 12, 5] {
+        for qtype in [1u16, 28, 33, 16, 12, 5, 65, 6, 2, 257] {
             for o in [
                 None,
                 Some(opt(1232, false, &[])),
@@ -860,7 +882,7 @@ fn generated_corpus_kernel_and_userspace_agree() {
         for _ in 0..5 {
             let zone_too = rng.below(8) == 0;
             let spelled = random_case(name, &mut rng, zone_too);
-            let qtype = *rng.pick(&[1u16, 1, 28, 28, 33, 16, 12, 5, 15, 255]);
+            let qtype = *rng.pick(&[1u16, 1, 28, 28, 33, 16, 12, 5, 15, 255, 65, 64, 2, 6, 99]);
             let opt = match rng.below(3) {
                 0 => None,
                 1 => Some((1232, false)),

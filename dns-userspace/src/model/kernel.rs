@@ -7,7 +7,7 @@ use std::{
 
 use dns_common::{
     NameKey, NameRecords, PodKey, PtrRecord, ServiceAddr, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN,
-    NAME_KEY_LEN, NAME_PASS, ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
+    NAME_KEY_LEN, NAME_OTHER_TYPES, NAME_PASS, ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
 };
 
 use super::{name, PodMode, RRSet, Records, IN_ADDR_ARPA, IP6_ARPA};
@@ -55,6 +55,9 @@ impl Records {
             let mut key = NameKey::zeroed();
             key.name[..owner.len()].copy_from_slice(owner);
             let mut v = NameRecords::empty(self.cfg.ttl);
+            if owner == self.cfg.zone.as_slice() || !set.srv.is_empty() || !set.txt.is_empty() {
+                v.flags |= NAME_OTHER_TYPES;
+            }
             if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
                 v.flags = NAME_PASS;
             } else {

@@ -493,11 +493,7 @@ fn kernel_entries_are_the_in_zone_address_sets() {
         assert!(names.contains(&want.to_string()), "{want} in {names:?}");
     }
     // Every name that exists, for NXDOMAIN: empty non-terminals and the apex too.
-    for want in [
-        "cluster.local.",
-        "svc.cluster.local.",
-        "shop.svc.cluster.local.",
-    ] {
+    for want in ["svc.cluster.local.", "shop.svc.cluster.local."] {
         let v = k
             .iter()
             .find(|(key, _)| dotted(&key.name) == want)
@@ -545,6 +541,32 @@ fn kernel_entries_are_the_in_zone_address_sets() {
         (1, 0),
         "present without AAAA: the kernel answers NODATA"
     );
+    // Names with records beyond A/AAAA (the apex's SOA and NS, SRV, TXT) say so: the
+    // kernel passes other types for them and answers NODATA for the rest.
+    let flags = |name: &str| {
+        k.iter()
+            .find(|(key, _)| dotted(&key.name) == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .1
+            .flags
+    };
+    for name in [
+        "cluster.local.",
+        "dns-version.cluster.local.",
+        "_http._tcp.web.shop.svc.cluster.local.",
+    ] {
+        assert_eq!(flags(name), dns_common::NAME_OTHER_TYPES, "{name}");
+    }
+    for name in [
+        "svc.cluster.local.",
+        "kubernetes.default.svc.cluster.local.",
+    ] {
+        let srv = z
+            .rrset(&wire_from_dotted(name).unwrap())
+            .is_some_and(|s| !s.srv.is_empty());
+        let want = if srv { dns_common::NAME_OTHER_TYPES } else { 0 };
+        assert_eq!(flags(name), want, "{name}");
+    }
     let zi = z.kernel_zone();
     assert_eq!(
         (zi.zone_len, zi.soa_ttl, zi.serial, zi.minimum),

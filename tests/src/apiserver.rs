@@ -344,7 +344,8 @@ fn watch(shared: Shared, kind: Kind, q: &BTreeMap<String, String>) -> Response {
         .unwrap_or(Duration::from_secs(300));
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, Infallible>>();
     let mut live = shared.live.subscribe();
-    let (backlog, epoch, gone) = {
+    // Subscribed before the snapshot: every event after `snapshot_rv` comes live.
+    let (backlog, epoch, gone, snapshot_rv) = {
         let s = shared.inner.lock().unwrap();
         let gone = from < s.oldest;
         let backlog: Vec<Event> = s
@@ -353,7 +354,7 @@ fn watch(shared: Shared, kind: Kind, q: &BTreeMap<String, String>) -> Response {
             .filter(|e| e.kind == kind && e.rv > from)
             .cloned()
             .collect();
-        (backlog, s.epoch, gone)
+        (backlog, s.epoch, gone, s.rv)
     };
     tokio::spawn(async move {
         if gone {
@@ -363,6 +364,9 @@ fn watch(shared: Shared, kind: Kind, q: &BTreeMap<String, String>) -> Response {
             return;
         }
         let mut sent = from;
+        // Every event up to here is sent or not this watch's kind: what a bookmark may
+        // claim. Not the store's version, which a commit raises before its event is live.
+        let mut seen = snapshot_rv;
         for e in backlog {
             sent = e.rv;
             if tx
@@ -378,10 +382,11 @@ fn watch(shared: Shared, kind: Kind, q: &BTreeMap<String, String>) -> Response {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tick.tick() => {
-                    let (rv, ep) = { let s = shared.inner.lock().unwrap(); (s.rv, s.epoch) };
+                    let ep = shared.inner.lock().unwrap().epoch;
                     if ep != epoch {
                         return;
                     }
+                    let rv = seen;
                     if bookmarks && rv > sent {
                         let bm = json!({"type": "BOOKMARK", "object": {
                             "kind": kind.name(), "apiVersion": kind.api_version(),
@@ -394,12 +399,13 @@ fn watch(shared: Shared, kind: Kind, q: &BTreeMap<String, String>) -> Response {
                 }
                 e = live.recv() => match e {
                     Ok(e) if e.kind == kind && e.rv > sent => {
+                        seen = seen.max(e.rv);
                         sent = e.rv;
                         if tx.unbounded_send(line(json!({"type": e.ty, "object": e.object}))).is_err() {
                             return;
                         }
                     }
-                    Ok(_) => {}
+                    Ok(e) => seen = seen.max(e.rv),
                     Err(_) => return,
                 },
             }

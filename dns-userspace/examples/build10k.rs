@@ -54,12 +54,17 @@ fn main() {
         let b = t.elapsed();
         let t = std::time::Instant::now();
         let k = r.kernel_records();
+        let kr = t.elapsed();
+        let t = std::time::Instant::now();
+        let view = r.kernel_view();
         println!(
-            "build {:?} kernel_records {:?} ({} recs, {})",
+            "build {:?} kernel_records {:?} kernel_view {:?} ({} recs, {} kernel, {} ptr)",
             b,
+            kr,
             t.elapsed(),
             r.len(),
-            k.len()
+            k.len(),
+            view.ptrs.len()
         );
     }
 }

@@ -345,22 +345,27 @@ pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> 
     read_iface_counters(&map)
 }
 
+/// A pinned hash map of a running (or stopped) daemon, by name.
+fn pinned_hash<K: Pod, V: Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>> {
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(name)).map_err(map_err(name))?;
+    HashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
+}
+
 /// How many names the pinned records map holds.
 pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::RECORDS))
-        .map_err(map_err(m::RECORDS))?;
-    let map: HashMap<MapData, NameKey, NameRecords> =
-        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS))?;
-    Ok(map.keys().count())
+    Ok(pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?
+        .keys()
+        .count())
 }
 
 /// How many reverse names the pinned PTR map holds.
 pub fn pinned_ptrs_len(pin_dir: &Path) -> Result<usize> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::PTR_RECORDS))
-        .map_err(map_err(m::PTR_RECORDS))?;
-    let map: HashMap<MapData, NameKey, PtrRecord> =
-        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::PTR_RECORDS))?;
-    Ok(map.keys().count())
+    Ok(pinned_hash::<NameKey, PtrRecord>(pin_dir, m::PTR_RECORDS)?
+        .keys()
+        .count())
 }
 
 /// Reads the counters from the pinned map of a running (or stopped) daemon.
@@ -373,9 +378,8 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
 
 /// The records map of a running (or stopped) daemon, as the kernel holds it.
 pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, NameRecords>> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::RECORDS))
-        .map_err(map_err(m::RECORDS))?;
-    let map: HashMap<MapData, NameKey, NameRecords> =
-        HashMap::try_from(Map::HashMap(data)).map_err(map_err(m::RECORDS))?;
-    map.iter().map(|e| e.map_err(map_err(m::RECORDS))).collect()
+    pinned_hash(pin_dir, m::RECORDS)?
+        .iter()
+        .map(|e| e.map_err(map_err(m::RECORDS)))
+        .collect()
 }

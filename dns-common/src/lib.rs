@@ -123,6 +123,11 @@ pub const NAME_PASS: u8 = 1;
 /// The name has records of types other than A and AAAA (SRV, TXT, the apex's SOA and NS):
 /// queries for types other than A and AAAA pass; without it they are NODATA.
 pub const NAME_OTHER_TYPES: u8 = 2;
+/// The name's answer, whatever the type, is its CNAME in [`maps::TARGETS`].
+pub const NAME_TARGET: u8 = 4;
+/// Record types a [`TargetRecord`] holds.
+pub const RTYPE_CNAME: u16 = 5;
+pub const RTYPE_PTR: u16 = 12;
 
 /// A destination address the kernel path answers for; IPv4 is stored IPv4-mapped
 /// (`::ffff:a.b.c.d`) so both families share one map.
@@ -234,14 +239,16 @@ impl PodKey {
     }
 }
 
-/// The one PTR record of a reverse name, as the kernel writes it.
+/// The one record whose data is a name: a reverse name's PTR, or the CNAME of a name that
+/// points outside the zone (an ExternalName service), answered for every type.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct PtrRecord {
+pub struct TargetRecord {
     pub ttl: u32,
     /// Wire length of `target`, root label included (2..=255).
     pub len: u16,
-    pub _pad: u16,
+    /// 12 (PTR) or 5 (CNAME).
+    pub rtype: u16,
     /// The target's ones'-complement sum as 16-bit words from its first byte, folded: the
     /// kernel adds it to the UDP checksum instead of summing the bytes it copies.
     pub sum: u32,
@@ -249,7 +256,7 @@ pub struct PtrRecord {
     /// Lower-case wire name, zero padded.
     pub target: [u8; NAME_KEY_LEN],
 }
-const _: () = assert!(size_of::<PtrRecord>() == 16 + NAME_KEY_LEN);
+const _: () = assert!(size_of::<TargetRecord>() == 16 + NAME_KEY_LEN);
 
 /// Why the kernel path answered or let a packet pass. Index into the per-CPU counter array.
 #[repr(u32)]
@@ -283,7 +290,8 @@ pub enum Counter {
     /// A negative answer to a question spelling the zone with upper case: the SOA owner
     /// points into the question, and userspace writes it in lower case instead.
     ZoneCase,
-    /// A PTR query for a name the kernel holds no single PTR record for.
+    /// A PTR query for a name the kernel holds no single PTR record for, or a stored
+    /// target whose answer would not fit 512 bytes.
     PtrPass,
     /// The program for pod names or PTR could not be tail-called.
     TailCall,
@@ -405,11 +413,11 @@ pub mod maps {
     pub const POD_ADDRS: &str = "POD_ADDRS";
     pub const POD_ADDRS_MAX: u32 = 262144;
     /// Reverse names with exactly one PTR record ([`super::NameKey`] →
-    /// [`super::PtrRecord`]).
-    pub const PTR_RECORDS: &str = "PTR_RECORDS";
-    pub const PTR_RECORDS_MAX: u32 = 131072;
+    /// [`super::TargetRecord`]).
+    pub const TARGETS: &str = "TARGETS";
+    pub const TARGETS_MAX: u32 = 131072;
     /// The programs the XDP and tc programs tail-call, at [`super::TAIL_POD`] and
-    /// [`super::TAIL_PTR`].
+    /// [`super::TAIL_TARGET`].
     pub const XDP_TAILS: &str = "XDP_TAILS";
     pub const TC_TAILS: &str = "TC_TAILS";
 }
@@ -417,7 +425,7 @@ pub mod maps {
 /// Tail-call slots: pod names and PTR queries each get a program (and a verifier budget)
 /// of their own.
 pub const TAIL_POD: u32 = 0;
-pub const TAIL_PTR: u32 = 1;
+pub const TAIL_TARGET: u32 = 1;
 pub const TAIL_COUNT: u32 = 2;
 
 /// Program names in the object file.
@@ -428,8 +436,8 @@ pub mod programs {
     pub const PASS: &str = "xdns_pass";
     pub const XDP_POD: &str = "xdns_xdp_pod";
     pub const TC_POD: &str = "xdns_tc_pod";
-    pub const XDP_PTR: &str = "xdns_xdp_ptr";
-    pub const TC_PTR: &str = "xdns_tc_ptr";
+    pub const XDP_TARGET: &str = "xdns_xdp_target";
+    pub const TC_TARGET: &str = "xdns_tc_target";
 }
 
 #[cfg(feature = "user")]
@@ -442,5 +450,5 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceAddr {}
     unsafe impl aya::Pod for super::IfaceCounters {}
     unsafe impl aya::Pod for super::PodKey {}
-    unsafe impl aya::Pod for super::PtrRecord {}
+    unsafe impl aya::Pod for super::TargetRecord {}
 }

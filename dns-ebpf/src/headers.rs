@@ -87,7 +87,7 @@ pub const AAAA_RECORD_LEN: usize = 28;
 /// `\x02ns\x03dns` + pointer 9, `\x0ahostmaster` + pointer 13, five numbers 20.
 pub const SOA_RECORD_LEN: usize = 54;
 /// A PTR record before its target: owner pointer, type, class, TTL, RDLENGTH.
-pub const PTR_FIXED_LEN: usize = 12;
+pub const TARGET_FIXED_LEN: usize = 12;
 /// Offset of the question name in the DNS message.
 pub const QNAME_OFF: usize = 12;
 pub const OPT_LEN: usize = core::mem::size_of::<Opt>();

@@ -26,9 +26,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use dns_common::{
-    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, PtrRecord, Scratch,
-    ServiceAddr, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_OTHER_TYPES, NAME_PASS, TAIL_COUNT,
-    TAIL_POD, TAIL_PTR, ZONE_COMPLETE, ZONE_ROTATE,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, Scratch, ServiceAddr,
+    TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_OTHER_TYPES, NAME_PASS, NAME_TARGET,
+    RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD, TAIL_TARGET, ZONE_COMPLETE, ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
 use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
@@ -55,9 +55,9 @@ static POD_NS: HashMap<PodKey, u8> = HashMap::with_max_entries(m::POD_NS_MAX, m:
 #[map(name = "POD_ADDRS")]
 static POD_ADDRS: HashMap<PodKey, u8> = HashMap::with_max_entries(m::POD_ADDRS_MAX, m::NO_PREALLOC);
 
-#[map(name = "PTR_RECORDS")]
-static PTR_RECORDS: HashMap<NameKey, PtrRecord> =
-    HashMap::with_max_entries(m::PTR_RECORDS_MAX, m::NO_PREALLOC);
+#[map(name = "TARGETS")]
+static TARGETS: HashMap<NameKey, TargetRecord> =
+    HashMap::with_max_entries(m::TARGETS_MAX, m::NO_PREALLOC);
 
 #[map(name = "XDP_TAILS")]
 static XDP_TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_COUNT, 0);
@@ -159,7 +159,7 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     }
     if q.qtype == TYPE_PTR {
         handoff::save(s, &q, 0);
-        return Ok(Outcome::Tail(TAIL_PTR));
+        return Ok(Outcome::Tail(TAIL_TARGET));
     }
     // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
@@ -168,6 +168,10 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
         Some(rec) => {
             if rec.flags & NAME_PASS != 0 {
                 return Err(Counter::NamePass);
+            }
+            if rec.flags & NAME_TARGET != 0 {
+                handoff::save(s, &q, 0);
+                return Ok(Outcome::Tail(TAIL_TARGET));
             }
             let (a, aaaa) = (rec.a_count as usize, rec.aaaa_count as usize);
             if a > MAX_ADDRS || aaaa > MAX_ADDRS {
@@ -267,18 +271,30 @@ fn answer_pod(f: &impl Frame) -> Result<(), Counter> {
 
 /// A PTR query: answered when the name has exactly one PTR record.
 #[inline(always)]
-fn answer_ptr(f: &impl Frame) -> Result<(), Counter> {
+fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
     let (q, _) = handoff::restore(s)?;
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { PTR_RECORDS.get(&(*s).key) }.ok_or(Counter::PtrPass)?;
+    let rec = unsafe { TARGETS.get(&(*s).key) }.ok_or(Counter::PtrPass)?;
     let len = rec.len as usize;
     if !(2..=255).contains(&len) {
         return Err(Counter::PtrPass);
     }
+    // A PTR answers PTR queries only; a CNAME (to outside the zone) answers every type.
+    match rec.rtype {
+        RTYPE_PTR if q.qtype == TYPE_PTR => {}
+        RTYPE_CNAME => {}
+        _ => return Err(Counter::PtrPass),
+    }
+    // Without EDNS, or with a client payload of 512, a longer answer is truncated by
+    // userspace; a long name and a long target can come to that.
+    let dns_len = respond::target_reply_len(&q, len) - q.l4_off - headers::UDP_LEN;
+    if dns_len > 512 {
+        return Err(Counter::PtrPass);
+    }
     let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
-    f.resize(respond::ptr_reply_len(&q, len))?;
-    respond::write_ptr(&f.bounds(), &q, rec, name_sum)
+    f.resize(respond::target_reply_len(&q, len))?;
+    respond::write_target(&f.bounds(), &q, rec, name_sum)
 }
 
 #[inline(always)]
@@ -334,8 +350,8 @@ pub fn xdns_xdp_pod(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
-pub fn xdns_xdp_ptr(ctx: XdpContext) -> u32 {
-    xdp_verdict(&ctx, answer_ptr(&Xdp(&ctx)).into())
+pub fn xdns_xdp_target(ctx: XdpContext) -> u32 {
+    xdp_verdict(&ctx, answer_target(&Xdp(&ctx)).into())
 }
 
 #[classifier]
@@ -353,8 +369,8 @@ pub fn xdns_tc_pod(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
-pub fn xdns_tc_ptr(ctx: TcContext) -> i32 {
-    tc_verdict(&ctx, answer_ptr(&Tc(&ctx)).into())
+pub fn xdns_tc_target(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, answer_target(&Tc(&ctx)).into())
 }
 
 /// Does nothing: the benchmark's baseline for the cost of running any XDP program.

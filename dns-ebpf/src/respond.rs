@@ -2,7 +2,7 @@
 //! headers are rewritten, the records (or the zone's SOA, for NODATA) and the OPT are
 //! written after the question.
 use dns_common::{
-    Counter, NameRecords, PtrRecord, ZoneInfo, EDNS_PAYLOAD, MAX_ADDRS, NAME_KEY_LEN,
+    Counter, NameRecords, TargetRecord, ZoneInfo, EDNS_PAYLOAD, MAX_ADDRS, NAME_KEY_LEN,
 };
 
 use crate::{
@@ -256,20 +256,33 @@ pub fn write(
 
 /// Frame length of the PTR answer to `q` with a target of `len` bytes.
 #[inline(always)]
-pub fn ptr_reply_len(q: &Query, len: usize) -> usize {
-    q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4 + PTR_FIXED_LEN + len + q.has_opt as usize * OPT_LEN
+pub fn target_reply_len(q: &Query, len: usize) -> usize {
+    q.l4_off
+        + UDP_LEN
+        + DNS_LEN
+        + q.qlen
+        + 4
+        + TARGET_FIXED_LEN
+        + len
+        + q.has_opt as usize * OPT_LEN
 }
 
-/// Writes a one-record PTR answer into a frame already resized to `ptr_reply_len`.
-/// The target is written as it is stored (uncompressed: it shares no suffix with a
-/// reverse name), as userspace writes it.
+/// Writes a one-record PTR or CNAME answer into a frame already resized to
+/// `target_reply_len`.
+/// The target is written as it is stored, uncompressed, as userspace writes it: the
+/// daemon stores only targets that share no suffix with their owner, the question.
 #[inline(always)]
-pub fn write_ptr(b: &Bounds, q: &Query, rec: &PtrRecord, name_sum: u64) -> Result<(), Counter> {
+pub fn write_target(
+    b: &Bounds,
+    q: &Query,
+    rec: &TargetRecord,
+    name_sum: u64,
+) -> Result<(), Counter> {
     let len = rec.len as usize & (NAME_KEY_LEN - 1);
-    let udp_len = ptr_reply_len(q, len) - q.l4_off;
+    let udp_len = target_reply_len(q, len) - q.l4_off;
     let sum = headers(b, q, udp_len, (1, 0), 0, name_sum)?;
     let body_off = q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4;
-    let f = rr_fixed(TYPE_PTR, rec.ttl, len as u16);
+    let f = rr_fixed(rec.rtype, rec.ttl, len as u16);
     let head = [
         0xc0,
         QNAME_OFF as u8,
@@ -284,11 +297,11 @@ pub fn write_ptr(b: &Bounds, q: &Query, rec: &PtrRecord, name_sum: u64) -> Resul
         f[8],
         f[9],
     ];
-    let h: *mut [u8; PTR_FIXED_LEN] = ptr_at(b, body_off)?;
+    let h: *mut [u8; TARGET_FIXED_LEN] = ptr_at(b, body_off)?;
     unsafe { *h = head };
     // Two bytes at a time (an odd length rewrites its second-to-last byte): LLVM turns a
     // one-byte bounds check into `p >= end`, which gives the verifier no range.
-    let target = body_off + PTR_FIXED_LEN;
+    let target = body_off + TARGET_FIXED_LEN;
     let mut i = 0;
     while i < NAME_KEY_LEN {
         if i + 2 > len {
@@ -302,14 +315,14 @@ pub fn write_ptr(b: &Bounds, q: &Query, rec: &PtrRecord, name_sum: u64) -> Resul
     }
     let mut tail = q.qtype as u64 + CLASS_IN as u64 + words(&head) + rec.sum as u64;
     // The OPT follows the target: on an odd offset when the target's length is odd.
-    let o = fold(opt(b, q, body_off + PTR_FIXED_LEN + len)?);
+    let o = fold(opt(b, q, body_off + TARGET_FIXED_LEN + len)?);
     tail += if len & 1 == 1 { o.swap_bytes() } else { o } as u64;
     finish(b, q, sum, tail)
 }
 
 /// Copies target bytes `i` and `i + 1` to `off + i`.
 #[inline(always)]
-fn copy_pair(b: &Bounds, off: usize, rec: &PtrRecord, i: usize) -> Result<(), Counter> {
+fn copy_pair(b: &Bounds, off: usize, rec: &TargetRecord, i: usize) -> Result<(), Counter> {
     let i = i & (NAME_KEY_LEN - 1);
     if i + 1 >= NAME_KEY_LEN {
         return Err(Counter::Malformed);

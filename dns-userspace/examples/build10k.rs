@@ -64,7 +64,7 @@ fn main() {
             t.elapsed(),
             r.len(),
             k.len(),
-            view.ptrs.len()
+            view.targets.len()
         );
     }
 }

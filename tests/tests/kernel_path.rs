@@ -1083,15 +1083,33 @@ fn pod_names_and_ptr_are_answered_in_the_kernel() {
     // PTR: every reverse name with one PTR record (cluster IPs, endpoint addresses).
     let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
     cfg.ns_addrs = vec![svc4(), svc6()];
+    // An ExternalName whose target ends like the zone: userspace compresses it against the
+    // question, so the kernel leaves it alone.
+    view.services.push(dns_userspace::model::view::ServiceView {
+        namespace: "shop".into(),
+        name: "legacy".into(),
+        kind: ServiceKind::ExternalName("db.corp.local".into()),
+        ports: vec![],
+        publish_not_ready: false,
+        labels: Default::default(),
+    });
     let d = Differ::new(Records::build(&cfg, &view)).expect("programs load");
-    let ptrs = d.zone.kernel_ptrs();
-    let v4 = ptrs
+    let targets = d.zone.kernel_targets();
+    let v4 = targets
         .keys()
         .filter(|k| k.name.ends_with(&[0u8; 200]))
         .count();
-    assert!(ptrs.len() >= 4 && v4 >= 2, "{} PTR names", ptrs.len());
+    let cnames = targets
+        .values()
+        .filter(|t| t.rtype == dns_common::RTYPE_CNAME)
+        .count();
+    assert!(
+        targets.len() >= 5 && v4 >= 2 && cnames >= 1,
+        "{} targets",
+        targets.len()
+    );
     let mut flip = false;
-    for key in ptrs.keys() {
+    for (key, t) in &targets {
         let len = key.name.iter().position(|b| *b == 0).unwrap() + 1;
         let mut name = dotted(&key.name[..len]);
         if flip {
@@ -1099,14 +1117,28 @@ fn pod_names_and_ptr_are_answered_in_the_kernel() {
         }
         flip = !flip;
         for (v6, tc, opt) in [(false, false, None), (true, true, Some((1232, true)))] {
-            let got = d
-                .check(&query(9, &wire(&name), 12, opt), v6, tc)
-                .unwrap_or_else(|e| panic!("PTR {name}: {e}"));
-            assert_eq!(got, NOERROR, "PTR {name} answered in the kernel");
-            // Other types for a reverse name are userspace's.
-            let got = d.check(&query(9, &wire(&name), 1, opt), v6, tc).unwrap();
-            assert_eq!(got, PASSED, "A {name}");
+            let check = |qtype: u16| {
+                d.check(&query(9, &wire(&name), qtype, opt), v6, tc)
+                    .unwrap_or_else(|e| panic!("{name} type {qtype}: {e}"))
+            };
+            assert_eq!(check(12), NOERROR, "PTR {name} answered in the kernel");
+            if t.rtype == dns_common::RTYPE_CNAME {
+                // A CNAME out of the zone is the whole answer, whatever the type.
+                for qtype in [1, 28, 16, 65] {
+                    assert_eq!(check(qtype), NOERROR, "{name} type {qtype}");
+                }
+            } else {
+                // Other types for a reverse name are userspace's.
+                assert_eq!(check(1), PASSED, "A {name}");
+            }
         }
+    }
+    let legacy = wire("legacy.shop.svc.cluster.local.");
+    for qtype in [1, 5, 12] {
+        let got = d
+            .check(&query(9, &legacy, qtype, None), false, false)
+            .unwrap();
+        assert_eq!(got, PASSED, "legacy type {qtype}");
     }
     // A reverse name nobody has, and a PTR query for a forward name: userspace's.
     for name in ["9.9.9.10.in-addr.arpa.", "web.shop.svc.cluster.local."] {

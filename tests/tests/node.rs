@@ -326,7 +326,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         "xdns_kernel_attached_interfaces",
         "xdns_kernel_records",
         "xdns_kernel_records_capacity",
-        "xdns_kernel_ptr_records",
+        "xdns_kernel_target_records",
     ] {
         assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
     }
@@ -339,7 +339,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         1.0
     );
     assert!(value(&before, "xdns_kernel_records", &[]) >= 5.0);
-    assert!(value(&before, "xdns_kernel_ptr_records", &[]) >= 1.0);
+    assert!(value(&before, "xdns_kernel_target_records", &[]) >= 1.0);
     traffic(&f);
     let (types, after) = scrape(&f.topo.node);
     // Every documented name, now that both paths have answered.
@@ -367,7 +367,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         "xdns_kernel_attached_interfaces",
         "xdns_kernel_records",
         "xdns_kernel_records_capacity",
-        "xdns_kernel_ptr_records",
+        "xdns_kernel_target_records",
     ] {
         assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
     }

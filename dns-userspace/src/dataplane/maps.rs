@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
 };
 use dns_common::{
-    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, PtrRecord, ServiceAddr,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, ServiceAddr, TargetRecord,
     ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE,
 };
 
@@ -100,7 +100,7 @@ pub struct KernelMaps {
     records: Mirror<NameKey, NameRecords>,
     pod_ns: Mirror<PodKey, u8>,
     pod_addrs: Mirror<PodKey, u8>,
-    ptrs: Mirror<NameKey, PtrRecord>,
+    targets: Mirror<NameKey, TargetRecord>,
     zone: Array<MapData, ZoneInfo>,
     zone_name: Array<MapData, NameKey>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
@@ -128,13 +128,13 @@ impl KernelMaps {
         let records = Mirror::take(ebpf, m::RECORDS)?;
         let pod_ns = Mirror::take(ebpf, m::POD_NS)?;
         let pod_addrs = Mirror::take(ebpf, m::POD_ADDRS)?;
-        let ptrs = Mirror::take(ebpf, m::PTR_RECORDS)?;
+        let targets = Mirror::take(ebpf, m::TARGETS)?;
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         Ok(Self {
             records,
             pod_ns,
             pod_addrs,
-            ptrs,
+            targets,
             zone_info: None,
             fresh_for: FRESH_FOR,
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
@@ -181,7 +181,7 @@ impl KernelMaps {
             .pod_ns
             .sync(&as_set(&view.pod_namespaces))
             .and_then(|_| self.pod_addrs.sync(&as_set(&view.pod_addrs)))
-            .and_then(|_| self.ptrs.sync(&view.ptrs))
+            .and_then(|_| self.targets.sync(&view.targets))
             .and_then(|_| self.records.sync(&view.records));
         let stats = match synced {
             Ok(s) => s,
@@ -257,8 +257,8 @@ impl KernelMaps {
     }
 
     /// PTR records the kernel holds.
-    pub fn ptrs_len(&self) -> usize {
-        self.ptrs.len()
+    pub fn targets_len(&self) -> usize {
+        self.targets.len()
     }
 }
 
@@ -362,8 +362,8 @@ pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
 }
 
 /// How many reverse names the pinned PTR map holds.
-pub fn pinned_ptrs_len(pin_dir: &Path) -> Result<usize> {
-    Ok(pinned_hash::<NameKey, PtrRecord>(pin_dir, m::PTR_RECORDS)?
+pub fn pinned_targets_len(pin_dir: &Path) -> Result<usize> {
+    Ok(pinned_hash::<NameKey, TargetRecord>(pin_dir, m::TARGETS)?
         .keys()
         .count())
 }

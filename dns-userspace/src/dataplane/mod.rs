@@ -14,7 +14,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use dns_common::{maps as m, programs, TAIL_POD, TAIL_PTR};
+use dns_common::{maps as m, programs, TAIL_POD, TAIL_TARGET};
 
 /// The kernel object, built for bpfel-unknown-none by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
@@ -58,7 +58,7 @@ pub const PINNED_MAPS: [&str; 11] = [
     m::ZONE_NAME,
     m::POD_NS,
     m::POD_ADDRS,
-    m::PTR_RECORDS,
+    m::TARGETS,
     // Pinned so the programs the pinned links run keep reaching their tail-called ones
     // while no daemon runs: an unpinned program array is emptied with its last fd.
     m::XDP_TAILS,
@@ -120,12 +120,12 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT)?;
-    for name in [programs::XDP, programs::XDP_POD, programs::XDP_PTR] {
+    for name in [programs::XDP, programs::XDP_POD, programs::XDP_TARGET] {
         program::<Xdp>(&mut ebpf, name)?
             .load()
             .map_err(|source| Error::Program { name, source })?;
     }
-    for name in [programs::TC, programs::TC_POD, programs::TC_PTR] {
+    for name in [programs::TC, programs::TC_POD, programs::TC_TARGET] {
         program::<SchedClassifier>(&mut ebpf, name)?
             .load()
             .map_err(|source| Error::Program { name, source })?;
@@ -134,9 +134,14 @@ pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
         &mut ebpf,
         m::XDP_TAILS,
         programs::XDP_POD,
-        programs::XDP_PTR,
+        programs::XDP_TARGET,
     )?;
-    fill_tails(&mut ebpf, m::TC_TAILS, programs::TC_POD, programs::TC_PTR)?;
+    fill_tails(
+        &mut ebpf,
+        m::TC_TAILS,
+        programs::TC_POD,
+        programs::TC_TARGET,
+    )?;
     Ok(ebpf)
 }
 
@@ -174,7 +179,7 @@ fn fill_tails(
     };
     let mut tails = ProgramArray::try_from(map).map_err(err)?;
     tails.set(TAIL_POD, &pod_fd, 0).map_err(err)?;
-    tails.set(TAIL_PTR, &ptr_fd, 0).map_err(err)?;
+    tails.set(TAIL_TARGET, &ptr_fd, 0).map_err(err)?;
     Ok(())
 }
 
@@ -183,10 +188,10 @@ pub fn verified_insns(ebpf: &Ebpf) -> Vec<(&'static str, Option<u32>)> {
     [
         programs::XDP,
         programs::XDP_POD,
-        programs::XDP_PTR,
+        programs::XDP_TARGET,
         programs::TC,
         programs::TC_POD,
-        programs::TC_PTR,
+        programs::TC_TARGET,
     ]
     .into_iter()
     .map(|name| {

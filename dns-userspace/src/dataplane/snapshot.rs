@@ -30,7 +30,7 @@ pub struct Snapshot {
     pub records: usize,
     pub records_max: u32,
     /// Reverse names the kernel answers PTR queries for.
-    pub ptr_records: usize,
+    pub target_records: usize,
 }
 
 impl Snapshot {
@@ -60,7 +60,7 @@ impl Snapshot {
             ifaces,
             records: maps::pinned_records_len(pin_dir)?,
             records_max: m::RECORDS_MAX,
-            ptr_records: maps::pinned_ptrs_len(pin_dir)?,
+            target_records: maps::pinned_targets_len(pin_dir)?,
         })
     }
 }

@@ -6,8 +6,9 @@ use std::{
 };
 
 use dns_common::{
-    NameKey, NameRecords, PodKey, PtrRecord, ServiceAddr, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN,
-    NAME_KEY_LEN, NAME_OTHER_TYPES, NAME_PASS, ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
+    NameKey, NameRecords, PodKey, ServiceAddr, TargetRecord, ZoneInfo, MAX_ADDRS, MAX_NAME_LEN,
+    NAME_KEY_LEN, NAME_OTHER_TYPES, NAME_PASS, NAME_TARGET, RTYPE_CNAME, RTYPE_PTR,
+    ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
 };
 
 use super::{name, PodMode, RRSet, Records, IN_ADDR_ARPA, IP6_ARPA};
@@ -20,7 +21,7 @@ pub struct KernelView {
     pub records: BTreeMap<NameKey, NameRecords>,
     pub pod_namespaces: BTreeSet<PodKey>,
     pub pod_addrs: BTreeSet<PodKey>,
-    pub ptrs: BTreeMap<NameKey, PtrRecord>,
+    pub targets: BTreeMap<NameKey, TargetRecord>,
 }
 
 impl Records {
@@ -31,14 +32,16 @@ impl Records {
             records: self.kernel_records(),
             pod_namespaces: self.kernel_pod_namespaces(),
             pod_addrs: self.kernel_pod_addrs(),
-            ptrs: self.kernel_ptrs(),
+            targets: self.kernel_targets(),
         }
     }
 
     /// The kernel map's desired contents: every name of the zone that exists (the apex and
     /// empty non-terminals included), so that a name under the zone the map lacks is
     /// NXDOMAIN. Names the kernel cannot answer as [`Records::lookup`] does are flagged
-    /// [`NAME_PASS`]: CNAME owners, families larger than a value holds. Names below
+    /// [`NAME_PASS`]: CNAME owners chased inside the zone, families larger than a value
+    /// holds; a CNAME to outside the zone is [`NAME_TARGET`] (see [`Records::kernel_targets`]).
+    /// Names below
     /// `pod.<zone>` are left out: the kernel's pod program computes them (from
     /// [`Records::kernel_pod_namespaces`] and [`Records::kernel_pod_addrs`]).
     pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
@@ -58,7 +61,9 @@ impl Records {
             if owner == self.cfg.zone.as_slice() || !set.srv.is_empty() || !set.txt.is_empty() {
                 v.flags |= NAME_OTHER_TYPES;
             }
-            if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
+            if self.outside_cname(owner, set).is_some() {
+                v.flags = NAME_TARGET;
+            } else if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
                 v.flags = NAME_PASS;
             } else {
                 v.a_count = set.a.len() as u8;
@@ -139,22 +144,27 @@ impl Records {
 
     /// Reverse names with exactly one PTR record; the kernel passes the others (and every
     /// other query type for them) to userspace.
-    pub fn kernel_ptrs(&self) -> BTreeMap<NameKey, PtrRecord> {
+    pub fn kernel_targets(&self) -> BTreeMap<NameKey, TargetRecord> {
         let mut out = BTreeMap::new();
         for (owner, set) in &self.rrsets {
             let reverse = name::is_within(owner, IN_ADDR_ARPA) || name::is_within(owner, IP6_ARPA);
-            let [target] = set.ptr.as_slice() else {
-                continue;
+            let (rtype, target) = match (set.ptr.as_slice(), self.outside_cname(owner, set)) {
+                ([target], _) if reverse => (RTYPE_PTR, target.as_slice()),
+                (_, Some(target)) => (RTYPE_CNAME, target),
+                _ => continue,
             };
-            if !reverse || owner.len() > MAX_NAME_LEN || target.len() > MAX_NAME_LEN {
+            if owner.len() > MAX_NAME_LEN
+                || target.len() > MAX_NAME_LEN
+                || shares_suffix(owner, target)
+            {
                 continue;
             }
             let mut key = NameKey::zeroed();
             key.name[..owner.len()].copy_from_slice(owner);
-            let mut v = PtrRecord {
+            let mut v = TargetRecord {
                 ttl: self.cfg.ttl,
                 len: target.len() as u16,
-                _pad: 0,
+                rtype,
                 sum: ones_sum(target) as u32,
                 _pad2: 0,
                 target: [0; NAME_KEY_LEN],
@@ -164,6 +174,27 @@ impl Records {
         }
         out
     }
+}
+
+impl Records {
+    /// The target of a CNAME `owner` (in the zone) has that points outside the zone: the
+    /// whole answer for every type, as [`Records::lookup`] gives it, unless the target ends
+    /// like the owner (userspace would compress it against the question).
+    fn outside_cname<'a>(&self, owner: &[u8], set: &'a RRSet) -> Option<&'a [u8]> {
+        let target = set.cname.as_deref()?;
+        let answerable = name::is_within(owner, &self.cfg.zone)
+            && !name::is_within(target, &self.cfg.zone)
+            && target.len() <= MAX_NAME_LEN
+            && !shares_suffix(owner, target);
+        answerable.then_some(target)
+    }
+}
+
+/// Whether two wire names end in the same label: the reply writer would then compress the
+/// second against the first, which the kernel's verbatim copy does not.
+fn shares_suffix(a: &[u8], b: &[u8]) -> bool {
+    let last = |n: &[u8]| name::labels(n).last().map(|l| l.to_ascii_lowercase());
+    last(a).is_some() && last(a) == last(b)
 }
 
 /// RFC 1071 sum of `bytes` as big-endian 16-bit words from the first byte (an odd last

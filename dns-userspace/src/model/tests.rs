@@ -658,9 +658,10 @@ fn kernel_pod_maps_follow_the_pods_mode() {
 #[test]
 fn kernel_ptrs_are_the_single_ptr_reverse_names() {
     let z = Records::build(&cfg(), &cluster());
-    let ptrs = z.kernel_ptrs();
+    let targets = z.kernel_targets();
     let find = |name: &str| {
-        ptrs.iter()
+        targets
+            .iter()
             .find(|(k, _)| dotted(&k.name) == name)
             .map(|(_, v)| *v)
     };
@@ -676,13 +677,45 @@ fn kernel_ptrs_are_the_single_ptr_reverse_names() {
         find("5.0.1.10.in-addr.arpa.").is_some(),
         "an endpoint's PTR"
     );
-    // Every reverse name the model answers with exactly one PTR is there, nothing else.
+    // A CNAME out of the zone is there too (answered whatever the type); one into the
+    // zone is chased by userspace, so it is not.
+    let ext = find("ext.shop.svc.cluster.local.").expect("the ExternalName's CNAME");
+    let target = z
+        .rrset(&wire_from_dotted("ext.shop.svc.cluster.local").unwrap())
+        .and_then(|s| s.cname.clone())
+        .unwrap();
+    assert_eq!(
+        (ext.rtype, &ext.target[..ext.len as usize]),
+        (dns_common::RTYPE_CNAME, target.as_slice())
+    );
+    assert!(find("alias.shop.svc.cluster.local.").is_none());
+    let flags = |n: &str| {
+        z.kernel_records()
+            .iter()
+            .find(|(k, _)| dotted(&k.name) == n)
+            .map(|(_, v)| v.flags)
+    };
+    assert_eq!(
+        flags("ext.shop.svc.cluster.local."),
+        Some(dns_common::NAME_TARGET)
+    );
+    assert_eq!(
+        flags("alias.shop.svc.cluster.local."),
+        Some(dns_common::NAME_PASS)
+    );
+    // Every reverse name the model answers with exactly one PTR is there, and the CNAMEs.
     let single = z
         .owners()
         .filter(|o| z.rrset(o).is_some_and(|s| s.ptr.len() == 1))
         .count();
-    assert_eq!(ptrs.len(), single);
-    assert!(ptrs.keys().all(|k| dotted(&k.name).ends_with("arpa.")));
+    let cnames = targets
+        .values()
+        .filter(|t| t.rtype == dns_common::RTYPE_CNAME)
+        .count();
+    assert_eq!(targets.len(), single + cnames);
+    assert!(targets
+        .iter()
+        .all(|(k, t)| dotted(&k.name).ends_with("arpa.") == (t.rtype == dns_common::RTYPE_PTR)));
 }
 
 #[test]

@@ -259,9 +259,9 @@ impl Collector for KernelCollector {
         )?;
         const_gauges(
             &mut enc,
-            "xdns_kernel_ptr_records",
+            "xdns_kernel_target_records",
             "Reverse names the kernel answers PTR queries for",
-            &[(none, s.ptr_records as i64)],
+            &[(none, s.target_records as i64)],
         )
     }
 }

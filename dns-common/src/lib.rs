@@ -412,8 +412,8 @@ pub mod maps {
     /// `pods verified`: every pod's (namespace, address) ([`super::PodKey`] → 1).
     pub const POD_ADDRS: &str = "POD_ADDRS";
     pub const POD_ADDRS_MAX: u32 = 262144;
-    /// Reverse names with exactly one PTR record ([`super::NameKey`] →
-    /// [`super::TargetRecord`]).
+    /// Names answered with one record whose data is a name: reverse names with exactly one
+    /// PTR, CNAMEs to outside the zone ([`super::NameKey`] → [`super::TargetRecord`]).
     pub const TARGETS: &str = "TARGETS";
     pub const TARGETS_MAX: u32 = 131072;
     /// The programs the XDP and tc programs tail-call, at [`super::TAIL_POD`] and

@@ -256,7 +256,7 @@ impl KernelMaps {
         self.records.len()
     }
 
-    /// PTR records the kernel holds.
+    /// Names the kernel answers with a stored target (PTR, CNAME).
     pub fn targets_len(&self) -> usize {
         self.targets.len()
     }
@@ -361,7 +361,7 @@ pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
         .count())
 }
 
-/// How many reverse names the pinned PTR map holds.
+/// How many names the pinned targets map holds.
 pub fn pinned_targets_len(pin_dir: &Path) -> Result<usize> {
     Ok(pinned_hash::<NameKey, TargetRecord>(pin_dir, m::TARGETS)?
         .keys()

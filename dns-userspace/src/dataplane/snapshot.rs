@@ -29,7 +29,7 @@ pub struct Snapshot {
     pub ifaces: Vec<IfaceStat>,
     pub records: usize,
     pub records_max: u32,
-    /// Reverse names the kernel answers PTR queries for.
+    /// Names the kernel answers with one stored target (PTR, ExternalName CNAME).
     pub target_records: usize,
 }
 

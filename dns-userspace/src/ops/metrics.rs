@@ -260,7 +260,7 @@ impl Collector for KernelCollector {
         const_gauges(
             &mut enc,
             "xdns_kernel_target_records",
-            "Reverse names the kernel answers PTR queries for",
+            "Names the kernel answers with one stored target (PTR, ExternalName CNAME)",
             &[(none, s.target_records as i64)],
         )
     }

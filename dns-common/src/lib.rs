@@ -293,7 +293,7 @@ pub enum Counter {
     /// A PTR query for a name the kernel holds no single PTR record for, or a stored
     /// target whose answer would not fit 512 bytes.
     PtrPass,
-    /// The program for pod names or PTR could not be tail-called.
+    /// The program for pod names or stored targets could not be tail-called.
     TailCall,
     /// A negative answer to a question ending in one of the SOA's own names (`dns.<zone>`,
     /// `hostmaster.<zone>`): userspace compresses the SOA against the question there.
@@ -422,8 +422,8 @@ pub mod maps {
     pub const TC_TAILS: &str = "TC_TAILS";
 }
 
-/// Tail-call slots: pod names and PTR queries each get a program (and a verifier budget)
-/// of their own.
+/// Tail-call slots: pod names and stored targets (PTR, CNAME) each get a program, and a
+/// verifier budget, of their own.
 pub const TAIL_POD: u32 = 0;
 pub const TAIL_TARGET: u32 = 1;
 pub const TAIL_COUNT: u32 = 2;

@@ -290,8 +290,8 @@ pub enum Counter {
     /// A negative answer to a question spelling the zone with upper case: the SOA owner
     /// points into the question, and userspace writes it in lower case instead.
     ZoneCase,
-    /// A PTR query for a name the kernel holds no single PTR record for, or a stored
-    /// target whose answer would not fit 512 bytes.
+    /// A stored target (PTR, CNAME) whose answer would not fit 512 bytes, or that does not
+    /// answer the query's type.
     PtrPass,
     /// The program for pod names or stored targets could not be tail-called.
     TailCall,

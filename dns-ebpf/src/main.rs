@@ -157,11 +157,14 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     if unsafe { bpf_ktime_get_ns() } > z.fresh_until_ns {
         return Err(Counter::Stale);
     }
-    if q.qtype == TYPE_PTR {
+    // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    if q.qtype == TYPE_PTR && unsafe { TARGETS.get(&(*s).key) }.is_some() {
         handoff::save(s, &q, 0);
         return Ok(Outcome::Tail(TAIL_TARGET));
     }
-    // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
+    // Any other PTR query is like any other type: NODATA or NXDOMAIN in the zone, and
+    // userspace's outside it (reverse names without a record are forwarded).
     #[allow(clippy::needless_borrows_for_generic_args)]
     let rec = unsafe { RECORDS.get(&(*s).key) };
     let body = match rec {

@@ -178,11 +178,16 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
             dig(f.pod(0), SVC6, &["-x", "10.96.12.7"]),
             "web.shop.svc.cluster.local."
         );
+        // An ExternalName: its CNAME, whatever the type asked.
+        assert_eq!(
+            dig(f.pod(1), SVC4, &["payments.shop.svc.cluster.local", "AAAA"]),
+            "payments.example.com."
+        );
         let c1 = f.counters();
         assert_eq!(
             c1.get(Counter::Answered),
-            c0.get(Counter::Answered) + 8,
-            "{mode}: the kernel answered all eight"
+            c0.get(Counter::Answered) + 9,
+            "{mode}: the kernel answered all nine"
         );
         assert_eq!(
             netfilter_count(&f.topo.node),

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point. Installs what is missing, builds, tests, runs the
 //! demo and the benchmark.
 mod setup;
+mod sweep;
 
 use std::{
     io::{BufRead, BufReader},
@@ -180,6 +181,7 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
             ],
         )?;
     }
+    sweep::stale_fixtures();
     // The namespace tests start the daemon binary and the demo.
     cargo(&["build", "-p", "dns-userspace", "-p", "tests", "--bins"])?;
     let mut args = vec!["test"];

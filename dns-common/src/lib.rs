@@ -252,7 +252,7 @@ pub struct TargetRecord {
     /// The target's ones'-complement sum as 16-bit words from its first byte, folded: the
     /// kernel adds it to the UDP checksum instead of summing the bytes it copies.
     pub sum: u32,
-    pub _pad2: u32,
+    pub _pad: u32,
     /// Lower-case wire name, zero padded.
     pub target: [u8; NAME_KEY_LEN],
 }

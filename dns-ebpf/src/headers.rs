@@ -68,7 +68,7 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const DNS_PORT: u16 = 53;
 pub const TYPE_A: u16 = 1;
 pub const TYPE_SOA: u16 = 6;
-pub const TYPE_PTR: u16 = 12;
+pub const TYPE_PTR: u16 = dns_common::RTYPE_PTR;
 /// RCODE 3, in the header's second flags byte.
 pub const RCODE_NXDOMAIN: u8 = 3;
 pub const TYPE_AAAA: u16 = 28;

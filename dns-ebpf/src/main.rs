@@ -3,8 +3,8 @@
 //! The same core serves two hooks: XDP (native or generic) replies with `XDP_TX`; the tc
 //! ingress twin redirects the answer back out of the interface it came in on, which is what
 //! delivers it on a pod's veth where native XDP_TX would be dropped. Names under
-//! `pod.<zone>` and PTR queries are tail-called into programs of their own, each with its
-//! own verifier budget.
+//! `pod.<zone>`, and answers that are one stored name (PTR, an ExternalName's CNAME), are
+//! tail-called into programs of their own, each with its own verifier budget.
 #![no_std]
 #![no_main]
 
@@ -160,8 +160,7 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
     if q.qtype == TYPE_PTR && unsafe { TARGETS.get(&(*s).key) }.is_some() {
-        handoff::save(s, &q, 0);
-        return Ok(Outcome::Tail(TAIL_TARGET));
+        return Ok(hand_over(s, &q, TAIL_TARGET, 0));
     }
     // Any other PTR query is like any other type: NODATA or NXDOMAIN in the zone, and
     // userspace's outside it (reverse names without a record are forwarded).
@@ -173,8 +172,7 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
                 return Err(Counter::NamePass);
             }
             if rec.flags & NAME_TARGET != 0 {
-                handoff::save(s, &q, 0);
-                return Ok(Outcome::Tail(TAIL_TARGET));
+                return Ok(hand_over(s, &q, TAIL_TARGET, 0));
             }
             let (a, aaaa) = (rec.a_count as usize, rec.aaaa_count as usize);
             if a > MAX_ADDRS || aaaa > MAX_ADDRS {
@@ -199,15 +197,19 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
             let zone = ZONE_NAME.get(0).ok_or(Counter::NoRecord)?;
             match zone::nxdomain_applies(s, q.qlen, zone, z.zone_len as usize)? {
                 zone::Under::Zone => negative(s, &q, z, true)?,
-                zone::Under::Pods(pod_label) => {
-                    handoff::save(s, &q, pod_label);
-                    return Ok(Outcome::Tail(TAIL_POD));
-                }
+                zone::Under::Pods(pod_label) => return Ok(hand_over(s, &q, TAIL_POD, pod_label)),
             }
         }
     };
     reply(f, s, &q, z, rec, &body)?;
     Ok(Outcome::Answered)
+}
+
+/// Leaves the query to the program in tail-call `slot`.
+#[inline(always)]
+fn hand_over(s: *mut Scratch, q: &Query, slot: u32, pod_label: usize) -> Outcome {
+    handoff::save(s, q, pod_label);
+    Outcome::Tail(slot)
 }
 
 /// NODATA or NXDOMAIN with the zone's SOA, whose owner points into the question.
@@ -272,7 +274,8 @@ fn answer_pod(f: &impl Frame) -> Result<(), Counter> {
     reply(f, s, &q, z, rec, &body)
 }
 
-/// A PTR query: answered when the name has exactly one PTR record.
+/// A name whose answer is one stored name: a reverse name's PTR (to a PTR query), an
+/// ExternalName's CNAME (to any).
 #[inline(always)]
 fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
@@ -291,12 +294,12 @@ fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     }
     // Without EDNS, or with a client payload of 512, a longer answer is truncated by
     // userspace; a long name and a long target can come to that.
-    let dns_len = respond::target_reply_len(&q, len) - q.l4_off - headers::UDP_LEN;
-    if dns_len > 512 {
+    let frame_len = respond::target_reply_len(&q, len);
+    if frame_len - q.l4_off - headers::UDP_LEN > 512 {
         return Err(Counter::PtrPass);
     }
     let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
-    f.resize(respond::target_reply_len(&q, len))?;
+    f.resize(frame_len)?;
     respond::write_target(&f.bounds(), &q, rec, name_sum)
 }
 

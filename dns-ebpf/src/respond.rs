@@ -169,6 +169,18 @@ fn finish(b: &Bounds, q: &Query, sum: u64, tail: u64) -> Result<(), Counter> {
     Ok(())
 }
 
+/// A record's first 12 bytes when its owner is the question: a pointer to it, then
+/// [`rr_fixed`].
+#[inline(always)]
+fn rr_head(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 12] {
+    let f = rr_fixed(rtype, ttl, rdlen);
+    let mut h = [0u8; 12];
+    h[0] = 0xc0;
+    h[1] = QNAME_OFF as u8;
+    h[2..].copy_from_slice(&f);
+    h
+}
+
 /// Writes the answer into a frame already resized to `reply_len(q, body)`.
 /// Address records start at `start` (mod their count) and wrap; `name_sum` is the QNAME's
 /// checksum contribution, summed during the parse.
@@ -224,11 +236,7 @@ pub fn write(
             let Some(rec) = rec else {
                 return Err(Counter::NoRecord);
             };
-            let fixed = rr_fixed(TYPE_AAAA, rec.ttl, 16);
-            let mut head = [0u8; 12];
-            head[0] = owner[0];
-            head[1] = owner[1];
-            head[2..].copy_from_slice(&fixed);
+            let head = rr_head(TYPE_AAAA, rec.ttl, 16);
             let mut i = 0;
             while i < MAX_ADDRS && i < *n {
                 let off = body_off + i * AAAA_RECORD_LEN;
@@ -254,7 +262,7 @@ pub fn write(
     finish(b, q, sum, tail)
 }
 
-/// Frame length of the PTR answer to `q` with a target of `len` bytes.
+/// Frame length of the PTR or CNAME answer to `q` with a target of `len` bytes.
 #[inline(always)]
 pub fn target_reply_len(q: &Query, len: usize) -> usize {
     q.l4_off
@@ -282,21 +290,7 @@ pub fn write_target(
     let udp_len = target_reply_len(q, len) - q.l4_off;
     let sum = headers(b, q, udp_len, (1, 0), 0, name_sum)?;
     let body_off = q.l4_off + UDP_LEN + DNS_LEN + q.qlen + 4;
-    let f = rr_fixed(rec.rtype, rec.ttl, len as u16);
-    let head = [
-        0xc0,
-        QNAME_OFF as u8,
-        f[0],
-        f[1],
-        f[2],
-        f[3],
-        f[4],
-        f[5],
-        f[6],
-        f[7],
-        f[8],
-        f[9],
-    ];
+    let head = rr_head(rec.rtype, rec.ttl, len as u16);
     let h: *mut [u8; TARGET_FIXED_LEN] = ptr_at(b, body_off)?;
     unsafe { *h = head };
     // Two bytes at a time (an odd length rewrites its second-to-last byte): LLVM turns a

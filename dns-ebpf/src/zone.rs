@@ -57,13 +57,7 @@ pub fn nxdomain_applies(
         }
         i += 1;
     }
-    if start >= 4
-        && label_start(s, start - 4)
-        && key_at(s, start - 4) == 3
-        && key_at(s, start - 3) == b'p'
-        && key_at(s, start - 2) == b'o'
-        && key_at(s, start - 1) == b'd'
-    {
+    if label_before(s, start, b"pod") {
         return Ok(Under::Pods(start - 4));
     }
     Ok(Under::Zone)

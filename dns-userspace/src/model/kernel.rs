@@ -166,7 +166,7 @@ impl Records {
                 len: target.len() as u16,
                 rtype,
                 sum: ones_sum(target) as u32,
-                _pad2: 0,
+                _pad: 0,
                 target: [0; NAME_KEY_LEN],
             };
             v.target[..target.len()].copy_from_slice(target);

@@ -1,17 +1,28 @@
 //! The daemon against the test API server, through the real kube-rs client: the zone
 //! follows creates, updates and deletes; survives dropped watches, 410 Gone and an outage;
 //! and the kernel map ends exactly equal to what the API says (dumped and compared).
-use std::{fs, path::PathBuf, time::Duration};
+use std::{
+    fs,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use dns_common::Counter;
 use dns_userspace::{
-    dataplane::maps::{pinned_counters, pinned_records},
+    dataplane::maps::{pinned_counters, pinned_records, pinned_records_len},
     model::{Records, ZoneConfig},
     source::manifests,
 };
 use serde_json::Value;
 use tests::{
-    apiserver::{obj, ApiServer, Kind},
+    apiserver::{
+        obj::{self, Endpoint},
+        ApiServer, Kind, Options, Outcome, Request, Verb, WatchEnd,
+    },
     client::{dig, dig_status, eventually},
     netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
 };
@@ -32,13 +43,17 @@ impl Drop for Fixture {
 }
 
 fn fixture(tag: &str) -> Option<Fixture> {
+    fixture_with(tag, Options::default())
+}
+
+fn fixture_with(tag: &str, options: Options) -> Option<Fixture> {
     if !tests::require_root(tag) {
         return None;
     }
     let prefix = format!("xk{}{tag}", std::process::id() % 10000);
     let topo = Topology::new(&prefix, 1).expect("namespaces");
     let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
-    let api = ApiServer::start(Some(&topo.node.name)).expect("API server");
+    let api = ApiServer::start_with(Some(&topo.node.name), options).expect("API server");
     let dir = std::env::temp_dir().join(format!("{prefix}-kube"));
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("kubeconfig"), api.kubeconfig()).unwrap();
@@ -80,6 +95,11 @@ impl Fixture {
         pinned_counters(&self.pins.pin_dir())
             .unwrap()
             .get(Counter::Answered)
+    }
+
+    /// The kernel map must hold exactly what the model makes of the API's objects.
+    fn assert_map_matches_api(&self) {
+        self.assert_map_matches(&self.api.objects());
     }
 
     /// The kernel map must hold exactly what the model makes of `objects`.
@@ -209,25 +229,31 @@ fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
     });
     f.assert_map_matches(&objects);
 
-    // 410 Gone mid-watch: history compacted and every watch dropped; the relist catches up.
-    api.compact();
-    api.drop_watches();
+    // The API server restarts: every watch resumes with a version older than the new
+    // caches, gets 410 Gone and relists.
+    let mark = api.log().len();
+    api.restart();
     objects.push(obj::service("shop", "late", &["10.96.5.9"], &[]));
     api.apply(objects.last().unwrap().clone());
     eventually(SOON, "10.96.5.9".to_string(), || {
         f.dig(&["late.shop.svc.cluster.local"])
     });
+    assert_relisted(api, mark);
 
     // Outage: the last good records keep serving, in the kernel too.
+    let mark = api.log().len();
     api.set_down(true);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        api.wait_log(SOON, |log| log[mark..].iter().any(|r| r.status == 503)),
+        "the daemon's watches ended and their retries were refused"
+    );
     // Changes the daemon cannot see until the API is back; one delete it will only learn
-    // from a relist (history is compacted away).
+    // from a relist (the server restarts during the outage).
     api.delete(Kind::Service, "shop", "late");
     objects.pop();
     objects.push(obj::service("shop", "after", &["10.96.5.10"], &[]));
     api.apply(objects.last().unwrap().clone());
-    api.compact();
+    api.restart();
     let before = f.answered();
     for _ in 0..3 {
         assert_eq!(
@@ -235,9 +261,9 @@ fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
             "10.96.5.9",
             "last good state while down"
         );
-        std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(f.answered(), before + 3);
+    let mark = api.log().len();
     api.set_down(false);
     eventually(Duration::from_secs(30), "10.96.5.10".to_string(), || {
         f.dig(&["after.shop.svc.cluster.local"])
@@ -245,8 +271,33 @@ fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
     eventually(SOON, "NXDOMAIN".to_string(), || {
         dig_status(&f.topo.pods[0].ns, SVC4, &["late.shop.svc.cluster.local"])
     });
+    assert_relisted(api, mark);
     // Nothing stale left in the kernel.
     f.assert_map_matches(&objects);
+    f.assert_map_matches_api();
+}
+
+/// Since log entry `mark`, every kind the daemon watches got a 410 on a watch and then a
+/// list: the relist really happened.
+fn assert_relisted(api: &ApiServer, mark: usize) {
+    for kind in [Kind::Service, Kind::EndpointSlice, Kind::Namespace] {
+        let ok = api.wait_log(SOON, |log| {
+            let after = &log[mark.min(log.len())..];
+            after
+                .iter()
+                .position(|r| r.is(kind, Verb::Watch) && r.outcome == Outcome::Gone)
+                .is_some_and(|gone| {
+                    after[gone..]
+                        .iter()
+                        .any(|r| r.is(kind, Verb::List) && r.status == 200)
+                })
+        });
+        assert!(
+            ok,
+            "{kind:?}: no 410 followed by a list; log: {:#?}",
+            &api.log()[mark..]
+        );
+    }
 }
 
 fn probe(f: &Fixture, port: u16, path: &str) -> String {
@@ -339,4 +390,153 @@ fn sequential_changes_all_arrive_while_the_loop_is_busy() {
         });
     }
     d.stop().unwrap();
+}
+
+fn service_ip(i: usize) -> String {
+    format!("10.96.{}.{}", 100 + i / 250, i % 250 + 1)
+}
+
+/// The watcher pages its lists (500 a page); a continue token that expires between pages
+/// makes it list again from the first page, and the daemon only ever publishes whole lists:
+/// the kernel map never loses the Services a partial list would lack.
+#[test]
+fn a_paged_relist_with_an_expired_token_publishes_only_whole_lists() {
+    let Some(f) = fixture("page") else { return };
+    let api = &f.api;
+    api.apply(obj::namespace("bulk"));
+    for i in 0..2000 {
+        api.apply(obj::service(
+            "bulk",
+            &format!("s{i}"),
+            &[&service_ip(i)],
+            &[],
+        ));
+    }
+    let _d = Daemon::start(&f.topo.node, &f.args()).expect("daemon");
+    let pages: Vec<Outcome> = api
+        .log()
+        .into_iter()
+        .filter(|r| r.is(Kind::Service, Verb::List))
+        .map(|r| r.outcome)
+        .collect();
+    let page = |more| Outcome::Listed { items: 500, more };
+    assert_eq!(
+        pages,
+        [page(true), page(true), page(true), page(false)],
+        "2000 Services in 4 pages"
+    );
+    let full = pinned_records_len(&f.pins.pin_dir()).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, pins) = (stop.clone(), f.pins.pin_dir());
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push(pinned_records_len(&pins).unwrap());
+            }
+            samples
+        })
+    };
+    api.configure(|o| o.page_delay = Duration::from_millis(300));
+    let mark = api.log().len();
+    api.restart();
+    assert!(api.wait_log(SOON, |log| log[mark..].iter().any(|r| {
+        r.is(Kind::Service, Verb::List) && matches!(r.outcome, Outcome::Listed { more: true, .. })
+    })));
+    // Expire the relist's token before its second page, and change what the next list sees.
+    api.compact();
+    api.delete(Kind::Service, "bulk", "s0");
+    api.apply(obj::service("bulk", "late", &["10.96.99.1"], &[]));
+    eventually(Duration::from_secs(30), "10.96.99.1".to_string(), || {
+        f.dig(&["late.bulk.svc.cluster.local"])
+    });
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let lists: Vec<Request> = api.log()[mark..]
+        .iter()
+        .filter(|r| r.is(Kind::Service, Verb::List))
+        .cloned()
+        .collect();
+    let expired = lists
+        .iter()
+        .position(|r| r.outcome == Outcome::Gone && r.continued())
+        .expect("the expired token got 410");
+    let fresh: Vec<&Outcome> = lists[expired + 1..].iter().map(|r| &r.outcome).collect();
+    assert_eq!(
+        fresh,
+        [&page(true), &page(true), &page(true), &page(false)],
+        "relisted whole"
+    );
+    let least = samples.iter().min().copied().unwrap_or(0);
+    assert!(
+        least + 1 >= full,
+        "a partial list reached the kernel: {least} names of {full} ({} samples)",
+        samples.len()
+    );
+    f.assert_map_matches_api();
+}
+
+/// Watches capped at 5 s for two minutes: each resumes where it was (bookmarks keep it
+/// current), none relists, and every change arrives.
+#[test]
+fn capped_watches_resume_for_two_minutes_without_a_relist_or_a_lost_change() {
+    let Some(f) = fixture_with(
+        "cap",
+        Options {
+            watch_timeout_cap: Duration::from_secs(5),
+            bookmark_interval: Some(Duration::from_secs(1)),
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let api = &f.api;
+    api.apply(obj::namespace("shop"));
+    api.apply(obj::service("shop", "web", &["10.96.5.1"], &[("http", 80)]));
+    let _d = Daemon::start(&f.topo.node, &f.args()).expect("daemon");
+    let started = std::time::Instant::now();
+    let mut k = 0usize;
+    while started.elapsed() < Duration::from_secs(120) {
+        k += 1;
+        let ip = service_ip(k);
+        api.apply(obj::service("shop", "web", &[&ip], &[("http", 80)]));
+        if k.is_multiple_of(4) {
+            // The other kinds change too, so each of their watches carries events.
+            let ep = format!("10.1.{}.{}", k / 250 % 250, k % 250 + 1);
+            api.set_endpoints("shop", "db", &[Endpoint::ready(&ep)], &[]);
+            api.apply(obj::namespace(&format!("ns-{}", k % 7)));
+        }
+        eventually(Duration::from_secs(5), ip, || {
+            f.dig(&["web.shop.svc.cluster.local"])
+        });
+        // A steady four changes a second, not as fast as the loop can go.
+        let next = started + Duration::from_millis(250) * k as u32;
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+    f.assert_map_matches_api();
+    let log = api.log();
+    for kind in [Kind::Service, Kind::EndpointSlice, Kind::Namespace] {
+        let lists = log.iter().filter(|r| r.is(kind, Verb::List)).count();
+        let timeouts = log
+            .iter()
+            .filter(|r| {
+                r.is(kind, Verb::Watch)
+                    && matches!(
+                        r.outcome,
+                        Outcome::Watched {
+                            end: WatchEnd::Timeout,
+                            ..
+                        }
+                    )
+            })
+            .count();
+        assert_eq!(lists, 1, "{kind:?} relisted");
+        assert!(
+            timeouts >= 20,
+            "{kind:?}: {timeouts} capped watches in 2 minutes"
+        );
+    }
+    assert!(!log.iter().any(|r| r.outcome == Outcome::Gone), "no 410");
+    assert!(k >= 400, "{k} changes");
 }

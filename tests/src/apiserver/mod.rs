@@ -377,8 +377,7 @@ impl ApiServer {
                 .iter()
                 .flat_map(|k| {
                     store
-                        .all(*k)
-                        .filter(|o| o["metadata"]["namespace"] == namespace)
+                        .in_namespace(*k, namespace)
                         .map(|o| (*k, o["metadata"]["name"].as_str().unwrap_or("").to_owned()))
                         .collect::<Vec<_>>()
                 })
@@ -403,11 +402,8 @@ impl ApiServer {
         let (existing, owner) = {
             let store = self.shared.store();
             let existing: Vec<Value> = store
-                .all(Kind::EndpointSlice)
-                .filter(|s| {
-                    s["metadata"]["namespace"] == namespace
-                        && s["metadata"]["labels"]["kubernetes.io/service-name"] == service
-                })
+                .in_namespace(Kind::EndpointSlice, namespace)
+                .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == service)
                 .map(|s| (**s).clone())
                 .collect();
             let owner = store

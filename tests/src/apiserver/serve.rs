@@ -340,23 +340,27 @@ fn watch(
             return;
         };
         let end = async {
-            // Every event up to `seen` is sent or not this watch's: what a bookmark may
+            // Every event up to `seen` is in the start or handled live: what a bookmark may
             // claim (not the store's version, which a commit raises before its event is out).
+            // `told` is the version the client last heard of.
             let mut seen = snapshot_rv;
-            let mut sent = from;
+            let mut told = from;
             let initial: Vec<Bytes> = match &start {
                 Start::Current(objects) => objects
                     .iter()
                     .filter(|o| filter.matches(o))
                     .map(|o| line("ADDED", o))
                     .collect(),
-                Start::After(events) => events.iter().filter_map(|e| view(e, &filter)).collect(),
+                Start::After(events) => events
+                    .iter()
+                    .filter_map(|e| {
+                        let b = view(e, &filter)?;
+                        told = e.rv;
+                        Some(b)
+                    })
+                    .collect(),
             };
-            if let Start::After(events) = &start {
-                sent = events.last().map_or(from, |e| e.rv);
-            }
             drop(start);
-            sent = sent.max(from);
             for bytes in initial {
                 stream.send(bytes, None).await?;
                 stream.events += 1;
@@ -367,6 +371,9 @@ fn watch(
                 .map(|i| tokio::time::interval_at(tokio::time::Instant::now() + i, i));
             loop {
                 tokio::select! {
+                    // A drop wins over events already waiting: nothing committed after the
+                    // test dropped (or restarted) reaches the old stream.
+                    biased;
                     _ = tokio::time::sleep_until(deadline) => return Err(WatchEnd::Timeout),
                     changed = drops.changed() => {
                         let now = *drops.borrow_and_update();
@@ -375,21 +382,22 @@ fn watch(
                         }
                     }
                     _ = async { tick.as_mut()?.tick().await; Some(()) }, if tick.is_some() && bookmarks => {
-                        if seen > sent {
+                        if seen > told {
                             let bm = json!({"kind": kind.name(), "apiVersion": kind.api_version(),
                                 "metadata": {"resourceVersion": seen.to_string()}});
                             stream.send(line("BOOKMARK", &bm), Some(opts.slow_watcher_patience)).await?;
                             stream.bookmarks += 1;
                             shared.watch_sent(stream.entry, stream.events, stream.bookmarks);
-                            sent = seen;
+                            told = seen;
                         }
                     }
                     e = live.recv() => match e {
                         Ok(e) => {
+                            let fresh = e.rv > seen;
                             seen = seen.max(e.rv);
-                            if e.kind == kind && e.rv > sent {
-                                sent = e.rv;
+                            if fresh && e.kind == kind {
                                 if let Some(bytes) = view(&e, &filter) {
+                                    told = e.rv;
                                     stream.send(bytes, Some(opts.slow_watcher_patience)).await?;
                                     stream.events += 1;
                                     shared.watch_sent(stream.entry, stream.events, stream.bookmarks);

@@ -194,6 +194,18 @@ impl Store {
         self.objects[&kind].values()
     }
 
+    /// The objects of `kind` in one namespace, without walking the others.
+    pub fn in_namespace<'a>(
+        &'a self,
+        kind: Kind,
+        ns: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
+        self.objects[&kind]
+            .range((ns.to_owned(), String::new())..)
+            .take_while(move |((n, _), _)| n == ns)
+            .map(|(_, v)| v)
+    }
+
     /// Names a new object (`generateName`) and fills what the server owns; an update keeps
     /// the uid and creation time of the object it replaces.
     fn stamp(&mut self, kind: Kind, mut object: Value, prev: Option<&Value>) -> Value {

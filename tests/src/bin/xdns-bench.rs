@@ -373,8 +373,9 @@ fn addr(base: u8, n: usize) -> String {
     )
 }
 
-/// 10k services with 5 endpoints each from the test API server: time to first sync,
-/// memory, and the latency from an API change to the kernel map holding the new value.
+/// 10k services with 5 endpoints each from the test API server (objects as a real cluster
+/// has them: uids, managedFields, controller-made slices; lists paged): time to first
+/// sync, memory, and the latency from an API change to the kernel map holding the new value.
 fn at_scale(services: usize, changes: usize) -> Result<(), String> {
     use std::time::Instant;
 
@@ -391,18 +392,14 @@ fn at_scale(services: usize, changes: usize) -> Result<(), String> {
         let ns = format!("ns-{}", i % namespaces);
         let name = format!("svc-{i}");
         api.apply(obj::service(&ns, &name, &[&addr(100, i)], &[("http", 80)]));
-        let eps: Vec<(String, Option<&str>, bool)> = (0..SCALE_ENDPOINTS)
-            .map(|j| (addr(200, i * SCALE_ENDPOINTS + j), None, true))
+        // As the EndpointSlice controller writes them: generated names, owner, targetRef.
+        let eps: Vec<obj::Endpoint> = (0..SCALE_ENDPOINTS)
+            .map(|j| {
+                obj::Endpoint::ready(&addr(200, i * SCALE_ENDPOINTS + j))
+                    .pod(&format!("node-{}", j % 3), &format!("{name}-{j}"))
+            })
             .collect();
-        let eps: Vec<(&str, Option<&str>, bool)> =
-            eps.iter().map(|(a, h, r)| (a.as_str(), *h, *r)).collect();
-        api.apply(obj::slice(
-            &ns,
-            &format!("{name}-x"),
-            &name,
-            &eps,
-            &[("http", 8080)],
-        ));
+        api.set_endpoints(&ns, &name, &eps, &[("http", 8080)]);
     }
     let dir = std::env::temp_dir().join("xdns-scale");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

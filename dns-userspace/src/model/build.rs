@@ -6,41 +6,63 @@ use std::{
 
 use super::{
     name::{self, child, dashed, reverse},
-    view::{ClusterView, EndpointView, PortView, ServiceKind, ServiceView, SliceView},
+    serial,
+    view::{
+        ClusterView, EndpointView, NamespaceView, PortView, ServiceKind, ServiceView, SliceView,
+    },
     PodMode, RRSet, Records, Srv, ZoneConfig, SCHEMA_VERSION,
 };
 
+/// What one unit of the cluster contributes to the zone: the records at each owner and
+/// every in-zone name it makes exist (owners, their ancestors, empty non-terminals).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Part {
+    pub rrsets: BTreeMap<Vec<u8>, RRSet>,
+    pub names: BTreeSet<Vec<u8>>,
+}
+
+/// Whether the zone serves a namespace (`--namespaces`, `--namespace-labels`).
+pub(super) fn serves_namespace(cfg: &ZoneConfig, ns: &NamespaceView) -> bool {
+    (cfg.namespaces.is_empty() || cfg.namespaces.contains(&ns.name))
+        && cfg.namespace_labels.matches(&ns.labels)
+}
+
+/// The names every zone has: `svc`, `pod`, `dns-version` and the NS record's addresses.
+pub(super) fn static_part(cfg: &ZoneConfig) -> Part {
+    let mut b = Builder::new(cfg);
+    b.statics();
+    b.into_part()
+}
+
+/// A served namespace's empty non-terminals.
+pub(super) fn namespace_part(cfg: &ZoneConfig, ns: &str) -> Part {
+    let mut b = Builder::new(cfg);
+    b.namespace(ns);
+    b.into_part()
+}
+
+/// A Service's records (in a served namespace), from its slices in name order. SRV weights
+/// are left at 0: they depend on the whole set at an owner.
+pub(super) fn service_part(cfg: &ZoneConfig, svc: &ServiceView, slices: &[&SliceView]) -> Part {
+    let mut b = Builder::new(cfg);
+    b.service(svc, slices);
+    b.into_part()
+}
+
+/// The whole zone from a view in one pass: the reference the incremental zone
+/// ([`super::live`]) is checked against.
 pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
-    let mut b = Builder {
-        cfg,
-        rrsets: BTreeMap::new(),
-        names: BTreeSet::new(),
-    };
+    let mut b = Builder::new(cfg);
     let namespaces: BTreeSet<String> = view
         .namespaces
         .iter()
-        .filter(|ns| cfg.namespaces.is_empty() || cfg.namespaces.contains(&ns.name))
-        .filter(|ns| cfg.namespace_labels.matches(&ns.labels))
+        .filter(|ns| serves_namespace(cfg, ns))
         .map(|ns| ns.name.clone())
         .collect();
-
-    for l in [&["svc"][..], &["pod"]] {
-        b.names.insert(child(&cfg.zone, l));
-    }
-    b.set(child(&cfg.zone, &["dns-version"]))
-        .txt
-        .push(SCHEMA_VERSION.into());
-    let ns_owner = child(&cfg.zone, &["ns", "dns"]);
-    for ip in &cfg.ns_addrs {
-        b.add_addr(&ns_owner, *ip);
-    }
+    b.statics();
     for ns in &namespaces {
-        b.names.insert(child(&cfg.zone, &[ns, "svc"]));
-        if cfg.pods != PodMode::Disabled {
-            b.names.insert(child(&cfg.zone, &[ns, "pod"]));
-        }
+        b.namespace(ns);
     }
-
     let mut slices: BTreeMap<(&str, &str), Vec<&SliceView>> = BTreeMap::new();
     for s in &view.slices {
         slices
@@ -52,19 +74,19 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
         // Slice order is the API's list order; names give a stable one across sources.
         v.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    for svc in &view.services {
-        if !namespaces.contains(&svc.namespace) || !cfg.labels.matches(&svc.labels) {
+    // Services in (namespace, name) order: where two share a reverse name, its PTR
+    // records come in that order whatever order the source listed them in.
+    let mut services: Vec<&ServiceView> = view.services.iter().collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for svc in services {
+        if !namespaces.contains(&svc.namespace) {
             continue;
         }
         let svc_slices = slices
             .get(&(svc.namespace.as_str(), svc.name.as_str()))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        match &svc.kind {
-            ServiceKind::ClusterIp(ips) => b.cluster_ip(svc, ips, svc_slices),
-            ServiceKind::Headless => b.headless(svc, svc_slices),
-            ServiceKind::ExternalName(target) => b.external_name(svc, target),
-        }
+        b.service(svc, svc_slices);
     }
 
     let pod_ips = if cfg.pods == PodMode::Verified {
@@ -74,21 +96,23 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
             .flat_map(|p| p.ips.iter().map(move |ip| (p.namespace.clone(), *ip)))
             .collect()
     } else {
-        BTreeSet::new()
+        imbl::OrdSet::new()
     };
 
-    b.finish_srv_weights();
-    let Builder { rrsets, names, .. } = b;
+    let Part { mut rrsets, names } = b.into_part();
+    for set in rrsets.values_mut() {
+        finish_srv_weights(set);
+    }
     let mut r = Records {
         cfg: cfg.clone(),
         serial: 0,
         synced: true,
-        rrsets,
-        names,
-        namespaces,
+        rrsets: rrsets.into_iter().collect(),
+        names: names.into_iter().collect(),
+        namespaces: namespaces.into_iter().collect(),
         pod_ips,
     };
-    r.serial = content_serial(&r);
+    r.serial = serial::of(&r);
     r
 }
 
@@ -98,7 +122,55 @@ struct Builder<'a> {
     names: BTreeSet<Vec<u8>>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(cfg: &'a ZoneConfig) -> Self {
+        Self {
+            cfg,
+            rrsets: BTreeMap::new(),
+            names: BTreeSet::new(),
+        }
+    }
+
+    fn into_part(self) -> Part {
+        Part {
+            rrsets: self.rrsets,
+            names: self.names,
+        }
+    }
+
+    fn statics(&mut self) {
+        let cfg = self.cfg;
+        for l in [&["svc"][..], &["pod"]] {
+            self.names.insert(child(&cfg.zone, l));
+        }
+        self.set(child(&cfg.zone, &["dns-version"]))
+            .txt
+            .push(SCHEMA_VERSION.into());
+        let ns_owner = child(&cfg.zone, &["ns", "dns"]);
+        for ip in &cfg.ns_addrs {
+            self.add_addr(&ns_owner, *ip);
+        }
+    }
+
+    fn namespace(&mut self, ns: &str) {
+        let cfg = self.cfg;
+        self.names.insert(child(&cfg.zone, &[ns, "svc"]));
+        if cfg.pods != PodMode::Disabled {
+            self.names.insert(child(&cfg.zone, &[ns, "pod"]));
+        }
+    }
+
+    fn service(&mut self, svc: &ServiceView, slices: &[&SliceView]) {
+        if !self.cfg.labels.matches(&svc.labels) {
+            return;
+        }
+        match &svc.kind {
+            ServiceKind::ClusterIp(ips) => self.cluster_ip(svc, ips, slices),
+            ServiceKind::Headless => self.headless(svc, slices),
+            ServiceKind::ExternalName(target) => self.external_name(svc, target),
+        }
+    }
+
     /// The record set at `owner`, registering the name and, in the zone, its ancestors.
     fn set(&mut self, owner: Vec<u8>) -> &mut RRSet {
         if name::is_within(&owner, &self.cfg.zone) {
@@ -204,15 +276,13 @@ impl Builder<'_> {
         let owner = self.owner(svc);
         self.set(owner).cname = Some(target);
     }
+}
 
-    /// Equal weights summing to about 100 per owner, as CoreDNS splits them.
-    fn finish_srv_weights(&mut self) {
-        for set in self.rrsets.values_mut() {
-            let n = set.srv.len() as u16;
-            for s in &mut set.srv {
-                s.weight = (100 / n.max(1)).max(1);
-            }
-        }
+/// Equal weights summing to about 100 per owner, as CoreDNS splits them.
+pub(super) fn finish_srv_weights(set: &mut RRSet) {
+    let n = set.srv.len() as u16;
+    for s in &mut set.srv {
+        s.weight = (100 / n.max(1)).max(1);
     }
 }
 
@@ -232,37 +302,4 @@ fn ready<'a>(
 /// `labels` prepended to a wire name.
 fn prefix(base: &[u8], labels: &[&str]) -> Vec<u8> {
     child(base, labels)
-}
-
-/// The SOA serial is a hash of the zone's contents: it changes when a record does, and every
-/// node (and every restart) serving the same records gives the same serial, so answers do
-/// not depend on which daemon, or which path, gave them.
-fn content_serial(r: &Records) -> u32 {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ *b as u32).wrapping_mul(0x0100_0193);
-        }
-    };
-    eat(&r.cfg.ttl.to_be_bytes());
-    for (n, set) in &r.rrsets {
-        eat(n);
-        set.a.iter().for_each(|a| eat(&a.octets()));
-        set.aaaa.iter().for_each(|a| eat(&a.octets()));
-        for s in &set.srv {
-            eat(&[s.priority, s.weight, s.port]
-                .map(u16::to_be_bytes)
-                .concat());
-            eat(&s.target);
-        }
-        set.ptr.iter().for_each(|p| eat(p));
-        set.cname.iter().for_each(|c| eat(c));
-        set.txt.iter().for_each(|t| eat(t.as_bytes()));
-    }
-    for n in &r.names {
-        eat(n);
-    }
-    r.namespaces.iter().for_each(|n| eat(n.as_bytes()));
-    h.max(1)
 }

@@ -11,7 +11,17 @@ use dns_common::{
     ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
 };
 
-use super::{name, PodMode, RRSet, Records, IN_ADDR_ARPA, IP6_ARPA};
+use super::{live::Touched, name, PodMode, RRSet, Records, IN_ADDR_ARPA, IP6_ARPA};
+
+/// The kernel entries one batch of changes rewrites (see [`Records::kernel_delta`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelDelta {
+    pub zone: ZoneInfo,
+    pub records: Vec<(NameKey, Option<NameRecords>)>,
+    pub targets: Vec<(NameKey, Option<TargetRecord>)>,
+    pub pod_namespaces: Vec<(PodKey, bool)>,
+    pub pod_addrs: Vec<(PodKey, bool)>,
+}
 
 /// Everything the kernel maps hold for one zone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,39 +55,87 @@ impl Records {
     /// `pod.<zone>` are left out: the kernel's pod program computes them (from
     /// [`Records::kernel_pod_namespaces`] and [`Records::kernel_pod_addrs`]).
     pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
-        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
-        let mut out = BTreeMap::new();
-        let empty = RRSet::default();
         let apex = std::iter::once(self.cfg.zone.as_slice());
-        for owner in apex.chain(self.names.iter().map(Vec::as_slice)) {
-            let below_pods = name::is_within(owner, &pod_zone) && owner != pod_zone.as_slice();
-            if owner.len() > MAX_NAME_LEN || below_pods {
-                continue;
-            }
-            let set = self.rrsets.get(owner).unwrap_or(&empty);
-            let mut key = NameKey::zeroed();
-            key.name[..owner.len()].copy_from_slice(owner);
-            let mut v = NameRecords::empty(self.cfg.ttl);
-            if owner == self.cfg.zone.as_slice() || !set.srv.is_empty() || !set.txt.is_empty() {
-                v.flags |= NAME_OTHER_TYPES;
-            }
-            if self.outside_cname(owner, set).is_some() {
-                v.flags = NAME_TARGET;
-            } else if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
-                v.flags = NAME_PASS;
-            } else {
-                v.a_count = set.a.len() as u8;
-                v.aaaa_count = set.aaaa.len() as u8;
-                for (slot, a) in v.a.iter_mut().zip(&set.a) {
-                    *slot = a.octets();
-                }
-                for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
-                    *slot = a.octets();
-                }
-            }
-            out.insert(key, v);
+        apex.chain(self.names.iter().map(Vec::as_slice))
+            .filter_map(|owner| self.kernel_record(owner))
+            .collect()
+    }
+
+    /// The records map's entry for one name, or `None` where the map has none: the name
+    /// does not exist, is longer than a key, or is a pod name (the pod program's).
+    pub fn kernel_record(&self, owner: &[u8]) -> Option<(NameKey, NameRecords)> {
+        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
+        let below_pods = name::is_within(owner, &pod_zone) && owner != pod_zone.as_slice();
+        let exists = owner == self.cfg.zone.as_slice() || self.names.contains(owner);
+        if !exists || owner.len() > MAX_NAME_LEN || below_pods {
+            return None;
         }
-        out
+        let empty = RRSet::default();
+        let set = self.rrsets.get(owner).unwrap_or(&empty);
+        let mut key = NameKey::zeroed();
+        key.name[..owner.len()].copy_from_slice(owner);
+        let mut v = NameRecords::empty(self.cfg.ttl);
+        if owner == self.cfg.zone.as_slice() || !set.srv.is_empty() || !set.txt.is_empty() {
+            v.flags |= NAME_OTHER_TYPES;
+        }
+        if self.outside_cname(owner, set).is_some() {
+            v.flags = NAME_TARGET;
+        } else if set.cname.is_some() || set.a.len() > MAX_ADDRS || set.aaaa.len() > MAX_ADDRS {
+            v.flags = NAME_PASS;
+        } else {
+            v.a_count = set.a.len() as u8;
+            v.aaaa_count = set.aaaa.len() as u8;
+            for (slot, a) in v.a.iter_mut().zip(&set.a) {
+                *slot = a.octets();
+            }
+            for (slot, a) in v.aaaa.iter_mut().zip(&set.aaaa) {
+                *slot = a.octets();
+            }
+        }
+        Some((key, v))
+    }
+
+    /// What the kernel maps must change after a batch of changes touched `t`: each
+    /// touched name's entries (`None`: delete), the touched pod keys (`false`: delete), and
+    /// the zone (its serial moves with every change).
+    pub fn kernel_delta(&self, t: &Touched) -> KernelDelta {
+        let key_of = |owner: &[u8]| {
+            (owner.len() <= MAX_NAME_LEN).then(|| {
+                let mut key = NameKey::zeroed();
+                key.name[..owner.len()].copy_from_slice(owner);
+                key
+            })
+        };
+        let mut d = KernelDelta {
+            zone: self.kernel_zone(),
+            ..KernelDelta::default()
+        };
+        for owner in &t.owners {
+            let Some(key) = key_of(owner) else { continue };
+            d.records
+                .push((key, self.kernel_record(owner).map(|(_, v)| v)));
+            d.targets
+                .push((key, self.kernel_target(owner).map(|(_, v)| v)));
+        }
+        let pods_on = self.cfg.pods != PodMode::Disabled;
+        for ns in &t.namespaces {
+            if let Some(k) = PodKey::new(ns, [0; 16]) {
+                d.pod_namespaces
+                    .push((k, pods_on && self.namespaces.contains(ns)));
+            }
+        }
+        let verified = self.cfg.pods == PodMode::Verified;
+        for pair in &t.pod_ips {
+            let addr = match pair.1 {
+                IpAddr::V4(v4) => ServiceAddr::v4(v4.octets()),
+                IpAddr::V6(v6) => ServiceAddr::v6(v6.octets()),
+            };
+            if let Some(k) = PodKey::new(&pair.0, addr.addr) {
+                d.pod_addrs
+                    .push((k, verified && self.pod_ips.contains(pair)));
+            }
+        }
+        d
     }
 
     /// The zone's wire name, as the kernel's NXDOMAIN check compares it.
@@ -145,34 +203,37 @@ impl Records {
     /// Reverse names with exactly one PTR record; the kernel passes the others (and every
     /// other query type for them) to userspace.
     pub fn kernel_targets(&self) -> BTreeMap<NameKey, TargetRecord> {
-        let mut out = BTreeMap::new();
-        for (owner, set) in &self.rrsets {
-            let reverse = name::is_within(owner, IN_ADDR_ARPA) || name::is_within(owner, IP6_ARPA);
-            let (rtype, target) = match (set.ptr.as_slice(), self.outside_cname(owner, set)) {
-                ([target], _) if reverse => (RTYPE_PTR, target.as_slice()),
-                (_, Some(target)) => (RTYPE_CNAME, target),
-                _ => continue,
-            };
-            if owner.len() > MAX_NAME_LEN
-                || target.len() > MAX_NAME_LEN
-                || shares_suffix(owner, target)
-            {
-                continue;
-            }
-            let mut key = NameKey::zeroed();
-            key.name[..owner.len()].copy_from_slice(owner);
-            let mut v = TargetRecord {
-                ttl: self.cfg.ttl,
-                len: target.len() as u16,
-                rtype,
-                sum: ones_sum(target) as u32,
-                _pad: 0,
-                target: [0; NAME_KEY_LEN],
-            };
-            v.target[..target.len()].copy_from_slice(target);
-            out.insert(key, v);
+        self.rrsets
+            .keys()
+            .filter_map(|owner| self.kernel_target(owner))
+            .collect()
+    }
+
+    /// The targets map's entry for one name, if it has one.
+    pub fn kernel_target(&self, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
+        let set = self.rrsets.get(owner)?;
+        let reverse = name::is_within(owner, IN_ADDR_ARPA) || name::is_within(owner, IP6_ARPA);
+        let (rtype, target) = match (set.ptr.as_slice(), self.outside_cname(owner, set)) {
+            ([target], _) if reverse => (RTYPE_PTR, target.as_slice()),
+            (_, Some(target)) => (RTYPE_CNAME, target),
+            _ => return None,
+        };
+        if owner.len() > MAX_NAME_LEN || target.len() > MAX_NAME_LEN || shares_suffix(owner, target)
+        {
+            return None;
         }
-        out
+        let mut key = NameKey::zeroed();
+        key.name[..owner.len()].copy_from_slice(owner);
+        let mut v = TargetRecord {
+            ttl: self.cfg.ttl,
+            len: target.len() as u16,
+            rtype,
+            sum: ones_sum(target) as u32,
+            _pad: 0,
+            target: [0; NAME_KEY_LEN],
+        };
+        v.target[..target.len()].copy_from_slice(target);
+        Some((key, v))
     }
 }
 

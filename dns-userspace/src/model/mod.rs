@@ -6,20 +6,21 @@
 mod build;
 pub mod config;
 mod kernel;
+pub mod live;
 pub mod name;
 pub mod selector;
+mod serial;
 pub mod view;
 
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 mod tests;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use config::{PodMode, ZoneConfig};
-pub use kernel::KernelView;
+pub use kernel::{KernelDelta, KernelView};
 pub use name::{wire_from_dotted, NameError};
 
 /// SOA timers, as CoreDNS's kubernetes plugin sets them; the minimum is the record TTL.
@@ -124,13 +125,15 @@ pub struct Records {
     /// False until the source delivered its first full view: the zone then answers
     /// SERVFAIL rather than a false NXDOMAIN.
     pub synced: bool,
-    rrsets: BTreeMap<Vec<u8>, RRSet>,
+    // Persistent maps: a snapshot for the answer path is a cheap clone, and a change to a
+    // few names copies only their paths.
+    rrsets: imbl::OrdMap<Vec<u8>, RRSet>,
     /// Every in-zone name that exists, empty non-terminals included.
-    names: BTreeSet<Vec<u8>>,
+    names: imbl::OrdSet<Vec<u8>>,
     /// Namespaces served (existing, and passing the namespace filters).
-    namespaces: BTreeSet<String>,
+    namespaces: imbl::OrdSet<String>,
     /// `pods verified`: (namespace, address) of every pod.
-    pod_ips: BTreeSet<(String, IpAddr)>,
+    pod_ips: imbl::OrdSet<(String, IpAddr)>,
 }
 
 impl Records {

@@ -1,0 +1,570 @@
+//! The zone kept current one change at a time. Each unit of the cluster (the zone's fixed
+//! names, a served namespace, a Service with its EndpointSlices) contributes records at a
+//! few owners; a change recomputes the units it affects and merges again only the owners
+//! whose contributions moved. The result equals [`Records::build`] on the same objects
+//! (the property tests hold it to that), and says which names it touched so the kernel
+//! maps are written for those alone.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use super::{
+    build::{self, Part},
+    serial,
+    view::{NamespaceView, PodView, ServiceView, SliceView},
+    PodMode, RRSet, Records, ZoneConfig,
+};
+
+/// One object of the cluster view, as a source delivers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    Service(ServiceView),
+    Slice(SliceView),
+    Namespace(NamespaceView),
+    Pod(PodView),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Service,
+    Slice,
+    Namespace,
+    Pod,
+}
+
+/// (namespace, name); a Namespace's namespace is "".
+pub type Key = (String, String);
+
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Service(_) => ObjectKind::Service,
+            Object::Slice(_) => ObjectKind::Slice,
+            Object::Namespace(_) => ObjectKind::Namespace,
+            Object::Pod(_) => ObjectKind::Pod,
+        }
+    }
+
+    pub fn key(&self) -> Key {
+        match self {
+            Object::Service(s) => (s.namespace.clone(), s.name.clone()),
+            Object::Slice(s) => (s.namespace.clone(), s.name.clone()),
+            Object::Namespace(n) => (String::new(), n.name.clone()),
+            Object::Pod(p) => (p.namespace.clone(), p.name.clone()),
+        }
+    }
+}
+
+/// What a source says changed.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Upsert(Object),
+    Delete(ObjectKind, Key),
+    /// A full list of one kind: whatever it lacks is gone.
+    Relist(ObjectKind, Vec<Object>),
+}
+
+/// What a batch of changes touched: the kernel entries to rewrite.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Names whose records or existence changed (reverse names included).
+    pub owners: BTreeSet<Vec<u8>>,
+    /// Namespaces that started or stopped being served.
+    pub namespaces: BTreeSet<String>,
+    /// (namespace, address) pairs of `pods verified` that came or went.
+    pub pod_ips: BTreeSet<(String, IpAddr)>,
+}
+
+impl Touched {
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty() && self.namespaces.is_empty() && self.pod_ips.is_empty()
+    }
+}
+
+/// A unit of contribution. The order is the merge order where units share an owner (only
+/// reverse names are shared): the same order [`Records::build`] adds them in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Unit {
+    Static,
+    Namespace(String),
+    Service(String, String),
+}
+
+pub struct LiveZone {
+    records: Records,
+    /// The serial's running sum (see [`serial`]).
+    sum: u64,
+    services: BTreeMap<Key, ServiceView>,
+    slices: BTreeMap<Key, SliceView>,
+    /// (namespace, service) → its slices' names.
+    by_service: HashMap<Key, BTreeSet<String>>,
+    namespaces: BTreeMap<String, NamespaceView>,
+    pods: BTreeMap<Key, PodView>,
+    parts: HashMap<Unit, Part>,
+    /// The units with records at each owner.
+    contributors: HashMap<Vec<u8>, BTreeSet<Unit>>,
+    /// How many units make each name exist.
+    name_refs: HashMap<Vec<u8>, u32>,
+    /// What each Pod adds to `pods verified`, and how many Pods hold each pair.
+    pod_parts: HashMap<Key, Vec<(String, IpAddr)>>,
+    pod_refs: HashMap<(String, IpAddr), u32>,
+}
+
+impl LiveZone {
+    /// An empty cluster: the zone's fixed names only, not synced.
+    pub fn new(cfg: &ZoneConfig) -> Self {
+        let records = Records {
+            cfg: cfg.clone(),
+            serial: 0,
+            synced: false,
+            rrsets: imbl::OrdMap::new(),
+            names: imbl::OrdSet::new(),
+            namespaces: imbl::OrdSet::new(),
+            pod_ips: imbl::OrdSet::new(),
+        };
+        let mut z = Self {
+            records,
+            sum: serial::base(cfg.ttl),
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            by_service: HashMap::new(),
+            namespaces: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            parts: HashMap::new(),
+            contributors: HashMap::new(),
+            name_refs: HashMap::new(),
+            pod_parts: HashMap::new(),
+            pod_refs: HashMap::new(),
+        };
+        z.refresh(Unit::Static, &mut Touched::default());
+        z.records.serial = serial::fold(z.sum);
+        z
+    }
+
+    /// The zone as the answer path serves it (a cheap snapshot).
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// Marks the zone as holding the source's first full view.
+    pub fn set_synced(&mut self) {
+        self.records.synced = true;
+    }
+
+    /// The same objects under another configuration, built afresh.
+    pub fn reconfigured(&self, cfg: &ZoneConfig) -> Self {
+        let mut z = Self::new(cfg);
+        z.apply(self.objects());
+        z.records.synced = self.records.synced;
+        z
+    }
+
+    /// Every object held, as relists (what a new zone needs to hold the same).
+    pub fn objects(&self) -> Vec<Change> {
+        vec![
+            Change::Relist(
+                ObjectKind::Namespace,
+                self.namespaces
+                    .values()
+                    .cloned()
+                    .map(Object::Namespace)
+                    .collect(),
+            ),
+            Change::Relist(
+                ObjectKind::Service,
+                self.services
+                    .values()
+                    .cloned()
+                    .map(Object::Service)
+                    .collect(),
+            ),
+            Change::Relist(
+                ObjectKind::Slice,
+                self.slices.values().cloned().map(Object::Slice).collect(),
+            ),
+            Change::Relist(
+                ObjectKind::Pod,
+                self.pods.values().cloned().map(Object::Pod).collect(),
+            ),
+        ]
+    }
+
+    /// Objects held, by kind (for logs and metrics).
+    pub fn counts(&self) -> [usize; 4] {
+        [
+            self.services.len(),
+            self.slices.len(),
+            self.namespaces.len(),
+            self.pods.len(),
+        ]
+    }
+
+    /// Applies a batch of changes; returns what they touched.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> Touched {
+        let mut dirty = BTreeSet::new();
+        let mut pods = BTreeSet::new();
+        for c in changes {
+            match c {
+                Change::Upsert(o) => self.upsert(o, &mut dirty, &mut pods),
+                Change::Delete(kind, key) => self.remove(kind, &key, &mut dirty, &mut pods),
+                Change::Relist(kind, items) => {
+                    let fresh: BTreeMap<Key, Object> =
+                        items.into_iter().map(|o| (o.key(), o)).collect();
+                    for key in self.keys(kind) {
+                        if !fresh.contains_key(&key) {
+                            self.remove(kind, &key, &mut dirty, &mut pods);
+                        }
+                    }
+                    for o in fresh.into_values() {
+                        self.upsert(o, &mut dirty, &mut pods);
+                    }
+                }
+            }
+        }
+        let mut touched = Touched::default();
+        for unit in dirty {
+            self.refresh(unit, &mut touched);
+        }
+        for key in pods {
+            self.refresh_pod(&key, &mut touched);
+        }
+        self.records.serial = serial::fold(self.sum);
+        touched
+    }
+
+    fn keys(&self, kind: ObjectKind) -> Vec<Key> {
+        match kind {
+            ObjectKind::Service => self.services.keys().cloned().collect(),
+            ObjectKind::Slice => self.slices.keys().cloned().collect(),
+            ObjectKind::Namespace => self
+                .namespaces
+                .keys()
+                .map(|n| (String::new(), n.clone()))
+                .collect(),
+            ObjectKind::Pod => self.pods.keys().cloned().collect(),
+        }
+    }
+
+    fn served(&self, ns: &str) -> bool {
+        self.namespaces
+            .get(ns)
+            .is_some_and(|n| build::serves_namespace(&self.records.cfg, n))
+    }
+
+    /// A namespace's served status may have changed: its names, Services and Pods follow.
+    fn namespace_moved(&self, ns: &str, dirty: &mut BTreeSet<Unit>, pods: &mut BTreeSet<Key>) {
+        dirty.insert(Unit::Namespace(ns.to_owned()));
+        let from = (ns.to_owned(), String::new());
+        for (k, _) in self
+            .services
+            .range(from.clone()..)
+            .take_while(|(k, _)| k.0 == ns)
+        {
+            dirty.insert(Unit::Service(k.0.clone(), k.1.clone()));
+        }
+        for (k, _) in self.pods.range(from..).take_while(|(k, _)| k.0 == ns) {
+            pods.insert(k.clone());
+        }
+    }
+
+    fn upsert(&mut self, o: Object, dirty: &mut BTreeSet<Unit>, pods: &mut BTreeSet<Key>) {
+        let key = o.key();
+        match o {
+            Object::Service(s) => {
+                if self.services.get(&key) != Some(&s) {
+                    self.services.insert(key.clone(), s);
+                    dirty.insert(Unit::Service(key.0, key.1));
+                }
+            }
+            Object::Slice(s) => {
+                let new_svc = (s.namespace.clone(), s.service.clone());
+                let Some(old) = self.slices.insert(key.clone(), s.clone()) else {
+                    self.by_service
+                        .entry(new_svc.clone())
+                        .or_default()
+                        .insert(key.1);
+                    dirty.insert(Unit::Service(new_svc.0, new_svc.1));
+                    return;
+                };
+                if old == s {
+                    return;
+                }
+                let old_svc = (old.namespace.clone(), old.service.clone());
+                if old_svc != new_svc {
+                    self.unlink_slice(&old_svc, &key.1);
+                    self.by_service
+                        .entry(new_svc.clone())
+                        .or_default()
+                        .insert(key.1.clone());
+                }
+                dirty.insert(Unit::Service(old_svc.0, old_svc.1));
+                dirty.insert(Unit::Service(new_svc.0, new_svc.1));
+            }
+            Object::Namespace(n) => {
+                if self.namespaces.get(&key.1) == Some(&n) {
+                    return;
+                }
+                let was = self.served(&key.1);
+                self.namespaces.insert(key.1.clone(), n);
+                if was != self.served(&key.1) {
+                    self.namespace_moved(&key.1, dirty, pods);
+                }
+            }
+            Object::Pod(p) => {
+                if self.pods.get(&key) != Some(&p) {
+                    self.pods.insert(key.clone(), p);
+                    pods.insert(key);
+                }
+            }
+        }
+    }
+
+    fn unlink_slice(&mut self, svc: &Key, slice: &str) {
+        if let Some(set) = self.by_service.get_mut(svc) {
+            set.remove(slice);
+            if set.is_empty() {
+                self.by_service.remove(svc);
+            }
+        }
+    }
+
+    fn remove(
+        &mut self,
+        kind: ObjectKind,
+        key: &Key,
+        dirty: &mut BTreeSet<Unit>,
+        pods: &mut BTreeSet<Key>,
+    ) {
+        match kind {
+            ObjectKind::Service => {
+                if self.services.remove(key).is_some() {
+                    dirty.insert(Unit::Service(key.0.clone(), key.1.clone()));
+                }
+            }
+            ObjectKind::Slice => {
+                if let Some(old) = self.slices.remove(key) {
+                    let svc = (old.namespace, old.service);
+                    self.unlink_slice(&svc, &key.1);
+                    dirty.insert(Unit::Service(svc.0, svc.1));
+                }
+            }
+            ObjectKind::Namespace => {
+                let was = self.served(&key.1);
+                if self.namespaces.remove(&key.1).is_some() && was {
+                    self.namespace_moved(&key.1, dirty, pods);
+                }
+            }
+            ObjectKind::Pod => {
+                if self.pods.remove(key).is_some() {
+                    pods.insert(key.clone());
+                }
+            }
+        }
+    }
+
+    /// Recomputes one unit's contribution and merges again where it moved.
+    fn refresh(&mut self, unit: Unit, touched: &mut Touched) {
+        let cfg = &self.records.cfg;
+        let new = match &unit {
+            Unit::Static => build::static_part(cfg),
+            Unit::Namespace(ns) if self.served(ns) => build::namespace_part(cfg, ns),
+            Unit::Service(ns, name) if self.served(ns) => {
+                match self.services.get(&(ns.clone(), name.clone())) {
+                    Some(svc) => {
+                        let slices: Vec<&SliceView> = self
+                            .by_service
+                            .get(&(ns.clone(), name.clone()))
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| self.slices.get(&(ns.clone(), s.clone())))
+                            .collect();
+                        build::service_part(cfg, svc, &slices)
+                    }
+                    None => Part::default(),
+                }
+            }
+            _ => Part::default(),
+        };
+        if let Unit::Namespace(ns) = &unit {
+            self.set_namespace_served(ns, self.served(ns), touched);
+        }
+        let old = self.parts.remove(&unit).unwrap_or_default();
+        if old == new {
+            if !new.rrsets.is_empty() || !new.names.is_empty() {
+                self.parts.insert(unit, new);
+            }
+            return;
+        }
+        for n in old.names.difference(&new.names) {
+            self.name_ref(n, false, touched);
+        }
+        for n in new.names.difference(&old.names) {
+            self.name_ref(n, true, touched);
+        }
+        let moved: BTreeSet<Vec<u8>> = old
+            .rrsets
+            .iter()
+            .filter(|(o, set)| new.rrsets.get(*o) != Some(set))
+            .map(|(o, _)| o.clone())
+            .chain(
+                new.rrsets
+                    .iter()
+                    .filter(|(o, set)| old.rrsets.get(*o) != Some(set))
+                    .map(|(o, _)| o.clone()),
+            )
+            .collect();
+        for owner in &moved {
+            if new.rrsets.contains_key(owner) {
+                self.contributors
+                    .entry(owner.clone())
+                    .or_default()
+                    .insert(unit.clone());
+            } else if let Some(units) = self.contributors.get_mut(owner) {
+                units.remove(&unit);
+                if units.is_empty() {
+                    self.contributors.remove(owner);
+                }
+            }
+        }
+        if !new.rrsets.is_empty() || !new.names.is_empty() {
+            self.parts.insert(unit, new);
+        }
+        for owner in moved {
+            self.merge(owner, touched);
+        }
+    }
+
+    fn set_namespace_served(&mut self, ns: &str, served: bool, touched: &mut Touched) {
+        let had = self.records.namespaces.contains(ns);
+        if had == served {
+            return;
+        }
+        if served {
+            self.records.namespaces.insert(ns.to_owned());
+            self.sum = self.sum.wrapping_add(serial::namespace(ns));
+        } else {
+            self.records.namespaces.remove(ns);
+            self.sum = self.sum.wrapping_sub(serial::namespace(ns));
+        }
+        touched.namespaces.insert(ns.to_owned());
+    }
+
+    fn name_ref(&mut self, n: &[u8], add: bool, touched: &mut Touched) {
+        let count = self.name_refs.entry(n.to_vec()).or_insert(0);
+        let before = *count;
+        *count = if add {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        let after = *count;
+        if after == 0 {
+            self.name_refs.remove(n);
+        }
+        if (before == 0) != (after == 0) {
+            if add {
+                self.records.names.insert(n.to_vec());
+                self.sum = self.sum.wrapping_add(serial::name(n));
+            } else {
+                self.records.names.remove(n);
+                self.sum = self.sum.wrapping_sub(serial::name(n));
+            }
+            touched.owners.insert(n.to_vec());
+        }
+    }
+
+    /// The records at `owner`: every contributing unit's, in unit order, duplicates
+    /// dropped as [`Records::build`] drops them.
+    fn merge(&mut self, owner: Vec<u8>, touched: &mut Touched) {
+        let merged = self.contributors.get(&owner).map(|units| {
+            let mut set = RRSet::default();
+            for part in units.iter().filter_map(|u| self.parts.get(u)) {
+                if let Some(p) = part.rrsets.get(&owner) {
+                    merge_into(&mut set, p);
+                }
+            }
+            build::finish_srv_weights(&mut set);
+            set
+        });
+        let old = self.records.rrsets.get(&owner);
+        if old == merged.as_ref() {
+            return;
+        }
+        if let Some(o) = old {
+            self.sum = self.sum.wrapping_sub(serial::rrset(&owner, o));
+        }
+        match merged {
+            Some(m) => {
+                self.sum = self.sum.wrapping_add(serial::rrset(&owner, &m));
+                self.records.rrsets.insert(owner.clone(), m);
+            }
+            None => {
+                self.records.rrsets.remove(&owner);
+            }
+        }
+        touched.owners.insert(owner);
+    }
+
+    /// One Pod's (namespace, address) pairs for `pods verified`.
+    fn refresh_pod(&mut self, key: &Key, touched: &mut Touched) {
+        let new: Vec<(String, IpAddr)> = match self.pods.get(key) {
+            Some(p) if self.records.cfg.pods == PodMode::Verified && self.served(&p.namespace) => {
+                let mut v: Vec<_> = p.ips.iter().map(|ip| (p.namespace.clone(), *ip)).collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            _ => Vec::new(),
+        };
+        let old = self.pod_parts.remove(key).unwrap_or_default();
+        for pair in old.iter().filter(|p| !new.contains(p)) {
+            let count = self.pod_refs.entry(pair.clone()).or_insert(1);
+            *count -= 1;
+            if *count == 0 {
+                self.pod_refs.remove(pair);
+                self.records.pod_ips.remove(pair);
+                touched.pod_ips.insert(pair.clone());
+            }
+        }
+        for pair in new.iter().filter(|p| !old.contains(p)) {
+            let count = self.pod_refs.entry(pair.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                self.records.pod_ips.insert(pair.clone());
+                touched.pod_ips.insert(pair.clone());
+            }
+        }
+        if !new.is_empty() {
+            self.pod_parts.insert(key.clone(), new);
+        }
+    }
+}
+
+/// Adds one unit's records at an owner after the others', as the one-pass build does.
+fn merge_into(set: &mut RRSet, part: &RRSet) {
+    for a in &part.a {
+        if !set.a.contains(a) {
+            set.a.push(*a);
+        }
+    }
+    for a in &part.aaaa {
+        if !set.aaaa.contains(a) {
+            set.aaaa.push(*a);
+        }
+    }
+    for s in &part.srv {
+        if !set.srv.contains(s) {
+            set.srv.push(s.clone());
+        }
+    }
+    for p in &part.ptr {
+        if !set.ptr.contains(p) {
+            set.ptr.push(p.clone());
+        }
+    }
+    if part.cname.is_some() {
+        set.cname.clone_from(&part.cname);
+    }
+    set.txt.extend(part.txt.iter().cloned());
+}

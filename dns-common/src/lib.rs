@@ -13,7 +13,7 @@ pub const PRODUCT: &str = "xdns";
 /// in a folder named after it, so a daemon of another layout never adopts maps it would
 /// misread: it builds its own beside them and takes the pinned links over once they are
 /// filled. Bump it with any change to a pinned map's type.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Longest name in wire format, root label included (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -400,9 +400,10 @@ pub mod maps {
     pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
     /// Interfaces counted at most; the daemon deletes the entries of interfaces that go.
     pub const IFACE_COUNTERS_MAX: u32 = 8192;
-    /// Names the kernel can hold. The map is not preallocated: memory follows the records
-    /// actually stored, plus 16 bytes of bucket per slot.
-    pub const RECORDS_MAX: u32 = 131072;
+    /// Names the kernel can hold: 100k Services with a named port are about 300k names.
+    /// The map is not preallocated: memory follows the records actually stored, plus 16
+    /// bytes of bucket per slot (8 MiB).
+    pub const RECORDS_MAX: u32 = 524288;
     /// BPF_F_NO_PREALLOC.
     pub const NO_PREALLOC: u32 = 1;
     pub const SERVICE_ADDRS_MAX: u32 = 64;
@@ -415,7 +416,7 @@ pub mod maps {
     /// Names answered with one record whose data is a name: reverse names with exactly one
     /// PTR, CNAMEs to outside the zone ([`super::NameKey`] → [`super::TargetRecord`]).
     pub const TARGETS: &str = "TARGETS";
-    pub const TARGETS_MAX: u32 = 131072;
+    pub const TARGETS_MAX: u32 = 262144;
     /// The programs the XDP and tc programs tail-call, at [`super::TAIL_POD`] and
     /// [`super::TAIL_TARGET`].
     pub const XDP_TAILS: &str = "XDP_TAILS";

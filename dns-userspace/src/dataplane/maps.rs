@@ -16,16 +16,17 @@ use dns_common::{
 };
 
 use super::{Error, Result};
-use crate::model::KernelView;
+use crate::model::{KernelDelta, KernelView};
 
-/// A hash map kept equal to a desired set of entries by writing only the differences.
+/// A hash map kept equal to the model by writing only the differences. It holds no copy
+/// of the map: a write first reads the kernel's entry, so what it compares against is
+/// always what the kernel holds.
 pub struct Mirror<K, V> {
     name: &'static str,
     map: HashMap<MapData, K, V>,
-    /// What the map holds, as last read or written: later syncs diff against it instead
-    /// of reading the whole map back. Dropped (and the map re-read) after any failed
-    /// write, so it never drifts from the kernel's copy.
-    shadow: Option<BTreeMap<K, V>>,
+    /// Entries the map holds, counted as they are written; `None` until a full sync has
+    /// counted them, and after a failed write.
+    count: Option<usize>,
 }
 
 impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
@@ -34,54 +35,77 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
         Ok(Self {
             name,
             map: HashMap::try_from(data).map_err(map_err(name))?,
-            shadow: None,
+            count: None,
         })
     }
 
-    /// Makes the map hold exactly `desired`: writes only what differs, deletes what is not
-    /// desired. Running it twice changes nothing the second time. The first sync reads the
-    /// map as it is (pins adopted from an earlier daemon are kept, not cleared).
+    fn held(&self, k: &K) -> Option<V> {
+        self.map.get(k, 0).ok()
+    }
+
+    /// Makes the map hold exactly `desired`: deletes what is not desired first (so a full
+    /// map makes room before it grows), then writes only what differs. Running it twice
+    /// changes nothing the second time; pins adopted from an earlier daemon are kept where
+    /// they already hold the right value.
     pub fn sync(&mut self, desired: &BTreeMap<K, V>) -> Result<SyncStats> {
-        let mut current = match self.shadow.take() {
-            Some(s) => s,
-            None => {
-                let mut read = BTreeMap::new();
-                for entry in self.map.iter() {
-                    let (k, v) = entry.map_err(map_err(self.name))?;
-                    read.insert(k, v);
-                }
-                read
-            }
-        };
+        self.count = None;
         let mut stats = SyncStats::default();
-        for (k, v) in desired {
-            if current.get(k) == Some(v) {
-                stats.unchanged += 1;
-                continue;
-            }
-            // On error the shadow stays dropped: the next sync re-reads the map.
-            self.map.insert(k, v, 0).map_err(map_err(self.name))?;
-            current.insert(*k, *v);
-            stats.upserted += 1;
-        }
-        let stale: Vec<K> = current
+        let stale: Vec<K> = self
+            .map
             .keys()
-            .filter(|k| !desired.contains_key(*k))
-            .copied()
+            .collect::<std::result::Result<Vec<K>, _>>()
+            .map_err(map_err(self.name))?
+            .into_iter()
+            .filter(|k| !desired.contains_key(k))
             .collect();
         for k in stale {
             self.map.remove(&k).map_err(map_err(self.name))?;
-            current.remove(&k);
             stats.deleted += 1;
         }
-        self.shadow = Some(current);
+        for (k, v) in desired {
+            if self.held(k).as_ref() == Some(v) {
+                stats.unchanged += 1;
+                continue;
+            }
+            self.map.insert(k, v, 0).map_err(map_err(self.name))?;
+            stats.upserted += 1;
+        }
+        self.count = Some(desired.len());
         Ok(stats)
     }
 
-    /// Entries the map holds (from the shadow, else read from the map).
+    /// Writes a batch of entries (`None`: delete), deletes first; an entry already as
+    /// wanted is not written.
+    pub fn apply(&mut self, entries: &[(K, Option<V>)]) -> Result<SyncStats> {
+        let mut stats = SyncStats::default();
+        let count = self.count.take();
+        let mut delta: isize = 0;
+        for (k, _) in entries.iter().filter(|(_, v)| v.is_none()) {
+            if self.held(k).is_some() {
+                self.map.remove(k).map_err(map_err(self.name))?;
+                stats.deleted += 1;
+                delta -= 1;
+            }
+        }
+        for (k, v) in entries.iter().filter_map(|(k, v)| Some((k, v.as_ref()?))) {
+            match self.held(k) {
+                Some(held) if held == *v => stats.unchanged += 1,
+                held => {
+                    self.map.insert(k, v, 0).map_err(map_err(self.name))?;
+                    stats.upserted += 1;
+                    delta += isize::from(held.is_none());
+                }
+            }
+        }
+        // Restored only once every write landed: a failed batch leaves it unknown.
+        self.count = count.map(|c| c.saturating_add_signed(delta));
+        Ok(stats)
+    }
+
+    /// Entries the map holds (counted, else read from the map).
     pub fn len(&self) -> usize {
-        match &self.shadow {
-            Some(s) => s.len(),
+        match self.count {
+            Some(c) => c,
             None => self.map.keys().count(),
         }
     }
@@ -196,6 +220,48 @@ impl KernelMaps {
         Ok(stats)
     }
 
+    /// Writes one batch of changes (see [`crate::model::Records::kernel_delta`]): the new
+    /// SOA, the pod keys, then the names, deletions of records before targets and targets
+    /// before new records, so no record ever points at a target not yet written. A failed
+    /// write marks the maps incomplete (unknown names pass to userspace) and is returned:
+    /// the caller then makes a full [`KernelMaps::publish`].
+    pub fn publish_delta(&mut self, delta: &KernelDelta, nxdomain: bool) -> Result<SyncStats> {
+        let was_complete = self.zone_info.is_some_and(|z| z.flags & ZONE_COMPLETE != 0);
+        let mut zone = delta.zone;
+        if nxdomain && was_complete {
+            zone.flags |= ZONE_COMPLETE;
+        }
+        self.set_zone(&zone)?;
+        match self.write_delta(delta) {
+            Ok(stats) => Ok(stats),
+            Err(e) => {
+                zone.flags &= !ZONE_COMPLETE;
+                self.set_zone(&zone)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The writes of [`KernelMaps::publish_delta`]; the stats are the records map's.
+    fn write_delta(&mut self, delta: &KernelDelta) -> Result<SyncStats> {
+        let sets = |v: &[(PodKey, bool)]| -> Vec<(PodKey, Option<u8>)> {
+            v.iter().map(|(k, on)| (*k, on.then_some(1))).collect()
+        };
+        self.pod_ns.apply(&sets(&delta.pod_namespaces))?;
+        self.pod_addrs.apply(&sets(&delta.pod_addrs))?;
+        let (gone, kept): (Vec<_>, Vec<_>) = delta
+            .records
+            .iter()
+            .copied()
+            .partition(|(_, v)| v.is_none());
+        let mut stats = self.records.apply(&gone)?;
+        self.targets.apply(&delta.targets)?;
+        let more = self.records.apply(&kept)?;
+        stats.upserted += more.upserted;
+        stats.unchanged += more.unchanged;
+        Ok(stats)
+    }
+
     /// How long the kernel may answer after the last [`KernelMaps::refresh`].
     pub fn set_fresh_for(&mut self, d: std::time::Duration) {
         self.fresh_for = d;
@@ -251,7 +317,7 @@ impl KernelMaps {
         let _ = self.iface_counters.remove(&ifindex);
     }
 
-    /// Names the kernel holds (from the reconciler's shadow, else read from the map).
+    /// Names the kernel holds (counted as written, else read from the map).
     pub fn records_len(&self) -> usize {
         self.records.len()
     }

@@ -1,10 +1,18 @@
-//! The live API: one kube-rs reflector per kind, objects pruned on arrival to what the model
-//! reads (every node holds the whole cluster's Services and EndpointSlices).
+//! The live API: one kube-rs watcher per kind, each event converted on arrival into the
+//! compact view the model reads and sent on as a [`Change`]; no Kubernetes object is kept
+//! (every node watches the whole cluster's Services and EndpointSlices).
 //!
-//! Watch errors back off and retry while the stores keep the last good state; a relist
-//! replaces a store whole (kube-rs swaps it in on `InitDone`), so a Delete missed during an
-//! outage cannot leave a stale record behind.
-use std::{fmt::Debug, hash::Hash, path::Path, sync::Arc, time::Duration};
+//! A list (the first, or a relist after 410 Gone) is gathered whole and sent as one
+//! [`Change::Relist`] when it completes, so the zone never sees a partial list, and a
+//! Delete missed during an outage cannot leave a stale record behind. Watch errors back
+//! off and retry while the zone keeps the last good state; [`WatchHealth`] tells whether
+//! each kind has listed and whether it is failing now.
+use std::{
+    fmt::Debug,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -13,17 +21,14 @@ use k8s_openapi::api::{
 };
 use kube::{
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{
-        reflector::{self, Store},
-        watcher, WatchStreamExt,
-    },
+    runtime::{watcher, WatchStreamExt},
     Api, Client, Config, Resource, ResourceExt,
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 
-use super::convert;
-use crate::model::view::ClusterView;
+use super::convert::{self, FieldError};
+use crate::model::live::{Change, Key, Object, ObjectKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,147 +77,193 @@ pub async fn client(kubeconfig: Option<&Path>, limits: ApiLimits) -> Result<Clie
         .build())
 }
 
-/// The reflector stores, filled by background watch tasks.
-pub struct Stores {
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    namespaces: Store<Namespace>,
-    pods: Option<Store<Pod>>,
+/// How each kind's watch is doing, shared with readiness and metrics.
+#[derive(Debug, Default)]
+pub struct WatchHealth(Mutex<Vec<KindHealth>>);
+
+#[derive(Clone, Debug)]
+pub struct KindHealth {
+    pub kind: ObjectKind,
+    /// Lists completed (the first and every relist).
+    pub lists: u64,
+    /// Watch or list errors so far.
+    pub errors: u64,
+    /// Since when it has failed without a success in between.
+    pub failing_since: Option<Instant>,
 }
 
-impl Stores {
-    /// Starts the watches; `changed` is notified on every event. Pods are watched only when
-    /// `watch_pods` (a pod mode that needs them).
-    pub fn start(client: Client, watch_pods: bool, changed: Arc<Notify>) -> Self {
-        Self {
-            services: reflect(
-                Api::all(client.clone()),
-                changed.clone(),
-                |_: &mut Service| {},
-            ),
-            slices: reflect(
-                Api::all(client.clone()),
-                changed.clone(),
-                |_: &mut EndpointSlice| {},
-            ),
-            namespaces: reflect(
-                Api::all(client.clone()),
-                changed.clone(),
-                |n: &mut Namespace| {
-                    n.spec = None;
-                    n.status = None;
-                },
-            ),
-            pods: watch_pods.then(|| {
-                reflect(Api::all(client), changed, |p: &mut Pod| {
-                    // Only the addresses are read; specs are most of a pod's bytes.
-                    p.spec = None;
-                    if let Some(s) = p.status.as_mut() {
-                        *s = k8s_openapi::api::core::v1::PodStatus {
-                            pod_ip: s.pod_ip.take(),
-                            pod_ips: s.pod_ips.take(),
-                            ..Default::default()
-                        };
-                    }
-                })
-            }),
-        }
+impl WatchHealth {
+    fn update(&self, kind: ObjectKind, f: impl FnOnce(&mut KindHealth)) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i = match all.iter().position(|h| h.kind == kind) {
+            Some(i) => i,
+            None => {
+                all.push(KindHealth {
+                    kind,
+                    lists: 0,
+                    errors: 0,
+                    failing_since: None,
+                });
+                all.len() - 1
+            }
+        };
+        f(&mut all[i]);
     }
 
-    /// Resolves once every store has had its first full list.
-    pub async fn wait_synced(&self) {
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        if let Some(p) = &self.pods {
-            let _ = p.wait_until_ready().await;
-        }
-    }
-
-    /// The current cluster view. Objects the model cannot use are skipped and logged (the
-    /// API server validated them, so this is rare and never fatal).
-    pub fn view(&self) -> ClusterView {
-        let mut v = ClusterView::default();
-        for s in self.services.state() {
-            match convert::service(&s) {
-                Ok(sv) => v.services.push(sv),
-                Err(e) => skip("Service", &*s, &e),
-            }
-        }
-        for s in self.slices.state() {
-            match convert::slice(&s) {
-                Ok(sv) => v.slices.extend(sv),
-                Err(e) => skip("EndpointSlice", &*s, &e),
-            }
-        }
-        for n in self.namespaces.state() {
-            match convert::namespace(&n) {
-                Ok(nv) => v.namespaces.push(nv),
-                Err(e) => skip("Namespace", &*n, &e),
-            }
-        }
-        for p in self.pods.iter().flat_map(|p| p.state()) {
-            match convert::pod(&p) {
-                Ok(pv) => v.pods.push(pv),
-                Err(e) => skip("Pod", &*p, &e),
-            }
-        }
-        v
+    pub fn kinds(&self) -> Vec<KindHealth> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
-fn skip<K: Resource>(kind: &str, obj: &K, e: &convert::FieldError) {
-    tracing::warn!(
-        kind,
-        namespace = obj.namespace().unwrap_or_default(),
-        name = obj.name_any(),
-        error = %e,
-        "object skipped"
+/// A change and when its watch event arrived.
+pub type Timed = (Instant, Change);
+
+/// Starts a watch per kind (Pods only when `watch_pods`, a pod mode that needs them);
+/// their changes arrive on the returned channel.
+pub fn start(
+    client: Client,
+    watch_pods: bool,
+    health: Arc<WatchHealth>,
+) -> (mpsc::UnboundedReceiver<Timed>, Vec<ObjectKind>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut kinds = vec![
+        ObjectKind::Service,
+        ObjectKind::Slice,
+        ObjectKind::Namespace,
+    ];
+    watch(
+        Api::<Service>::all(client.clone()),
+        ObjectKind::Service,
+        tx.clone(),
+        health.clone(),
+        |s| convert::service(s).map(|v| Some(Object::Service(v))),
     );
+    watch(
+        Api::<EndpointSlice>::all(client.clone()),
+        ObjectKind::Slice,
+        tx.clone(),
+        health.clone(),
+        |s| convert::slice(s).map(|v| v.map(Object::Slice)),
+    );
+    watch(
+        Api::<Namespace>::all(client.clone()),
+        ObjectKind::Namespace,
+        tx.clone(),
+        health.clone(),
+        |n| convert::namespace(n).map(|v| Some(Object::Namespace(v))),
+    );
+    if watch_pods {
+        kinds.push(ObjectKind::Pod);
+        watch(Api::<Pod>::all(client), ObjectKind::Pod, tx, health, |p| {
+            convert::pod(p).map(|v| Some(Object::Pod(v)))
+        });
+    }
+    (rx, kinds)
 }
 
-/// Watches `api` into a store, pruning every object on arrival with `prune` (managed fields
-/// and annotations always).
-fn reflect<K>(
+fn key_of<K: Resource>(kind: ObjectKind, obj: &K) -> Key {
+    let ns = if kind == ObjectKind::Namespace {
+        String::new()
+    } else {
+        obj.namespace().unwrap_or_default()
+    };
+    (ns, obj.name_any())
+}
+
+/// Objects the model cannot use are skipped and logged (the API server validated them, so
+/// this is rare and never fatal); an object the model does not read (a slice of no
+/// Service) is `None`.
+fn compact<K: Resource>(
+    kind: ObjectKind,
+    obj: &K,
+    convert: fn(&K) -> Result<Option<Object>, FieldError>,
+) -> Option<Object> {
+    match convert(obj) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(
+                kind = ?kind,
+                namespace = obj.namespace().unwrap_or_default(),
+                name = obj.name_any(),
+                error = %e,
+                "object skipped"
+            );
+            None
+        }
+    }
+}
+
+/// Watches `api`, converting each object on arrival; a list is gathered and sent whole.
+fn watch<K>(
     api: Api<K>,
-    changed: Arc<Notify>,
-    prune: impl Fn(&mut K) + Send + 'static,
-) -> Store<K>
-where
+    kind: ObjectKind,
+    tx: mpsc::UnboundedSender<Timed>,
+    health: Arc<WatchHealth>,
+    convert: fn(&K) -> Result<Option<Object>, FieldError>,
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
+    K::DynamicType: Default,
 {
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(move |o: &mut K| {
-            o.managed_fields_mut().clear();
-            o.annotations_mut().clear();
-            prune(o);
-        })
-        .reflect(writer);
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    health.update(kind, |_| {});
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        let mut failing = false;
+        let mut listing: Option<Vec<Object>> = None;
         while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    if failing {
-                        tracing::info!(kind, "watch recovered");
-                        failing = false;
+            let at = Instant::now();
+            let change = match event {
+                Ok(e) => {
+                    health.update(kind, |h| {
+                        if h.failing_since.take().is_some() {
+                            tracing::info!(kind = ?kind, "watch recovered");
+                        }
+                    });
+                    match e {
+                        watcher::Event::Init => {
+                            listing = Some(Vec::new());
+                            None
+                        }
+                        watcher::Event::InitApply(o) => {
+                            if let (Some(l), Some(c)) =
+                                (listing.as_mut(), compact(kind, &o, convert))
+                            {
+                                l.push(c);
+                            }
+                            None
+                        }
+                        watcher::Event::InitDone => {
+                            health.update(kind, |h| h.lists += 1);
+                            Some(Change::Relist(kind, listing.take().unwrap_or_default()))
+                        }
+                        watcher::Event::Apply(o) => Some(match compact(kind, &o, convert) {
+                            Some(c) => Change::Upsert(c),
+                            // No longer something the model reads: gone for the zone.
+                            None => Change::Delete(kind, key_of(kind, &o)),
+                        }),
+                        watcher::Event::Delete(o) => Some(Change::Delete(kind, key_of(kind, &o))),
                     }
-                    changed.notify_one();
                 }
                 Err(e) => {
-                    if !failing {
-                        tracing::warn!(kind, error = %e, "watch failing; backing off, the last good state keeps serving");
+                    let mut first = false;
+                    health.update(kind, |h| {
+                        h.errors += 1;
+                        if h.failing_since.is_none() {
+                            h.failing_since = Some(Instant::now());
+                            first = true;
+                        }
+                    });
+                    if first {
+                        tracing::warn!(kind = ?kind, error = %e, "watch failing; backing off, the last good state keeps serving");
                     }
-                    failing = true;
                     tokio::time::sleep(Duration::from_millis(10)).await;
+                    None
+                }
+            };
+            if let Some(c) = change {
+                if tx.send((at, c)).is_err() {
+                    return;
                 }
             }
         }
     });
-    reader
 }

@@ -7,6 +7,8 @@
 //!   address; answered queries per second and the share the kernel answered, per attach
 //!   mode and for userspace with no program attached.
 //! - Latency: dnsperf at a moderate rate, per-query latencies (`-v`), sorted.
+mod scale;
+
 use std::{fs, net::IpAddr, process::Command, time::Duration};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
@@ -14,7 +16,7 @@ use dns_common::{programs, Counter};
 use dns_userspace::{
     dataplane::{
         self,
-        maps::{pinned_counters, pinned_records, KernelMaps},
+        maps::{pinned_counters, KernelMaps},
     },
     model::{Records, ZoneConfig},
     source::manifests,
@@ -75,7 +77,8 @@ fn run() -> Result<(), String> {
         on_namespaces(seconds)?;
     }
     if run("scale") {
-        at_scale(SCALE_SERVICES, SCALE_CHANGES)?;
+        scale::run(10_000)?;
+        scale::run(100_000)?;
     }
     if run("cache") {
         cache_vs_unbound(seconds)?;
@@ -360,145 +363,8 @@ fn cache_vs_unbound(seconds: u64) -> Result<(), String> {
     Ok(())
 }
 
-const SCALE_SERVICES: usize = 10_000;
-const SCALE_ENDPOINTS: usize = 5;
-const SCALE_CHANGES: usize = 200;
-
-fn addr(base: u8, n: usize) -> String {
-    format!(
-        "10.{}.{}.{}",
-        base as usize + n / 65536,
-        (n / 256) % 256,
-        n % 256
-    )
-}
-
-/// 10k services with 5 endpoints each from the test API server (objects as a real cluster
-/// has them: uids, managedFields, controller-made slices; lists paged): time to first
-/// sync, memory, and the latency from an API change to the kernel map holding the new value.
-fn at_scale(services: usize, changes: usize) -> Result<(), String> {
-    use std::time::Instant;
-
-    use tests::apiserver::{obj, ApiServer};
-
-    let topo = Topology::new("xdns-scale", 1).map_err(|e| e.to_string())?;
-    let pins = Bpffs::new("xdns-scale-bpf").map_err(|e| e.to_string())?;
-    let api = ApiServer::start(Some(&topo.node.name)).map_err(|e| e.to_string())?;
-    let namespaces = 100;
-    for n in 0..namespaces {
-        api.apply(obj::namespace(&format!("ns-{n}")));
-    }
-    for i in 0..services {
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        api.apply(obj::service(&ns, &name, &[&addr(100, i)], &[("http", 80)]));
-        // As the EndpointSlice controller writes them: generated names, owner, targetRef.
-        let eps: Vec<obj::Endpoint> = (0..SCALE_ENDPOINTS)
-            .map(|j| {
-                obj::Endpoint::ready(&addr(200, i * SCALE_ENDPOINTS + j))
-                    .pod(&format!("node-{}", j % 3), &format!("{name}-{j}"))
-            })
-            .collect();
-        api.set_endpoints(&ns, &name, &eps, &[("http", 8080)]);
-    }
-    let dir = std::env::temp_dir().join("xdns-scale");
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    fs::write(dir.join("kubeconfig"), api.kubeconfig()).map_err(|e| e.to_string())?;
-    let args: Vec<String> = [
-        "--kubeconfig",
-        &dir.join("kubeconfig").display().to_string(),
-        "--listen",
-        SVC4,
-        "--listen",
-        SVC6,
-        "--iface",
-        &topo.pods[0].host_if,
-        "--attach",
-        "tc",
-        "--pin-dir",
-        &pins.pin_dir().display().to_string(),
-        "--no-forward",
-    ]
-    .map(String::from)
-    .to_vec();
-    let started = Instant::now();
-    let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
-    let first_sync = started.elapsed();
-
-    let records = pinned_records(&pins.pin_dir()).map_err(|e| e.to_string())?;
-    let rss_kib = tests::client::rss_kib(daemon.pid()).unwrap_or(0);
-    let map_bytes = map_memlock(
-        &dns_userspace::dataplane::maps_dir(&pins.pin_dir()).join(dns_common::maps::RECORDS),
-    );
-
-    // Propagation: change one service's IP, wait for the kernel map to hold it.
-    let data = aya::maps::MapData::from_pin(
-        dns_userspace::dataplane::maps_dir(&pins.pin_dir()).join(dns_common::maps::RECORDS),
-    )
-    .map_err(|e| e.to_string())?;
-    let map: aya::maps::HashMap<_, dns_common::NameKey, dns_common::NameRecords> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|e| e.to_string())?;
-    let mut lat = Vec::with_capacity(changes);
-    for k in 0..changes {
-        let i = (k * 37) % services;
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        let new_ip = addr(150, k);
-        let want: std::net::Ipv4Addr = new_ip.parse().unwrap();
-        let owner =
-            dns_userspace::model::wire_from_dotted(&format!("{name}.{ns}.svc.cluster.local"))
-                .unwrap();
-        let mut key = dns_common::NameKey::zeroed();
-        key.name[..owner.len()].copy_from_slice(&owner);
-        let t0 = Instant::now();
-        api.apply(obj::service(&ns, &name, &[&new_ip], &[("http", 80)]));
-        loop {
-            if map
-                .get(&key, 0)
-                .map(|v| v.a[0] == want.octets())
-                .unwrap_or(false)
-            {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(10) {
-                return Err(format!("change {k} not in the kernel after 10 s"));
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        lat.push(t0.elapsed());
-    }
-    daemon.stop().map_err(|e| e.to_string())?;
-    lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
-    println!("\n### At scale: {services} services × {SCALE_ENDPOINTS} endpoints from the test API server\n");
-    println!("| measure | value |\n|---|---:|");
-    println!(
-        "| first full sync to ready (list + build + map fill + attach) | {:.2} s |",
-        first_sync.as_secs_f64()
-    );
-    println!("| kernel records | {} |", records.len());
-    println!(
-        "| daemon resident memory | {:.1} MiB ({:.0} bytes per service) |",
-        rss_kib as f64 / 1024.0,
-        rss_kib as f64 * 1024.0 / services as f64
-    );
-    println!(
-        "| records map memory (kernel memlock) | {:.1} MiB ({:.0} bytes per record) |",
-        map_bytes as f64 / 1048576.0,
-        map_bytes as f64 / records.len().max(1) as f64
-    );
-    println!(
-        "| API change → kernel map, p50 ({changes} changes) | {:.1} ms |",
-        pct(0.5)
-    );
-    println!("| API change → kernel map, p99 | {:.1} ms |", pct(0.99));
-    let _ = fs::remove_dir_all(&dir);
-    Ok(())
-}
-
 /// The kernel's `memlock` for a pinned map (what it charges for the map's memory).
-fn map_memlock(pin: &std::path::Path) -> u64 {
+pub(crate) fn map_memlock(pin: &std::path::Path) -> u64 {
     use std::os::fd::{AsFd, AsRawFd};
     let Ok(data) = aya::maps::MapData::from_pin(pin) else {
         return 0;

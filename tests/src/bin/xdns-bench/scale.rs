@@ -1,0 +1,360 @@
+//! The control plane at scale: `services` Services × 5 endpoints from the test API server
+//! (objects as a real cluster has them: uids, managedFields, controller-made slices;
+//! lists paged), one in ten headless. Prints first sync, memory, and how long a change
+//! takes to reach the kernel map and an answer in a pod: single changes, a burst as a
+//! rolling update makes, and the daemon's own time per stage from its debug log.
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap, Map, MapData};
+use dns_common::{maps as m, NameKey, NameRecords};
+use dns_userspace::{
+    dataplane::{maps::pinned_records_len, maps_dir},
+    model::wire_from_dotted,
+};
+use tests::{
+    apiserver::{
+        obj::{self, Endpoint},
+        ApiServer,
+    },
+    client::{query_bytes, rss_kib},
+    netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
+};
+
+const ENDPOINTS: usize = 5;
+const SINGLE_CHANGES: usize = 200;
+const BURST: usize = 1000;
+const ANSWER_CHANGES: usize = 20;
+
+fn v4(base: u8, n: usize) -> String {
+    format!(
+        "10.{}.{}.{}",
+        base as usize + n / 65536,
+        (n / 256) % 256,
+        n % 256
+    )
+}
+
+struct Names {
+    services: usize,
+}
+
+impl Names {
+    fn ns(&self, i: usize) -> String {
+        format!("ns-{}", i % (self.services / 100).max(1))
+    }
+    fn svc(&self, i: usize) -> String {
+        format!("svc-{i}")
+    }
+    fn headless(i: usize) -> bool {
+        i.is_multiple_of(10)
+    }
+    fn key(&self, i: usize) -> NameKey {
+        let owner = wire_from_dotted(&format!("{}.{}.svc.cluster.local", self.svc(i), self.ns(i)))
+            .expect("a valid name");
+        let mut key = NameKey::zeroed();
+        key.name[..owner.len()].copy_from_slice(&owner);
+        key
+    }
+    fn endpoints(&self, i: usize, first: Option<&str>) -> Vec<Endpoint> {
+        (0..ENDPOINTS)
+            .map(|j| {
+                let a = match (j, first) {
+                    (0, Some(f)) => f.to_owned(),
+                    _ => v4(200, i * ENDPOINTS + j),
+                };
+                Endpoint::ready(&a).pod(&format!("node-{}", j % 3), &format!("{}-{j}", self.svc(i)))
+            })
+            .collect()
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// Waits until the records map holds `want` among `key`'s A records.
+fn holds(map: &HashMap<MapData, NameKey, NameRecords>, key: &NameKey, want: Ipv4Addr) -> bool {
+    map.get(key, 0).is_ok_and(|v| {
+        v.a[..usize::from(v.a_count).min(v.a.len())]
+            .iter()
+            .any(|a| *a == want.octets())
+    })
+}
+
+/// `field=N` values of the daemon's log lines with `message`.
+fn log_values(log: &str, message: &str, field: &str) -> Vec<f64> {
+    let pat = format!("{field}=");
+    log.lines()
+        .filter(|l| l.contains(message))
+        .filter_map(|l| {
+            let rest = &l[l.find(&pat)? + pat.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+pub fn run(services: usize) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let names = Names { services };
+    let tag = format!("xs{}k", services / 1000);
+    let topo = Topology::new(&tag, 1).map_err(e)?;
+    let pins = Bpffs::new(&format!("{tag}-bpf")).map_err(e)?;
+    let api = ApiServer::start(Some(&topo.node.name)).map_err(e)?;
+    let t = Instant::now();
+    for n in 0..(services / 100).max(1) {
+        api.apply(obj::namespace(&format!("ns-{n}")));
+    }
+    for i in 0..services {
+        let (ns, svc) = (names.ns(i), names.svc(i));
+        let ips = if Names::headless(i) {
+            vec![]
+        } else {
+            vec![v4(100, i)]
+        };
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        api.apply(obj::service(&ns, &svc, &ips, &[("http", 80)]));
+        api.set_endpoints(&ns, &svc, &names.endpoints(i, None), &[("http", 8080)]);
+    }
+    eprintln!(
+        "bench: {services} services in the API server in {:?}",
+        t.elapsed()
+    );
+
+    let dir = std::env::temp_dir().join(&tag);
+    fs::create_dir_all(&dir).map_err(e)?;
+    fs::write(dir.join("kubeconfig"), api.kubeconfig()).map_err(e)?;
+    let log_path = dir.join("daemon.log");
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &dir.join("kubeconfig").display().to_string(),
+        "--listen",
+        SVC4,
+        "--listen",
+        SVC6,
+        "--iface",
+        &topo.pods[0].host_if,
+        "--attach",
+        "tc",
+        "--pin-dir",
+        &pins.pin_dir().display().to_string(),
+        "--no-forward",
+        "--no-loadbalance",
+    ]
+    .map(String::from)
+    .to_vec();
+    // The stage timings are the daemon's debug lines.
+    std::env::set_var("RUST_LOG", "info,xdns=debug");
+    let started = Instant::now();
+    let daemon = Daemon::start_logging(&topo.node, &args, fs::File::create(&log_path).map_err(e)?)
+        .map_err(e)?;
+    let first_sync = started.elapsed();
+    let records = pinned_records_len(&pins.pin_dir()).map_err(|e| e.to_string())?;
+    let rss_synced = rss_kib(daemon.pid()).unwrap_or(0);
+    let map_bytes = super::map_memlock(&maps_dir(&pins.pin_dir()).join(m::RECORDS));
+    let data =
+        MapData::from_pin(maps_dir(&pins.pin_dir()).join(m::RECORDS)).map_err(|e| e.to_string())?;
+    let map: HashMap<_, NameKey, NameRecords> =
+        HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
+    let log_mark = fs::read_to_string(&log_path).map_err(e)?.len();
+
+    // Single changes, one at a time: a ClusterIP Service's address.
+    let mut single = Vec::new();
+    for k in 0..SINGLE_CHANGES {
+        let i = ((k * 37) % services) | 1;
+        let ip = v4(150, k);
+        let want: Ipv4Addr = ip.parse().unwrap();
+        let t0 = Instant::now();
+        api.apply(obj::service(
+            &names.ns(i),
+            &names.svc(i),
+            &[&ip],
+            &[("http", 80)],
+        ));
+        while !holds(&map, &names.key(i), want) {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(format!("change {k} not in the kernel after 10 s"));
+            }
+            std::hint::spin_loop();
+        }
+        single.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // A change seen by a client: a query from the pod until the answer has the new address.
+    let mut answered = Vec::new();
+    let pod = &topo.pods[0].ns;
+    for k in 0..ANSWER_CHANGES {
+        let i = ((k * 53 + 7) % services) | 1;
+        let ip = v4(160, k);
+        let want: Ipv4Addr = ip.parse().unwrap();
+        let q = query_bytes(
+            k as u16,
+            &format!("{}.{}.svc.cluster.local", names.svc(i), names.ns(i)),
+            1,
+        );
+        let t0 = Instant::now();
+        api.apply(obj::service(
+            &names.ns(i),
+            &names.svc(i),
+            &[&ip],
+            &[("http", 80)],
+        ));
+        loop {
+            let r = pod
+                .udp_exchange(
+                    SVC4.parse::<IpAddr>().unwrap(),
+                    53,
+                    &q,
+                    Duration::from_secs(1),
+                )
+                .unwrap_or_default();
+            if r.windows(4).any(|w| w == want.octets()) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(format!("answer change {k} not seen after 10 s"));
+            }
+        }
+        answered.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // A burst as a rolling update makes it: 1000 headless Services' slices within a second,
+    // each timed from its write to the kernel map holding the new address.
+    let burst: Vec<(usize, Ipv4Addr)> = (0..BURST)
+        .map(|k| ((k * 10) % services, v4(170, k).parse().unwrap()))
+        .collect();
+    let written: Vec<std::sync::Mutex<Option<Instant>>> =
+        (0..BURST).map(|_| std::sync::Mutex::new(None)).collect();
+    let done = AtomicBool::new(false);
+    let mut burst_ms = Vec::new();
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen: Vec<Option<f64>> = vec![None; BURST];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while seen.iter().any(Option::is_none) && Instant::now() < deadline {
+                for (k, (i, want)) in burst.iter().enumerate() {
+                    if seen[k].is_some() {
+                        continue;
+                    }
+                    let Some(at) = *written[k].lock().unwrap() else {
+                        continue;
+                    };
+                    if holds(&map, &names.key(*i), *want) {
+                        seen[k] = Some(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                if done.load(Ordering::Relaxed) && seen.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+            seen
+        });
+        let start = Instant::now();
+        for (k, (i, want)) in burst.iter().enumerate() {
+            let at = start + Duration::from_secs(1) * k as u32 / BURST as u32;
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let eps = names.endpoints(*i, Some(&want.to_string()));
+            *written[k].lock().unwrap() = Some(Instant::now());
+            api.set_endpoints(&names.ns(*i), &names.svc(*i), &eps, &[("http", 8080)]);
+        }
+        done.store(true, Ordering::Relaxed);
+        burst_ms = watcher
+            .join()
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+    });
+    if burst_ms.len() < BURST {
+        return Err(format!(
+            "burst: {} of {BURST} changes reached the kernel",
+            burst_ms.len()
+        ));
+    }
+    let rss_changed = rss_kib(daemon.pid()).unwrap_or(0);
+    daemon.stop().map_err(e)?;
+    let log = fs::read_to_string(&log_path).map_err(e)?;
+    let log = &log[log_mark.min(log.len())..];
+    let mut event_us = log_values(log, "change programmed", "event_us");
+    let mut apply_us = log_values(log, "zone changed", "apply_us");
+    let mut kernel_us = log_values(log, "kernel entries written", "kernel_us");
+    let mut batch = log_values(log, "zone changed", "changes");
+
+    println!(
+        "\n### At scale: {services} Services × {ENDPOINTS} endpoints from the test API server\n"
+    );
+    println!("| measure | p50 | p99 |\n|---|---:|---:|");
+    let row = |what: &str, v: &mut Vec<f64>, unit: &str, scale: f64| {
+        println!(
+            "| {what} | {:.2} {unit} | {:.2} {unit} |",
+            pct(v, 0.5) * scale,
+            pct(v, 0.99) * scale
+        )
+    };
+    row(
+        &format!("API write → kernel map, {SINGLE_CHANGES} single changes"),
+        &mut single,
+        "ms",
+        1.0,
+    );
+    row(
+        &format!("API write → kernel map, burst of {BURST} slice changes in 1 s"),
+        &mut burst_ms,
+        "ms",
+        1.0,
+    );
+    row(
+        &format!("API write → answer in a pod, {ANSWER_CHANGES} changes"),
+        &mut answered,
+        "ms",
+        1.0,
+    );
+    row(
+        "watch event arrived → kernel map written (daemon)",
+        &mut event_us,
+        "ms",
+        1e-3,
+    );
+    row("  stage: zone update (daemon)", &mut apply_us, "ms", 1e-3);
+    row(
+        "  stage: kernel writes (daemon)",
+        &mut kernel_us,
+        "ms",
+        1e-3,
+    );
+    row("  changes per batch", &mut batch, "", 1.0);
+    println!("\n| measure | value |\n|---|---:|");
+    println!(
+        "| first full sync to ready (paged lists + zone + map fill + attach) | {:.2} s |",
+        first_sync.as_secs_f64()
+    );
+    println!("| kernel records | {records} |");
+    println!(
+        "| daemon RSS after sync | {:.1} MiB ({:.0} bytes per Service) |",
+        rss_synced as f64 / 1024.0,
+        rss_synced as f64 * 1024.0 / services as f64
+    );
+    println!(
+        "| daemon RSS after {} changes | {:.1} MiB |",
+        SINGLE_CHANGES + ANSWER_CHANGES + BURST,
+        rss_changed as f64 / 1024.0
+    );
+    println!(
+        "| records map memory (kernel memlock) | {:.1} MiB ({:.0} bytes per record) |",
+        map_bytes as f64 / 1048576.0,
+        map_bytes as f64 / records.max(1) as f64
+    );
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// seconds, then exit (CoreDNS `health { lameduck 5s }`; the DaemonSet sets 5).
     #[arg(long, default_value_t = 0)]
     pub lameduck_secs: u64,
+    /// `/ready` turns 503 once an API watch has failed for this many seconds (or ended);
+    /// the last good records keep serving either way.
+    #[arg(long, default_value_t = 60)]
+    pub watch_failing_after: u64,
     /// Where `/metrics` (Prometheus, CoreDNS names) is served.
     #[arg(long, default_value = "0.0.0.0:9153")]
     pub metrics_addr: SocketAddr,
@@ -361,6 +365,7 @@ impl RunArgs {
         if let Some(h) = &f.health {
             set(&mut a.health_addr, &h.addr);
             secs(&mut a.lameduck_secs, &h.lameduck);
+            secs(&mut a.watch_failing_after, &h.watch_failing_after);
         }
         set(&mut a.ready_addr, &f.ready);
         set(&mut a.metrics_addr, &f.prometheus);

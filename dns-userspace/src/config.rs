@@ -79,6 +79,9 @@ pub struct Health {
     pub addr: Option<SocketAddr>,
     #[serde(default, deserialize_with = "duration")]
     pub lameduck: Option<Duration>,
+    /// `/ready` fails once an API watch has failed this long.
+    #[serde(default, deserialize_with = "duration")]
+    pub watch_failing_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]

@@ -239,6 +239,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     let zone = Zone::new(Records::unsynced(&cfg));
     let metrics = Arc::new(Metrics::new(
         (!args.no_kernel).then(|| args.pin_dir.clone()),
+        source.health(),
     ));
     // Accelerator only (nothing to listen on): no misses reach us, so nothing to forward.
     let resolver = if args.listen.is_empty() {
@@ -268,6 +269,10 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     }
 
     let readiness = Readiness::default();
+    if let Some(h) = source.health() {
+        let grace = Duration::from_secs(args.watch_failing_after);
+        readiness.check(Arc::new(move || h.problem(grace)));
+    }
     {
         let (h, r) = (args.health_addr, args.ready_addr);
         // Bind now, so a taken port is a start-up error, not a silent missing probe.

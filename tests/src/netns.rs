@@ -305,8 +305,19 @@ impl Daemon {
 
     /// Like [`Daemon::start`], its log (stderr) going to `log`.
     pub fn start_logging(ns: &Netns, args: &[String], log: fs::File) -> io::Result<Self> {
+        Self::start_logging_within(ns, args, log, Duration::from_secs(30))
+    }
+
+    /// Like [`Daemon::start_logging`], waiting up to `ready_within` (a large cluster's
+    /// first sync).
+    pub fn start_logging_within(
+        ns: &Netns,
+        args: &[String],
+        log: fs::File,
+        ready_within: Duration,
+    ) -> io::Result<Self> {
         let mut d = Self::spawn_logging(ns, args, Stdio::from(log))?;
-        d.wait_ready(Duration::from_secs(30))?;
+        d.wait_ready(ready_within)?;
         Ok(d)
     }
 

@@ -540,3 +540,62 @@ fn capped_watches_resume_for_two_minutes_without_a_relist_or_a_lost_change() {
     assert!(!log.iter().any(|r| r.outcome == Outcome::Gone), "no 410");
     assert!(k >= 400, "{k} changes");
 }
+
+/// A watch that keeps failing (RBAC lost on one kind) is reported: `/ready` says which,
+/// the metrics count it, and the last good records keep answering; it recovers.
+#[test]
+fn a_failing_watch_is_reported_while_the_last_good_state_serves() {
+    let Some(f) = fixture("fail") else { return };
+    let api = &f.api;
+    api.apply(obj::namespace("shop"));
+    api.apply(obj::service("shop", "web", &["10.96.5.1"], &[("http", 80)]));
+    api.apply(obj::service("shop", "db", &[], &[("pg", 5432)]));
+    api.set_endpoints(
+        "shop",
+        "db",
+        &[Endpoint::ready("10.1.9.5")],
+        &[("pg", 5432)],
+    );
+    let mut args = f.args();
+    args.extend(["--watch-failing-after", "1"].map(String::from));
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert_eq!(probe(&f, 8181, "/ready"), "200");
+
+    api.fail(Some(Kind::EndpointSlice), 403, None);
+    api.drop_watches_of(Kind::EndpointSlice);
+    eventually(SOON, "503".to_string(), || probe(&f, 8181, "/ready"));
+    let why = f
+        .topo
+        .node
+        .output(
+            "curl",
+            &["-s", "--max-time", "5", "http://127.0.0.1:8181/ready"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(why.contains("EndpointSlice watch has failed"), "{why}");
+    let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    assert!(
+        metrics.contains("xdns_kube_watch_failing{kind=\"EndpointSlice\"} 1")
+            && metrics.contains("xdns_kube_watch_failing{kind=\"Service\"} 0"),
+        "{metrics}"
+    );
+    // The last good state: the kernel's answer, and userspace's SRV.
+    assert_eq!(f.dig(&["web.shop.svc.cluster.local"]), "10.96.5.1");
+    assert_eq!(
+        f.dig(&["_pg._tcp.db.shop.svc.cluster.local", "SRV"]),
+        "0 100 5432 10-1-9-5.db.shop.svc.cluster.local."
+    );
+
+    api.clear_faults();
+    api.set_endpoints(
+        "shop",
+        "db",
+        &[Endpoint::ready("10.1.9.6")],
+        &[("pg", 5432)],
+    );
+    eventually(Duration::from_secs(60), "10.1.9.6".to_string(), || {
+        f.dig(&["db.shop.svc.cluster.local"])
+    });
+    eventually(SOON, "200".to_string(), || probe(&f, 8181, "/ready"));
+}

@@ -33,6 +33,18 @@ pub enum ObjectKind {
     Pod,
 }
 
+impl ObjectKind {
+    /// The Kubernetes kind, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Service => "Service",
+            ObjectKind::Slice => "EndpointSlice",
+            ObjectKind::Namespace => "Namespace",
+            ObjectKind::Pod => "Pod",
+        }
+    }
+}
+
 /// (namespace, name); a Namespace's namespace is "".
 pub type Key = (String, String);
 

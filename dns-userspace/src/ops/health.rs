@@ -10,15 +10,34 @@ use std::{
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 
+/// Says why the process is not ready, if it is not (a source's health).
+pub type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    check: Arc<std::sync::OnceLock<Check>>,
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.ready.store(ready, Ordering::SeqCst);
     }
+
+    /// Adds a condition: while it names a problem, `/ready` is 503 with that text.
+    pub fn check(&self, c: Check) {
+        let _ = self.check.set(c);
+    }
+
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.problem().is_none()
+    }
+
+    fn problem(&self) -> Option<String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("not ready".into());
+        }
+        self.check.get().and_then(|c| c())
     }
 }
 
@@ -26,11 +45,10 @@ async fn health() -> &'static str {
     "OK"
 }
 
-async fn ready(State(r): State<Readiness>) -> (StatusCode, &'static str) {
-    if r.get() {
-        (StatusCode::OK, "OK")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+async fn ready(State(r): State<Readiness>) -> (StatusCode, String) {
+    match r.problem() {
+        None => (StatusCode::OK, "OK".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

@@ -184,6 +184,43 @@ fn const_gauges<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// The API watches' health: lists, errors, and whether each is failing now.
+#[derive(Debug)]
+struct WatchCollector {
+    health: Arc<crate::source::kube::WatchHealth>,
+}
+
+impl Collector for WatchCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let kinds = self.health.kinds();
+        let label = |h: &crate::source::kube::KindHealth| vec![("kind", h.kind.name().to_owned())];
+        let rows: Vec<(Labels, u64)> = kinds.iter().map(|h| (label(h), h.lists)).collect();
+        const_counters(
+            &mut enc,
+            "xdns_kube_lists",
+            "Full lists completed per kind (the first and every relist)",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, u64)> = kinds.iter().map(|h| (label(h), h.errors)).collect();
+        const_counters(
+            &mut enc,
+            "xdns_kube_watch_errors",
+            "List and watch errors per kind (each is retried with backoff)",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, i64)> = kinds
+            .iter()
+            .map(|h| (label(h), i64::from(h.failing_for(Duration::ZERO).is_some())))
+            .collect();
+        const_gauges(
+            &mut enc,
+            "xdns_kube_watch_failing",
+            "1 while a kind's watch is failing or has ended: its records are the last good ones",
+            &rows,
+        )
+    }
+}
+
 /// The kernel path's counters and occupancy, from the pins.
 #[derive(Debug)]
 struct KernelCollector {
@@ -268,7 +305,10 @@ impl Collector for KernelCollector {
 
 impl Metrics {
     /// With `pin_dir`, the kernel path's series are read from the pins at each scrape.
-    pub fn new(pin_dir: Option<PathBuf>) -> Self {
+    pub fn new(
+        pin_dir: Option<PathBuf>,
+        watches: Option<Arc<crate::source::kube::WatchHealth>>,
+    ) -> Self {
         let mut r = Registry::default();
         let requests = Family::default();
         let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
@@ -401,6 +441,9 @@ impl Metrics {
         );
         if let Some(pin_dir) = pin_dir {
             r.register_collector(Box::new(KernelCollector { pin_dir }));
+        }
+        if let Some(health) = watches {
+            r.register_collector(Box::new(WatchCollector { health }));
         }
         // Series dashboards rate() from the start: present at zero before the first event.
         let cache = || CacheLabels {

@@ -90,6 +90,26 @@ pub struct KindHealth {
     pub errors: u64,
     /// Since when it has failed without a success in between.
     pub failing_since: Option<Instant>,
+    /// The last error (kube-rs retries at most about every 30 s while it fails).
+    pub last_error: Option<Instant>,
+    /// The watch task ended: nothing will change this kind any more.
+    pub ended: bool,
+}
+
+/// Longer than kube-rs's longest backoff: an error streak with no error for this long is
+/// over (a watch that came back may see no event of its kind for a while).
+const QUIET_AFTER_ERROR: Duration = Duration::from_secs(45);
+
+impl KindHealth {
+    /// Whether the kind has been failing for longer than `grace`, or its watch ended.
+    pub fn failing_for(&self, grace: Duration) -> Option<Duration> {
+        if self.ended {
+            return Some(Duration::MAX);
+        }
+        let recent = self.last_error?.elapsed() < QUIET_AFTER_ERROR;
+        let streak = self.failing_since?.elapsed();
+        (recent && streak > grace).then_some(streak)
+    }
 }
 
 impl WatchHealth {
@@ -103,6 +123,8 @@ impl WatchHealth {
                     lists: 0,
                     errors: 0,
                     failing_since: None,
+                    last_error: None,
+                    ended: false,
                 });
                 all.len() - 1
             }
@@ -112,6 +134,22 @@ impl WatchHealth {
 
     pub fn kinds(&self) -> Vec<KindHealth> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the source is not healthy: a watch failing for longer than `grace`, or ended.
+    pub fn problem(&self, grace: Duration) -> Option<String> {
+        self.kinds().iter().find_map(|h| {
+            let d = h.failing_for(grace)?;
+            Some(if h.ended {
+                format!("the {} watch ended", h.kind.name())
+            } else {
+                format!(
+                    "the {} watch has failed for {} s; the last good records keep serving",
+                    h.kind.name(),
+                    d.as_secs()
+                )
+            })
+        })
     }
 }
 
@@ -247,6 +285,7 @@ fn watch<K>(
                     let mut first = false;
                     health.update(kind, |h| {
                         h.errors += 1;
+                        h.last_error = Some(Instant::now());
                         if h.failing_since.is_none() {
                             h.failing_since = Some(Instant::now());
                             first = true;
@@ -265,5 +304,7 @@ fn watch<K>(
                 }
             }
         }
+        tracing::error!(kind = ?kind, "watch ended; this kind's records no longer change");
+        health.update(kind, |h| h.ended = true);
     });
 }

@@ -53,10 +53,10 @@ fn run() -> Result<(), String> {
                     .ok_or("--seconds N")?
             }
             "--only" => {
-                only = Some(
-                    args.next()
-                        .ok_or("--only program|namespaces|scale|cache|ndots")?,
-                )
+                only =
+                    Some(args.next().ok_or(
+                        "--only program|namespaces|scale|scale-10k|scale-100k|cache|ndots",
+                    )?)
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -76,8 +76,10 @@ fn run() -> Result<(), String> {
     if run("namespaces") {
         on_namespaces(seconds)?;
     }
-    if run("scale") {
+    if run("scale") || run("scale-10k") {
         scale::run(10_000)?;
+    }
+    if run("scale") || run("scale-100k") {
         scale::run(100_000)?;
     }
     if run("cache") {

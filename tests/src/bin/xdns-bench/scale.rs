@@ -157,8 +157,10 @@ pub fn run(services: usize) -> Result<(), String> {
     // The stage timings are the daemon's debug lines.
     std::env::set_var("RUST_LOG", "info,xdns=debug");
     let started = Instant::now();
-    let daemon = Daemon::start_logging(&topo.node, &args, fs::File::create(&log_path).map_err(e)?)
-        .map_err(e)?;
+    let log_file = fs::File::create(&log_path).map_err(e)?;
+    let daemon =
+        Daemon::start_logging_within(&topo.node, &args, log_file, Duration::from_secs(300))
+            .map_err(e)?;
     let first_sync = started.elapsed();
     let records = pinned_records_len(&pins.pin_dir()).map_err(|e| e.to_string())?;
     let rss_synced = rss_kib(daemon.pid()).unwrap_or(0);

@@ -83,10 +83,7 @@ impl Sinks<'_> {
         let records = live.records();
         let t = Instant::now();
         if let Some(k) = self.kernel.as_deref_mut() {
-            match k
-                .maps
-                .publish(&records.kernel_view(), self.nxdomain && records.synced)
-            {
+            match k.maps.publish(records, self.nxdomain && records.synced) {
                 Ok(stats) => {
                     self.needs_full = false;
                     tracing::info!(

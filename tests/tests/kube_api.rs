@@ -599,3 +599,29 @@ fn a_failing_watch_is_reported_while_the_last_good_state_serves() {
     });
     eventually(SOON, "200".to_string(), || probe(&f, 8181, "/ready"));
 }
+
+/// A first sync slower than `--startup-timeout` (which only warns) still completes: the
+/// daemon's wait for it is woken by the warning and must not lose what arrived before.
+#[test]
+fn a_first_sync_slower_than_the_startup_timeout_completes() {
+    let Some(f) = fixture("slow") else { return };
+    f.api.apply(obj::namespace("bulk"));
+    for i in 0..1200 {
+        f.api.apply(obj::service(
+            "bulk",
+            &format!("s{i}"),
+            &[&service_ip(i)],
+            &[],
+        ));
+    }
+    // Three pages of Services at 800 ms each: the Namespace and EndpointSlice lists are in
+    // well before the 1 s warning, the Services well after.
+    f.api
+        .configure(|o| o.page_delay = Duration::from_millis(800));
+    let mut args = f.args();
+    args.extend(["--startup-timeout", "1"].map(String::from));
+    let mut d = Daemon::spawn(&f.topo.node, &args).expect("daemon");
+    d.wait_ready(Duration::from_secs(30))
+        .expect("ready once the slow list is in");
+    assert_eq!(f.dig(&["s7.bulk.svc.cluster.local"]), service_ip(7));
+}

@@ -16,7 +16,7 @@ use dns_common::{
 };
 
 use super::{Error, Result};
-use crate::model::{KernelDelta, KernelView};
+use crate::model::{KernelDelta, KernelEntries};
 
 /// A hash map kept equal to the model by writing only the differences. It holds no copy
 /// of the map: a write first reads the kernel's entry, so what it compares against is
@@ -43,11 +43,16 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
         self.map.get(k, 0).ok()
     }
 
-    /// Makes the map hold exactly `desired`: deletes what is not desired first (so a full
-    /// map makes room before it grows), then writes only what differs. Running it twice
-    /// changes nothing the second time; pins adopted from an earlier daemon are kept where
-    /// they already hold the right value.
-    pub fn sync(&mut self, desired: &BTreeMap<K, V>) -> Result<SyncStats> {
+    /// Makes the map hold exactly the entries `all` yields, `wanted` saying for any key
+    /// what it should hold: deletes what is not wanted first (so a full map makes room
+    /// before it grows), then writes only what differs. Running it twice changes nothing
+    /// the second time; pins adopted from an earlier daemon are kept where they already
+    /// hold the right value.
+    pub fn reconcile<'a>(
+        &mut self,
+        wanted: impl Fn(&K) -> Option<V>,
+        all: impl Iterator<Item = (K, V)> + 'a,
+    ) -> Result<SyncStats> {
         self.count = None;
         let mut stats = SyncStats::default();
         let stale: Vec<K> = self
@@ -56,22 +61,32 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
             .collect::<std::result::Result<Vec<K>, _>>()
             .map_err(map_err(self.name))?
             .into_iter()
-            .filter(|k| !desired.contains_key(k))
+            .filter(|k| wanted(k).is_none())
             .collect();
         for k in stale {
             self.map.remove(&k).map_err(map_err(self.name))?;
             stats.deleted += 1;
         }
-        for (k, v) in desired {
-            if self.held(k).as_ref() == Some(v) {
+        let mut count = 0;
+        for (k, v) in all {
+            count += 1;
+            if self.held(&k).as_ref() == Some(&v) {
                 stats.unchanged += 1;
                 continue;
             }
             self.map.insert(k, v, 0).map_err(map_err(self.name))?;
             stats.upserted += 1;
         }
-        self.count = Some(desired.len());
+        self.count = Some(count);
         Ok(stats)
+    }
+
+    /// Makes the map hold exactly `desired` (see [`Mirror::reconcile`]).
+    pub fn sync(&mut self, desired: &BTreeMap<K, V>) -> Result<SyncStats> {
+        self.reconcile(
+            |k| desired.get(k).copied(),
+            desired.iter().map(|(k, v)| (*k, *v)),
+        )
     }
 
     /// Writes a batch of entries (`None`: delete), deletes first; an entry already as
@@ -181,8 +196,8 @@ impl KernelMaps {
     /// NXDOMAIN (and pod names, which it reaches that way). A failed write leaves it saying
     /// incomplete, so unknown names pass to userspace until a sync succeeds. The stats are
     /// the records map's.
-    pub fn publish(&mut self, view: &KernelView, nxdomain: bool) -> Result<SyncStats> {
-        let (zone, name) = (view.zone, &view.zone_name);
+    pub fn publish(&mut self, view: &dyn KernelEntries, nxdomain: bool) -> Result<SyncStats> {
+        let (zone, name) = (view.zone(), &view.zone_name());
         let complete = |z: &ZoneInfo, on: bool| {
             let mut z = *z;
             if on {
@@ -203,10 +218,10 @@ impl KernelMaps {
         }
         let synced = self
             .pod_ns
-            .sync(&as_set(&view.pod_namespaces))
-            .and_then(|_| self.pod_addrs.sync(&as_set(&view.pod_addrs)))
-            .and_then(|_| self.targets.sync(&view.targets))
-            .and_then(|_| self.records.sync(&view.records));
+            .sync(&as_set(&view.pod_namespaces()))
+            .and_then(|_| self.pod_addrs.sync(&as_set(&view.pod_addrs())))
+            .and_then(|_| self.targets.reconcile(|k| view.target(k), view.targets()))
+            .and_then(|_| self.records.reconcile(|k| view.record(k), view.records()));
         let stats = match synced {
             Ok(s) => s,
             Err(e) => {

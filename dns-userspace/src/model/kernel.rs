@@ -34,6 +34,93 @@ pub struct KernelView {
     pub targets: BTreeMap<NameKey, TargetRecord>,
 }
 
+/// What the kernel maps must hold, entry by entry: a full publish walks it and looks keys
+/// up in it, so the whole zone never has to exist a second time as map entries.
+pub trait KernelEntries {
+    fn zone(&self) -> ZoneInfo;
+    fn zone_name(&self) -> NameKey;
+    fn record(&self, key: &NameKey) -> Option<NameRecords>;
+    fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_>;
+    fn target(&self, key: &NameKey) -> Option<TargetRecord>;
+    fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_>;
+    fn pod_namespaces(&self) -> BTreeSet<PodKey>;
+    fn pod_addrs(&self) -> BTreeSet<PodKey>;
+}
+
+impl KernelEntries for KernelView {
+    fn zone(&self) -> ZoneInfo {
+        self.zone
+    }
+    fn zone_name(&self) -> NameKey {
+        self.zone_name
+    }
+    fn record(&self, key: &NameKey) -> Option<NameRecords> {
+        self.records.get(key).copied()
+    }
+    fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
+        Box::new(self.records.iter().map(|(k, v)| (*k, *v)))
+    }
+    fn target(&self, key: &NameKey) -> Option<TargetRecord> {
+        self.targets.get(key).copied()
+    }
+    fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
+        Box::new(self.targets.iter().map(|(k, v)| (*k, *v)))
+    }
+    fn pod_namespaces(&self) -> BTreeSet<PodKey> {
+        self.pod_namespaces.clone()
+    }
+    fn pod_addrs(&self) -> BTreeSet<PodKey> {
+        self.pod_addrs.clone()
+    }
+}
+
+/// The wire name a key holds (its bytes up to the root label), if it holds one.
+fn owner_of(key: &NameKey) -> Option<&[u8]> {
+    let mut i = 0;
+    loop {
+        let len = usize::from(*key.name.get(i)?);
+        if len == 0 {
+            return Some(&key.name[..=i]);
+        }
+        i += len + 1;
+    }
+}
+
+impl KernelEntries for Records {
+    fn zone(&self) -> ZoneInfo {
+        self.kernel_zone()
+    }
+    fn zone_name(&self) -> NameKey {
+        self.kernel_zone_name()
+    }
+    fn record(&self, key: &NameKey) -> Option<NameRecords> {
+        self.kernel_record(owner_of(key)?).map(|(_, v)| v)
+    }
+    fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
+        let apex = std::iter::once(self.cfg.zone.as_slice());
+        Box::new(
+            apex.chain(self.names.iter().map(Vec::as_slice))
+                .filter_map(|owner| self.kernel_record(owner)),
+        )
+    }
+    fn target(&self, key: &NameKey) -> Option<TargetRecord> {
+        self.kernel_target(owner_of(key)?).map(|(_, v)| v)
+    }
+    fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
+        Box::new(
+            self.rrsets
+                .keys()
+                .filter_map(|owner| self.kernel_target(owner)),
+        )
+    }
+    fn pod_namespaces(&self) -> BTreeSet<PodKey> {
+        self.kernel_pod_namespaces()
+    }
+    fn pod_addrs(&self) -> BTreeSet<PodKey> {
+        self.kernel_pod_addrs()
+    }
+}
+
 impl Records {
     pub fn kernel_view(&self) -> KernelView {
         KernelView {

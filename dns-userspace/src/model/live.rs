@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     build::{self, Part},
-    serial,
+    name, serial,
     view::{NamespaceView, PodView, ServiceView, SliceView},
     PodMode, RRSet, Records, ZoneConfig,
 };
@@ -113,9 +113,12 @@ pub struct LiveZone {
     by_service: HashMap<Key, BTreeSet<String>>,
     namespaces: BTreeMap<String, NamespaceView>,
     pods: BTreeMap<Key, PodView>,
-    parts: HashMap<Unit, Part>,
-    /// The units with records at each owner.
-    contributors: HashMap<Vec<u8>, BTreeSet<Unit>>,
+    /// The owners each unit has records at (no copy of the records: a unit's part is
+    /// computed again from the objects when a merge needs it).
+    unit_owners: HashMap<Unit, Box<[Box<[u8]>]>>,
+    /// The names the fixed and namespace units make exist beyond their owners' (empty
+    /// non-terminals such as `<ns>.svc.<zone>`).
+    unit_names: HashMap<Unit, Box<[Box<[u8]>]>>,
     /// How many units make each name exist.
     name_refs: HashMap<Vec<u8>, u32>,
     /// What each Pod adds to `pods verified`, and how many Pods hold each pair.
@@ -143,8 +146,8 @@ impl LiveZone {
             by_service: HashMap::new(),
             namespaces: BTreeMap::new(),
             pods: BTreeMap::new(),
-            parts: HashMap::new(),
-            contributors: HashMap::new(),
+            unit_owners: HashMap::new(),
+            unit_names: HashMap::new(),
             name_refs: HashMap::new(),
             pod_parts: HashMap::new(),
             pod_refs: HashMap::new(),
@@ -375,18 +378,19 @@ impl LiveZone {
         }
     }
 
-    /// Recomputes one unit's contribution and merges again where it moved.
-    fn refresh(&mut self, unit: Unit, touched: &mut Touched) {
+    /// A unit's part as the objects stand now.
+    fn part_of(&self, unit: &Unit) -> Part {
         let cfg = &self.records.cfg;
-        let new = match &unit {
+        match unit {
             Unit::Static => build::static_part(cfg),
             Unit::Namespace(ns) if self.served(ns) => build::namespace_part(cfg, ns),
             Unit::Service(ns, name) if self.served(ns) => {
-                match self.services.get(&(ns.clone(), name.clone())) {
+                let key = (ns.clone(), name.clone());
+                match self.services.get(&key) {
                     Some(svc) => {
                         let slices: Vec<&SliceView> = self
                             .by_service
-                            .get(&(ns.clone(), name.clone()))
+                            .get(&key)
                             .into_iter()
                             .flatten()
                             .filter_map(|s| self.slices.get(&(ns.clone(), s.clone())))
@@ -397,54 +401,83 @@ impl LiveZone {
                 }
             }
             _ => Part::default(),
-        };
+        }
+    }
+
+    /// The names a unit's records make exist: its in-zone owners and their ancestors
+    /// (what [`build`] registers for each owner), plus the unit's own empty non-terminals.
+    fn names_of(&self, unit: &Unit, owners: &[Box<[u8]>]) -> BTreeSet<Vec<u8>> {
+        let zone = &self.records.cfg.zone;
+        let mut out: BTreeSet<Vec<u8>> = self
+            .unit_names
+            .get(unit)
+            .into_iter()
+            .flatten()
+            .map(|n| n.to_vec())
+            .collect();
+        for o in owners.iter().filter(|o| name::is_within(o, zone)) {
+            let mut n: &[u8] = o;
+            while n.len() > zone.len() && out.insert(n.to_vec()) {
+                n = name::parent(n);
+            }
+        }
+        out
+    }
+
+    /// Recomputes one unit's contribution and merges again every owner it had or has.
+    fn refresh(&mut self, unit: Unit, touched: &mut Touched) {
+        let new = self.part_of(&unit);
         if let Unit::Namespace(ns) = &unit {
             self.set_namespace_served(ns, self.served(ns), touched);
         }
-        let old = self.parts.remove(&unit).unwrap_or_default();
-        if old == new {
-            if !new.rrsets.is_empty() || !new.names.is_empty() {
-                self.parts.insert(unit, new);
-            }
-            return;
-        }
-        for n in old.names.difference(&new.names) {
+        let old_owners = self.unit_owners.remove(&unit).unwrap_or_default();
+        let old_names = self.names_of(&unit, &old_owners);
+        self.unit_names.remove(&unit);
+        for n in old_names.difference(&new.names) {
             self.name_ref(n, false, touched);
         }
-        for n in new.names.difference(&old.names) {
+        for n in new.names.difference(&old_names) {
             self.name_ref(n, true, touched);
         }
-        let moved: BTreeSet<Vec<u8>> = old
-            .rrsets
-            .iter()
-            .filter(|(o, set)| new.rrsets.get(*o) != Some(set))
-            .map(|(o, _)| o.clone())
-            .chain(
-                new.rrsets
-                    .iter()
-                    .filter(|(o, set)| old.rrsets.get(*o) != Some(set))
-                    .map(|(o, _)| o.clone()),
-            )
-            .collect();
-        for owner in &moved {
-            if new.rrsets.contains_key(owner) {
-                self.contributors
-                    .entry(owner.clone())
-                    .or_default()
-                    .insert(unit.clone());
-            } else if let Some(units) = self.contributors.get_mut(owner) {
-                units.remove(&unit);
-                if units.is_empty() {
-                    self.contributors.remove(owner);
-                }
+        let new_owners: Box<[Box<[u8]>]> = new.rrsets.keys().map(|o| o.clone().into()).collect();
+        if !matches!(unit, Unit::Service(..)) {
+            // Names not under an owner (empty non-terminals) are kept to undo them later.
+            let derived = self.names_of(&unit, &new_owners);
+            let extra: Box<[Box<[u8]>]> = new
+                .names
+                .iter()
+                .filter(|n| !derived.contains(*n))
+                .map(|n| n.clone().into())
+                .collect();
+            if !extra.is_empty() {
+                self.unit_names.insert(unit.clone(), extra);
             }
         }
-        if !new.rrsets.is_empty() || !new.names.is_empty() {
-            self.parts.insert(unit, new);
+        let mut owners: BTreeSet<Vec<u8>> = old_owners.iter().map(|o| o.to_vec()).collect();
+        owners.extend(new.rrsets.keys().cloned());
+        for owner in owners {
+            self.merge(owner, &unit, &new, touched);
         }
-        for owner in moved {
-            self.merge(owner, touched);
+        if !new_owners.is_empty() {
+            self.unit_owners.insert(unit, new_owners);
         }
+    }
+
+    /// The Service a PTR target names (`[host.]<svc>.<ns>.svc.<zone>`).
+    fn unit_of_target(&self, target: &[u8]) -> Option<Unit> {
+        let zone = &self.records.cfg.zone;
+        if !name::is_within(target, zone) {
+            return None;
+        }
+        let labels = name::labels(&target[..target.len() - zone.len()]);
+        let label = |i: usize| {
+            labels
+                .len()
+                .checked_sub(i)
+                .and_then(|i| std::str::from_utf8(labels[i]).ok())
+        };
+        (label(1)? == "svc").then_some(())?;
+        Some(Unit::Service(label(2)?.to_owned(), label(3)?.to_owned()))
     }
 
     fn set_namespace_served(&mut self, ns: &str, served: bool, touched: &mut Touched) {
@@ -486,19 +519,36 @@ impl LiveZone {
         }
     }
 
-    /// The records at `owner`: every contributing unit's, in unit order, duplicates
-    /// dropped as [`Records::build`] drops them.
-    fn merge(&mut self, owner: Vec<u8>, touched: &mut Touched) {
-        let merged = self.contributors.get(&owner).map(|units| {
-            let mut set = RRSet::default();
-            for part in units.iter().filter_map(|u| self.parts.get(u)) {
-                if let Some(p) = part.rrsets.get(&owner) {
-                    merge_into(&mut set, p);
-                }
+    /// The records at `owner` after `unit`'s part became `part`: every contributing
+    /// unit's, in unit order, duplicates dropped as [`Records::build`] drops them. Only
+    /// reverse names have several contributors; their PTR targets name them.
+    fn merge(&mut self, owner: Vec<u8>, unit: &Unit, part: &Part, touched: &mut Touched) {
+        let held = self.records.rrsets.get(&owner);
+        let mut units: BTreeSet<Unit> = held
+            .into_iter()
+            .flat_map(|set| set.ptr.iter())
+            .filter_map(|t| self.unit_of_target(t))
+            .collect();
+        units.remove(unit);
+        if part.rrsets.contains_key(&owner) {
+            units.insert(unit.clone());
+        }
+        let mut merged: Option<RRSet> = None;
+        for u in &units {
+            let other;
+            let p = if u == unit {
+                part
+            } else {
+                other = self.part_of(u);
+                &other
+            };
+            if let Some(set) = p.rrsets.get(&owner) {
+                merge_into(merged.get_or_insert_with(RRSet::default), set);
             }
-            build::finish_srv_weights(&mut set);
-            set
-        });
+        }
+        if let Some(m) = merged.as_mut() {
+            build::finish_srv_weights(m);
+        }
         let old = self.records.rrsets.get(&owner);
         if old == merged.as_ref() {
             return;

@@ -20,7 +20,7 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use config::{PodMode, ZoneConfig};
-pub use kernel::{KernelDelta, KernelView};
+pub use kernel::{KernelDelta, KernelEntries, KernelView};
 pub use name::{wire_from_dotted, NameError};
 
 /// SOA timers, as CoreDNS's kubernetes plugin sets them; the minimum is the record TTL.

@@ -52,6 +52,10 @@ pub enum Source {
         rx: mpsc::UnboundedReceiver<kube::Timed>,
         kinds: Vec<ObjectKind>,
         health: Arc<kube::WatchHealth>,
+        /// What [`Source::first`] has gathered so far: kept here, not in the future, so
+        /// a caller that drops the future (a `select!` woken by a timer) loses nothing.
+        gathered: Vec<Change>,
+        listed: Vec<ObjectKind>,
     },
 }
 
@@ -95,7 +99,13 @@ impl Source {
         let client = kube::client(kubeconfig, limits).await?;
         let health = Arc::new(kube::WatchHealth::default());
         let (rx, kinds) = kube::start(client, watch_pods, health.clone());
-        Ok(Source::Kube { rx, kinds, health })
+        Ok(Source::Kube {
+            rx,
+            kinds,
+            health,
+            gathered: Vec::new(),
+            listed: Vec::new(),
+        })
     }
 
     /// The watches' health (none for manifests).
@@ -107,7 +117,7 @@ impl Source {
     }
 
     /// The first complete view: the manifests as read, or every change until each kind
-    /// has listed once.
+    /// has listed once. Cancel-safe.
     pub async fn first(&mut self) -> Result<Vec<Change>, Error> {
         match self {
             Source::Manifests {
@@ -117,9 +127,13 @@ impl Source {
                 *fingerprint = manifests::fingerprint(dir).ok();
                 Ok(relists(manifests::load_dir(dir)?))
             }
-            Source::Kube { rx, kinds, .. } => {
-                let mut out = Vec::new();
-                let mut listed = Vec::new();
+            Source::Kube {
+                rx,
+                kinds,
+                gathered,
+                listed,
+                ..
+            } => {
                 while listed.len() < kinds.len() {
                     let (_, c) = rx.recv().await.ok_or(Error::Closed)?;
                     if let Change::Relist(k, _) = &c {
@@ -127,9 +141,9 @@ impl Source {
                             listed.push(*k);
                         }
                     }
-                    out.push(c);
+                    gathered.push(c);
                 }
-                Ok(out)
+                Ok(std::mem::take(gathered))
             }
         }
     }

@@ -155,7 +155,9 @@ pub fn run(services: usize) -> Result<(), String> {
     .map(String::from)
     .to_vec();
     // The stage timings are the daemon's debug lines.
-    std::env::set_var("RUST_LOG", "info,xdns=debug");
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "info,xdns=debug");
+    }
     let started = Instant::now();
     let log_file = fs::File::create(&log_path).map_err(e)?;
     let daemon =

@@ -1,0 +1,148 @@
+//! The incremental zone's cost at scale, without the API or the kernel: memory after the
+//! first full view and the time one change takes (`apply` + kernel delta), for N Services
+//! × 5 endpoints (one in ten headless). `CHANGES` sets how many changes are timed;
+//! `--oracle` measures the one-pass build instead.
+//! `cargo run --release -p dns-userspace --example zone_scale -- 100000`
+use std::time::Instant;
+
+use dns_userspace::{
+    model::{
+        live::{Change, LiveZone, Object},
+        view::*,
+        Records, ZoneConfig,
+    },
+    source::relists,
+};
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn ip(base: u8, n: usize) -> std::net::IpAddr {
+    format!(
+        "10.{}.{}.{}",
+        base as usize + n / 65536,
+        n / 256 % 256,
+        n % 256
+    )
+    .parse()
+    .expect("an address")
+}
+
+fn port(name: &str, port: u16) -> PortView {
+    PortView {
+        name: name.into(),
+        protocol: "TCP".into(),
+        port,
+    }
+}
+
+fn service(i: usize, namespaces: usize, addr: u8) -> (ServiceView, SliceView) {
+    let ns = format!("ns-{}", i % namespaces);
+    let name = format!("svc-{i}");
+    let kind = if i.is_multiple_of(10) {
+        ServiceKind::Headless
+    } else {
+        ServiceKind::ClusterIp(vec![ip(addr, i)])
+    };
+    let svc = ServiceView {
+        namespace: ns.clone(),
+        name: name.clone(),
+        kind,
+        ports: vec![port("http", 80)],
+        publish_not_ready: false,
+        labels: Default::default(),
+    };
+    let slice = SliceView {
+        namespace: ns,
+        name: format!("{name}-abcde"),
+        service: name,
+        endpoints: (0..5)
+            .map(|j| EndpointView {
+                addresses: vec![ip(200, i * 5 + j)],
+                hostname: None,
+                ready: true,
+                pod_name: Some(format!("svc-{i}-{j}")),
+            })
+            .collect(),
+        ports: vec![port("http", 8080)],
+    };
+    (svc, slice)
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let changes: usize = std::env::var("CHANGES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1000);
+    let namespaces = (n / 100).max(1);
+    let before = rss_kib();
+    let mut v = ClusterView::default();
+    for k in 0..namespaces {
+        v.namespaces.push(NamespaceView {
+            name: format!("ns-{k}"),
+            labels: Default::default(),
+        });
+    }
+    for i in 0..n {
+        let (s, e) = service(i, namespaces, 100);
+        v.services.push(s);
+        v.slices.push(e);
+    }
+    let view_kib = rss_kib() - before;
+    let cfg = ZoneConfig::new("cluster.local", 30).expect("a zone");
+    if std::env::args().any(|a| a == "--oracle") {
+        let r = Records::build(&cfg, &v);
+        println!(
+            "one-pass build: {} owners, RSS {} KiB",
+            r.len(),
+            rss_kib() - before
+        );
+        return;
+    }
+    let t = Instant::now();
+    let mut zone = LiveZone::new(&cfg);
+    zone.apply(relists(v));
+    let built = t.elapsed();
+    let zone_kib = rss_kib() - before;
+    let t = Instant::now();
+    let full = zone.records().kernel_view();
+    println!(
+        "{n} services: first view {built:?}, kernel view {:?} ({} names, {} targets); \
+         RSS: objects as views {view_kib} KiB, with the zone {zone_kib} KiB",
+        t.elapsed(),
+        full.records.len(),
+        full.targets.len()
+    );
+    drop(full);
+    let mut lat = Vec::new();
+    for k in 0..changes {
+        // A new address every time: 37 is prime to n, so the first n changes hit n Services.
+        let (s, _) = service(((k * 37) % n) | 1, namespaces, 150 + (k / n) as u8);
+        let t = Instant::now();
+        let touched = zone.apply([Change::Upsert(Object::Service(s))]);
+        let _ = zone.records().kernel_delta(&touched);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "{changes} Service changes (apply + kernel delta): p50 {:?}, p99 {:?}; RSS after {} KiB",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        rss_kib() - before
+    );
+}

@@ -7,6 +7,16 @@ fn main() -> anyhow::Result<()> {
         .no_deps()
         .exec()
         .context("cargo metadata")?;
+    // The object embeds dns-common's types and constants too (map sizes, key layouts):
+    // a change there must rebuild it, or the daemon and the kernel disagree on a layout.
+    let common = packages
+        .iter()
+        .find(|p| p.name.as_str() == "dns-common")
+        .ok_or_else(|| anyhow!("dns-common package not found"))?;
+    if let Some(dir) = common.manifest_path.parent() {
+        println!("cargo:rerun-if-changed={dir}/src");
+        println!("cargo:rerun-if-changed={}", common.manifest_path);
+    }
     let ebpf = packages
         .into_iter()
         .find(|p| p.name.as_str() == "dns-ebpf")

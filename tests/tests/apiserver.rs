@@ -476,35 +476,34 @@ async fn selectors_filter_lists_and_watches_see_objects_enter_and_leave() {
     api.apply(obj::pod("shop", "b-1", &["10.1.0.2"], Some("node-b")));
     api.apply(obj::pod("shop", "new-1", &[], None));
     let pods: Api<Pod> = Api::all(client(&api).await);
-    let names = |l: kube::core::ObjectList<Pod>| {
-        let mut v: Vec<String> = l.items.iter().map(|p| p.name_any()).collect();
-        v.sort();
-        v
+    let names = |lp: ListParams| {
+        let pods = pods.clone();
+        async move {
+            let mut v: Vec<String> = pods
+                .list(&lp)
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            v.sort();
+            v
+        }
     };
     let on_a = ListParams::default().fields("spec.nodeName=node-a");
-    assert_eq!(names(pods.list(&on_a).await.unwrap()), ["a-1"]);
+    assert_eq!(names(on_a.clone()).await, ["a-1"]);
     assert_eq!(
-        names(
-            pods.list(&ListParams::default().fields("spec.nodeName="))
-                .await
-                .unwrap()
-        ),
+        names(ListParams::default().fields("spec.nodeName=")).await,
         ["new-1"]
     );
+    let running_not_a = "status.phase=Running,status.podIP!=10.1.0.1";
     assert_eq!(
-        names(
-            pods.list(&ListParams::default().fields("status.phase=Running,status.podIP!=10.1.0.1"))
-                .await
-                .unwrap()
-        ),
+        names(ListParams::default().fields(running_not_a)).await,
         ["b-1"]
     );
     assert_eq!(
-        names(
-            pods.list(&ListParams::default().labels("app in (a, new)"))
-                .await
-                .unwrap()
-        ),
+        names(ListParams::default().labels("app in (a, new)")).await,
         ["a-1", "new-1"]
     );
     let ns_pods: Api<Pod> = Api::namespaced(client(&api).await, "other");

@@ -61,6 +61,26 @@ fn services(api: &ApiServer, n: usize) {
     }
 }
 
+/// A watch of every object of `api`'s kind from the current version (a list's).
+async fn watch_from_now<K>(
+    api: &Api<K>,
+) -> futures::stream::BoxStream<'static, kube::Result<WatchEvent<K>>>
+where
+    K: Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed()
+}
+
 fn api_status(e: kube::Error) -> (u16, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.reason.clone()),
@@ -617,18 +637,7 @@ async fn objects_carry_what_the_server_owns() {
     // Graceful Pod deletion and a Terminating namespace, as a watch sees them.
     api.apply(obj::pod("shop", "p", &["10.1.0.1"], Some("node-a")));
     let pods: Api<Pod> = Api::all(c.clone());
-    let rv = pods
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut w = pods
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = watch_from_now(&pods).await;
     api.delete_pod("shop", "p", Duration::from_millis(300));
     match w.try_next().await {
         Ok(Some(WatchEvent::Modified(p))) => assert!(p.metadata.deletion_timestamp.is_some()),
@@ -639,18 +648,7 @@ async fn objects_carry_what_the_server_owns() {
         Ok(Some(WatchEvent::Deleted(_)))
     ));
     let nss: Api<Namespace> = Api::all(c);
-    let rv = nss
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut w = nss
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut w = watch_from_now(&nss).await;
     api.delete_namespace("shop");
     match w.try_next().await {
         Ok(Some(WatchEvent::Modified(n))) => {

@@ -461,6 +461,7 @@ restart_only!(
     local_iface,
     notrack,
     stale_after,
+    watch_failing_after,
     health_addr,
     ready_addr,
     metrics_addr,

@@ -252,6 +252,7 @@ loadbalance: false
 log: true
 health:
   lameduck: 5s
+  watchFailingAfter: 2m
 prometheus: 0.0.0.0:9253
 node:
   accelerate: [10.96.0.10]
@@ -275,6 +276,8 @@ node:
             Some(Duration::from_secs(3600))
         );
         assert_eq!((c.loadbalance, c.log), (Some(false), Some(true)));
+        let h = c.health.unwrap();
+        assert_eq!(h.watch_failing_after, Some(Duration::from_secs(120)));
         assert_eq!(c.node.unwrap().attach, Some(AttachMode::Tc));
         assert_eq!(parse("e", "").unwrap(), FileConfig::default());
     }

@@ -258,10 +258,10 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     let mut servers = Vec::new();
     for ip in &args.listen {
         let addr = SocketAddr::new(*ip, args.port);
-        // Bind before going on, so a failure is a start-up error.
-        let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
-        drop(udp);
-        servers.push(tokio::spawn(server::serve(addr, handler.clone())));
+        // Bound before going on: a failure is a start-up error, and the loop probe below
+        // finds us listening.
+        let sockets = server::bind(addr).with_context(|| format!("binding {addr}"))?;
+        servers.push(tokio::spawn(server::serve(sockets, handler.clone())));
         tracing::info!(%addr, "serving udp and tcp");
     }
 

@@ -72,10 +72,19 @@ impl Handler {
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_MAX_CONNECTIONS: usize = 1024;
 
-/// Binds UDP and TCP on `addr` and serves until the task is dropped.
-pub async fn serve(addr: SocketAddr, handler: Handler) -> io::Result<()> {
-    let udp = Arc::new(UdpSocket::bind(addr).await?);
-    let tcp = TcpListener::bind(addr).await?;
+/// Binds UDP and TCP on `addr` now, so queries (the loop probe's first) reach us from the
+/// moment this returns; [`serve`] then answers on them.
+pub fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let udp = std::net::UdpSocket::bind(addr)?;
+    udp.set_nonblocking(true)?;
+    let tcp = std::net::TcpListener::bind(addr)?;
+    tcp.set_nonblocking(true)?;
+    Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?))
+}
+
+/// Answers on the sockets [`bind`] gave until the task is dropped.
+pub async fn serve((udp, tcp): (UdpSocket, TcpListener), handler: Handler) -> io::Result<()> {
+    let udp = Arc::new(udp);
     let u = tokio::spawn(serve_udp(udp, handler.clone()));
     let t = tokio::spawn(serve_tcp(tcp, handler));
     let (u, t) = tokio::join!(u, t);

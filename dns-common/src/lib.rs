@@ -43,6 +43,25 @@ impl NameKey {
             name: [0; NAME_KEY_LEN],
         }
     }
+
+    /// The key of a wire name, zero-padded; `None` if it is longer than a key holds.
+    pub fn of(wire: &[u8]) -> Option<Self> {
+        let mut key = Self::zeroed();
+        key.name.get_mut(..wire.len())?.copy_from_slice(wire);
+        Some(key)
+    }
+
+    /// The wire name a key holds (its bytes up to the root label), if it holds one.
+    pub fn wire(&self) -> Option<&[u8]> {
+        let mut i = 0;
+        loop {
+            let len = usize::from(*self.name.get(i)?);
+            if len == 0 {
+                return self.name.get(..=i);
+            }
+            i += len + 1;
+        }
+    }
 }
 
 /// The addresses of one name, each family in answer order. A name in the map exists: a

@@ -5,13 +5,10 @@
 //! `cargo run --release -p dns-userspace --example zone_scale -- 100000`
 use std::time::Instant;
 
-use dns_userspace::{
-    model::{
-        live::{Change, LiveZone, Object},
-        view::*,
-        Records, ZoneConfig,
-    },
-    source::relists,
+use dns_userspace::model::{
+    live::{relists, Change, LiveZone, Object},
+    view::*,
+    Records, ZoneConfig,
 };
 
 /// Resident memory after handing freed pages back (as the daemon does after a list).

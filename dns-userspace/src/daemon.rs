@@ -67,22 +67,21 @@ fn report(changes: Vec<Change>) {
     }
 }
 
-/// The sinks the zone feeds: the kernel maps (if loaded) and the userspace answer path.
-struct Sinks<'a> {
-    zone: &'a Zone,
-    kernel: Option<&'a mut Kernel>,
+/// How the zone reaches its sinks: the kernel maps (if loaded) and the userspace answer
+/// path. Kept for the daemon's life, so a write that failed is remembered.
+struct Sinks {
     nxdomain: bool,
-    /// A delta failed to land: the next publish rewrites the maps whole.
+    /// A write failed to land: the next publish rewrites the maps whole.
     needs_full: bool,
 }
 
-impl Sinks<'_> {
+impl Sinks {
     /// Makes every sink serve the whole zone: kernel maps first (read back and rewritten
     /// where they differ), then userspace.
-    fn publish_full(&mut self, live: &LiveZone) {
+    fn publish_full(&mut self, zone: &Zone, kernel: Option<&mut Kernel>, live: &LiveZone) {
         let records = live.records();
         let t = Instant::now();
-        if let Some(k) = self.kernel.as_deref_mut() {
+        if let Some(k) = kernel {
             match k.maps.publish(records, self.nxdomain && records.synced) {
                 Ok(stats) => {
                     self.needs_full = false;
@@ -103,19 +102,25 @@ impl Sinks<'_> {
             serial = records.serial,
             "zone updated"
         );
-        self.zone.set(records.clone());
+        zone.set(records.clone());
     }
 
     /// Makes every sink serve what one batch touched: only those kernel entries are
     /// written; the answer path swaps to the new snapshot whole, so it never sees half of
     /// a change.
-    fn publish(&mut self, live: &LiveZone, touched: &Touched) {
+    fn publish(
+        &mut self,
+        zone: &Zone,
+        mut kernel: Option<&mut Kernel>,
+        live: &LiveZone,
+        touched: &Touched,
+    ) {
         if self.needs_full {
-            return self.publish_full(live);
+            return self.publish_full(zone, kernel, live);
         }
         let records = live.records();
         let t = Instant::now();
-        if let Some(k) = self.kernel.as_deref_mut() {
+        if let Some(k) = kernel.as_deref_mut() {
             let delta = records.kernel_delta(touched);
             match k
                 .maps
@@ -128,11 +133,11 @@ impl Sinks<'_> {
                 ),
                 Err(e) => {
                     tracing::error!(error = %e, "kernel map write failed; rewriting the maps whole");
-                    return self.publish_full(live);
+                    return self.publish_full(zone, kernel, live);
                 }
             }
         }
-        self.zone.set(records.clone());
+        zone.set(records.clone());
         tracing::debug!(
             names = touched.owners.len(),
             serial = records.serial,
@@ -322,13 +327,10 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     let [services, slices, namespaces, pods] = live.counts();
     tracing::info!(services, slices, namespaces, pods, "first full view");
     let mut sinks = Sinks {
-        zone: &zone,
-        kernel: kernel.as_mut(),
         nxdomain: !args.no_kernel_nxdomain,
         needs_full: false,
     };
-    sinks.publish_full(&live);
-    let mut needs_full = sinks.needs_full;
+    sinks.publish_full(&zone, kernel.as_mut(), &live);
     release_freed_memory();
     // The kernel path goes on (or takes over from the last daemon's program) only once its
     // maps hold the whole zone.
@@ -342,7 +344,6 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     println!("ready");
 
     let mut running = args.clone();
-    let nxdomain = !args.no_kernel_nxdomain;
     let mut config_stamp = config_fingerprint(&flags);
     // A backstop for events lost to a full netlink socket buffer.
     let mut rescan = tokio::time::interval(Duration::from_secs(10));
@@ -383,7 +384,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                     if new_cfg != cfg {
                         cfg = new_cfg;
                         live = live.reconfigured(&cfg);
-                        Sinks { zone: &zone, kernel: kernel.as_mut(), nxdomain, needs_full: true }.publish_full(&live);
+                        sinks.publish_full(&zone, kernel.as_mut(), &live);
                     }
                     println!("config reloaded");
                 }
@@ -419,14 +420,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                 "zone changed"
             );
             if !touched.is_empty() {
-                let mut sinks = Sinks {
-                    zone: &zone,
-                    kernel: kernel.as_mut(),
-                    nxdomain,
-                    needs_full,
-                };
-                sinks.publish(&live, &touched);
-                needs_full = sinks.needs_full;
+                sinks.publish(&zone, kernel.as_mut(), &live, &touched);
             }
             let since_event = batch.seen.elapsed();
             // The bench reads this line: event arrival to every sink written.

@@ -130,6 +130,18 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     }
 }
 
+/// `z` saying (or not) that the maps hold the whole zone: the kernel's licence to answer
+/// NXDOMAIN.
+fn complete(z: &ZoneInfo, on: bool) -> ZoneInfo {
+    let mut z = *z;
+    if on {
+        z.flags |= ZONE_COMPLETE;
+    } else {
+        z.flags &= !ZONE_COMPLETE;
+    }
+    z
+}
+
 /// A set as a map's entries (value 1).
 fn as_set(keys: &BTreeSet<PodKey>) -> BTreeMap<PodKey, u8> {
     keys.iter().map(|k| (*k, 1)).collect()
@@ -198,18 +210,9 @@ impl KernelMaps {
     /// the records map's.
     pub fn publish(&mut self, view: &dyn KernelEntries, nxdomain: bool) -> Result<SyncStats> {
         let (zone, name) = (view.zone(), &view.zone_name());
-        let complete = |z: &ZoneInfo, on: bool| {
-            let mut z = *z;
-            if on {
-                z.flags |= ZONE_COMPLETE;
-            } else {
-                z.flags &= !ZONE_COMPLETE;
-            }
-            z
-        };
         // A zone rename invalidates "complete" until the records follow it.
         let renamed = self.zone_name.get(&0, 0).ok().as_ref() != Some(name);
-        let was_complete = !renamed && self.zone_info.is_some_and(|z| z.flags & ZONE_COMPLETE != 0);
+        let was_complete = !renamed && self.is_complete();
         self.set_zone(&complete(&zone, nxdomain && was_complete))?;
         if renamed {
             self.zone_name
@@ -241,20 +244,20 @@ impl KernelMaps {
     /// write marks the maps incomplete (unknown names pass to userspace) and is returned:
     /// the caller then makes a full [`KernelMaps::publish`].
     pub fn publish_delta(&mut self, delta: &KernelDelta, nxdomain: bool) -> Result<SyncStats> {
-        let was_complete = self.zone_info.is_some_and(|z| z.flags & ZONE_COMPLETE != 0);
-        let mut zone = delta.zone;
-        if nxdomain && was_complete {
-            zone.flags |= ZONE_COMPLETE;
-        }
-        self.set_zone(&zone)?;
+        let zone = delta.zone;
+        self.set_zone(&complete(&zone, nxdomain && self.is_complete()))?;
         match self.write_delta(delta) {
             Ok(stats) => Ok(stats),
             Err(e) => {
-                zone.flags &= !ZONE_COMPLETE;
-                self.set_zone(&zone)?;
+                self.set_zone(&complete(&zone, false))?;
                 Err(e)
             }
         }
+    }
+
+    /// Whether the zone as last set says the maps hold the whole zone.
+    fn is_complete(&self) -> bool {
+        self.zone_info.is_some_and(|z| z.flags & ZONE_COMPLETE != 0)
     }
 
     /// The writes of [`KernelMaps::publish_delta`]; the stats are the records map's.

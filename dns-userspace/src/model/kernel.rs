@@ -74,18 +74,6 @@ impl KernelEntries for KernelView {
     }
 }
 
-/// The wire name a key holds (its bytes up to the root label), if it holds one.
-fn owner_of(key: &NameKey) -> Option<&[u8]> {
-    let mut i = 0;
-    loop {
-        let len = usize::from(*key.name.get(i)?);
-        if len == 0 {
-            return Some(&key.name[..=i]);
-        }
-        i += len + 1;
-    }
-}
-
 impl KernelEntries for Records {
     fn zone(&self) -> ZoneInfo {
         self.kernel_zone()
@@ -94,7 +82,7 @@ impl KernelEntries for Records {
         self.kernel_zone_name()
     }
     fn record(&self, key: &NameKey) -> Option<NameRecords> {
-        self.kernel_record(owner_of(key)?).map(|(_, v)| v)
+        self.kernel_record(key.wire()?).map(|(_, v)| v)
     }
     fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
         let apex = std::iter::once(self.cfg.zone.as_slice());
@@ -104,7 +92,7 @@ impl KernelEntries for Records {
         )
     }
     fn target(&self, key: &NameKey) -> Option<TargetRecord> {
-        self.kernel_target(owner_of(key)?).map(|(_, v)| v)
+        self.kernel_target(key.wire()?).map(|(_, v)| v)
     }
     fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
         Box::new(
@@ -142,10 +130,7 @@ impl Records {
     /// `pod.<zone>` are left out: the kernel's pod program computes them (from
     /// [`Records::kernel_pod_namespaces`] and [`Records::kernel_pod_addrs`]).
     pub fn kernel_records(&self) -> BTreeMap<NameKey, NameRecords> {
-        let apex = std::iter::once(self.cfg.zone.as_slice());
-        apex.chain(self.names.iter().map(Vec::as_slice))
-            .filter_map(|owner| self.kernel_record(owner))
-            .collect()
+        KernelEntries::records(self).collect()
     }
 
     /// The records map's entry for one name, or `None` where the map has none: the name
@@ -157,10 +142,9 @@ impl Records {
         if !exists || owner.len() > MAX_NAME_LEN || below_pods {
             return None;
         }
+        let key = NameKey::of(owner)?;
         let empty = RRSet::default();
         let set = self.rrsets.get(owner).unwrap_or(&empty);
-        let mut key = NameKey::zeroed();
-        key.name[..owner.len()].copy_from_slice(owner);
         let mut v = NameRecords::empty(self.cfg.ttl);
         if owner == self.cfg.zone.as_slice() || !set.srv.is_empty() || !set.txt.is_empty() {
             v.flags |= NAME_OTHER_TYPES;
@@ -186,19 +170,14 @@ impl Records {
     /// touched name's entries (`None`: delete), the touched pod keys (`false`: delete), and
     /// the zone (its serial moves with every change).
     pub fn kernel_delta(&self, t: &Touched) -> KernelDelta {
-        let key_of = |owner: &[u8]| {
-            (owner.len() <= MAX_NAME_LEN).then(|| {
-                let mut key = NameKey::zeroed();
-                key.name[..owner.len()].copy_from_slice(owner);
-                key
-            })
-        };
         let mut d = KernelDelta {
             zone: self.kernel_zone(),
             ..KernelDelta::default()
         };
         for owner in &t.owners {
-            let Some(key) = key_of(owner) else { continue };
+            let Some(key) = NameKey::of(owner).filter(|_| owner.len() <= MAX_NAME_LEN) else {
+                continue;
+            };
             d.records
                 .push((key, self.kernel_record(owner).map(|(_, v)| v)));
             d.targets
@@ -290,10 +269,7 @@ impl Records {
     /// Reverse names with exactly one PTR record; the kernel passes the others (and every
     /// other query type for them) to userspace.
     pub fn kernel_targets(&self) -> BTreeMap<NameKey, TargetRecord> {
-        self.rrsets
-            .keys()
-            .filter_map(|owner| self.kernel_target(owner))
-            .collect()
+        KernelEntries::targets(self).collect()
     }
 
     /// The targets map's entry for one name, if it has one.
@@ -309,8 +285,7 @@ impl Records {
         {
             return None;
         }
-        let mut key = NameKey::zeroed();
-        key.name[..owner.len()].copy_from_slice(owner);
+        let key = NameKey::of(owner)?;
         let mut v = TargetRecord {
             ttl: self.cfg.ttl,
             len: target.len() as u16,

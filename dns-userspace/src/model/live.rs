@@ -12,7 +12,7 @@ use std::{
 use super::{
     build::{self, Part},
     name, serial,
-    view::{NamespaceView, PodView, ServiceView, SliceView},
+    view::{ClusterView, NamespaceView, PodView, ServiceView, SliceView},
     PodMode, RRSet, Records, ZoneConfig,
 };
 
@@ -75,6 +75,28 @@ pub enum Change {
     Delete(ObjectKind, Key),
     /// A full list of one kind: whatever it lacks is gone.
     Relist(ObjectKind, Vec<Object>),
+}
+
+/// A whole view as relists, one per kind: the zone diffs each against what it holds.
+pub fn relists(view: ClusterView) -> Vec<Change> {
+    vec![
+        Change::Relist(
+            ObjectKind::Namespace,
+            view.namespaces.into_iter().map(Object::Namespace).collect(),
+        ),
+        Change::Relist(
+            ObjectKind::Service,
+            view.services.into_iter().map(Object::Service).collect(),
+        ),
+        Change::Relist(
+            ObjectKind::Slice,
+            view.slices.into_iter().map(Object::Slice).collect(),
+        ),
+        Change::Relist(
+            ObjectKind::Pod,
+            view.pods.into_iter().map(Object::Pod).collect(),
+        ),
+    ]
 }
 
 /// What a batch of changes touched: the kernel entries to rewrite.
@@ -177,32 +199,12 @@ impl LiveZone {
 
     /// Every object held, as relists (what a new zone needs to hold the same).
     pub fn objects(&self) -> Vec<Change> {
-        vec![
-            Change::Relist(
-                ObjectKind::Namespace,
-                self.namespaces
-                    .values()
-                    .cloned()
-                    .map(Object::Namespace)
-                    .collect(),
-            ),
-            Change::Relist(
-                ObjectKind::Service,
-                self.services
-                    .values()
-                    .cloned()
-                    .map(Object::Service)
-                    .collect(),
-            ),
-            Change::Relist(
-                ObjectKind::Slice,
-                self.slices.values().cloned().map(Object::Slice).collect(),
-            ),
-            Change::Relist(
-                ObjectKind::Pod,
-                self.pods.values().cloned().map(Object::Pod).collect(),
-            ),
-        ]
+        relists(ClusterView {
+            services: self.services.values().cloned().collect(),
+            slices: self.slices.values().cloned().collect(),
+            namespaces: self.namespaces.values().cloned().collect(),
+            pods: self.pods.values().cloned().collect(),
+        })
     }
 
     /// Objects held, by kind (for logs and metrics).
@@ -293,27 +295,26 @@ impl LiveZone {
                 }
             }
             Object::Slice(s) => {
+                if self.slices.get(&key) == Some(&s) {
+                    return;
+                }
                 let new_svc = (s.namespace.clone(), s.service.clone());
-                let Some(old) = self.slices.insert(key.clone(), s.clone()) else {
+                let old_svc = self
+                    .slices
+                    .insert(key.clone(), s)
+                    .map(|old| (old.namespace, old.service));
+                if old_svc.as_ref() != Some(&new_svc) {
+                    if let Some(old) = &old_svc {
+                        self.unlink_slice(old, &key.1);
+                    }
                     self.by_service
                         .entry(new_svc.clone())
                         .or_default()
                         .insert(key.1);
-                    dirty.insert(Unit::Service(new_svc.0, new_svc.1));
-                    return;
-                };
-                if old == s {
-                    return;
                 }
-                let old_svc = (old.namespace.clone(), old.service.clone());
-                if old_svc != new_svc {
-                    self.unlink_slice(&old_svc, &key.1);
-                    self.by_service
-                        .entry(new_svc.clone())
-                        .or_default()
-                        .insert(key.1.clone());
+                if let Some(old) = old_svc {
+                    dirty.insert(Unit::Service(old.0, old.1));
                 }
-                dirty.insert(Unit::Service(old_svc.0, old_svc.1));
                 dirty.insert(Unit::Service(new_svc.0, new_svc.1));
             }
             Object::Namespace(n) => {

@@ -15,10 +15,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::model::{
-    live::{Change, Object, ObjectKind},
-    view::ClusterView,
-};
+use crate::model::live::{relists, Change, ObjectKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,28 +54,6 @@ pub enum Source {
         gathered: Vec<Change>,
         listed: Vec<ObjectKind>,
     },
-}
-
-/// A whole view as relists, one per kind: the zone diffs each against what it holds.
-pub fn relists(view: ClusterView) -> Vec<Change> {
-    vec![
-        Change::Relist(
-            ObjectKind::Namespace,
-            view.namespaces.into_iter().map(Object::Namespace).collect(),
-        ),
-        Change::Relist(
-            ObjectKind::Service,
-            view.services.into_iter().map(Object::Service).collect(),
-        ),
-        Change::Relist(
-            ObjectKind::Slice,
-            view.slices.into_iter().map(Object::Slice).collect(),
-        ),
-        Change::Relist(
-            ObjectKind::Pod,
-            view.pods.into_iter().map(Object::Pod).collect(),
-        ),
-    ]
 }
 
 impl Source {

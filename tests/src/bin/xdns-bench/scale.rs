@@ -56,9 +56,7 @@ impl Names {
     fn key(&self, i: usize) -> NameKey {
         let owner = wire_from_dotted(&format!("{}.{}.svc.cluster.local", self.svc(i), self.ns(i)))
             .expect("a valid name");
-        let mut key = NameKey::zeroed();
-        key.name[..owner.len()].copy_from_slice(&owner);
-        key
+        NameKey::of(&owner).expect("a name short enough for a key")
     }
     fn endpoints(&self, i: usize, first: Option<&str>) -> Vec<Endpoint> {
         (0..ENDPOINTS)

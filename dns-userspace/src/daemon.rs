@@ -20,7 +20,7 @@ use dns_userspace::{
     },
     node::{local_iface, notrack},
     ops::{self, health::Readiness, metrics::Metrics},
-    source::{kube as kube_source, Source},
+    source::{kube as kube_source, LabelKeys, Source},
 };
 
 use crate::cli::RunArgs;
@@ -28,18 +28,38 @@ use crate::cli::RunArgs;
 /// The source the flags name: a manifest directory or the API.
 async fn open_source(args: &RunArgs, cfg: &ZoneConfig) -> anyhow::Result<Source> {
     Ok(match (&args.manifests, &args.kubeconfig, args.in_cluster) {
-        (Some(dir), None, false) => Source::manifests(dir),
+        (Some(dir), None, false) => Source::manifests(dir, LabelKeys::of(cfg)),
         (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
             let limits = kube_source::ApiLimits {
                 qps: args.kube_api_qps,
                 burst: args.kube_api_burst,
             };
-            Source::kube(kubeconfig.as_deref(), limits, cfg.pods == PodMode::Verified).await?
+            Source::kube(
+                kubeconfig.as_deref(),
+                limits,
+                cfg.pods == PodMode::Verified,
+                &LabelKeys::of(cfg),
+            )
+            .await?
         }
         _ => {
             bail!("give exactly one source: --manifests DIR, --kubeconfig FILE or --in-cluster")
         }
     })
+}
+
+/// A new source keeping the labels `cfg` reads, and its first full view.
+async fn relisted(
+    args: &RunArgs,
+    cfg: &ZoneConfig,
+    within: Duration,
+) -> anyhow::Result<(Source, Vec<dns_userspace::model::live::Change>)> {
+    tracing::info!("label selectors read other keys: listing again");
+    let mut fresh = open_source(args, cfg).await?;
+    let first = tokio::time::timeout(within, fresh.first())
+        .await
+        .context("no full list in time")??;
+    Ok((fresh, first))
 }
 
 fn report(changes: Vec<Change>) {
@@ -382,8 +402,28 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                 config_stamp = stamp;
                 if let Some(new_cfg) = reload(&flags, &mut running, &handler, &metrics) {
                     if new_cfg != cfg {
-                        cfg = new_cfg;
-                        live = live.reconfigured(&cfg);
+                        if LabelKeys::of(&new_cfg) != LabelKeys::of(&cfg) {
+                            // The objects held lack the labels the new selectors read: the
+                            // zone changes once a source keeping them has listed everything.
+                            let within = Duration::from_secs(running.startup_timeout);
+                            match relisted(&running, &new_cfg, within).await {
+                                Ok((fresh, first)) => {
+                                    source = fresh;
+                                    live = LiveZone::new(&new_cfg);
+                                    live.apply(first);
+                                    live.set_synced();
+                                    cfg = new_cfg;
+                                }
+                                Err(e) => tracing::error!(
+                                    error = format!("{e:#}"),
+                                    "new label selectors not applied: listing failed; the zone \
+                                     keeps the last ones"
+                                ),
+                            }
+                        } else {
+                            live = live.reconfigured(&new_cfg);
+                            cfg = new_cfg;
+                        }
                         sinks.publish_full(&zone, kernel.as_mut(), &live);
                     }
                     println!("config reloaded");

@@ -34,7 +34,21 @@ enum Cmd {
     Status(status::StatusArgs),
 }
 
+/// One malloc arena for the whole process. glibc gives each thread that allocates its own
+/// arena; the zone is built on whichever tokio worker runs the loop, so its pages end up
+/// spread over several arenas, each holding freed pages the others cannot reuse. Measured
+/// at 10k Services: RSS 115 MiB with the default, 103 with two arenas, 90 with one.
+/// Small allocations still go through each thread's lock-free cache.
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any thread starts; mallopt only changes allocator settings.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    one_malloc_arena();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

@@ -223,6 +223,37 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     );
     assert_eq!(f.counters().get(Counter::Answered), c1 + 1);
 
+    // A namespace selector on a label the daemon did not keep (no selector read it): the
+    // objects are listed again with it, and the zone follows only once they are.
+    std::fs::write(
+        &conf,
+        "kubernetes:\n  ttl: 7\n  namespaceLabels: \"team=storefront\"\nlog: true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        d.wait_line("config", Duration::from_secs(5)).as_deref(),
+        Some("config reloaded")
+    );
+    assert_eq!(
+        answer_line(f.pod(0)),
+        "web.shop.svc.cluster.local. 7\tIN\tA\t10.96.12.7"
+    );
+    std::fs::write(
+        &conf,
+        "kubernetes:\n  ttl: 7\n  namespaceLabels: \"team=other\"\nlog: true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        d.wait_line("config", Duration::from_secs(5)).as_deref(),
+        Some("config reloaded")
+    );
+    assert_eq!(answer_line(f.pod(0)), "", "shop is no longer served");
+    std::fs::write(&conf, "kubernetes:\n  ttl: 7\nlog: true\n").unwrap();
+    assert_eq!(
+        d.wait_line("config", Duration::from_secs(5)).as_deref(),
+        Some("config reloaded")
+    );
+
     // A typo in a value: refused, naming file, line and field; TTL 7 stays.
     std::fs::write(&conf, "log: true\nkubernetes:\n  ttl: seven\n").unwrap();
     let line = d.wait_line("config", Duration::from_secs(5)).unwrap();

@@ -274,7 +274,7 @@ impl<'a> Builder<'a> {
             return;
         };
         let owner = self.owner(svc);
-        self.set(owner).cname = Some(target);
+        self.set(owner).cname = Some(target.into());
     }
 }
 

@@ -131,8 +131,9 @@ pub struct LiveZone {
     sum: u64,
     services: BTreeMap<Key, ServiceView>,
     slices: BTreeMap<Key, SliceView>,
-    /// (namespace, service) → its slices' names.
-    by_service: HashMap<Key, BTreeSet<String>>,
+    /// (namespace, service) → its slices' names, sorted (a Service has one or a few: a
+    /// vector, not a tree node per Service).
+    by_service: HashMap<Key, Vec<String>>,
     namespaces: BTreeMap<String, NamespaceView>,
     pods: BTreeMap<Key, PodView>,
     /// The owners each unit has records at (no copy of the records: a unit's part is
@@ -307,10 +308,10 @@ impl LiveZone {
                     if let Some(old) = &old_svc {
                         self.unlink_slice(old, &key.1);
                     }
-                    self.by_service
-                        .entry(new_svc.clone())
-                        .or_default()
-                        .insert(key.1);
+                    let names = self.by_service.entry(new_svc.clone()).or_default();
+                    if let Err(at) = names.binary_search(&key.1) {
+                        names.insert(at, key.1);
+                    }
                 }
                 if let Some(old) = old_svc {
                     dirty.insert(Unit::Service(old.0, old.1));
@@ -338,7 +339,7 @@ impl LiveZone {
 
     fn unlink_slice(&mut self, svc: &Key, slice: &str) {
         if let Some(set) = self.by_service.get_mut(svc) {
-            set.remove(slice);
+            set.retain(|s| s != slice);
             if set.is_empty() {
                 self.by_service.remove(svc);
             }

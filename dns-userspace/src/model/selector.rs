@@ -50,6 +50,13 @@ impl Selector {
         Ok(Self(reqs))
     }
 
+    /// The label keys the selector reads: labels under other keys never change a match.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|r| match r {
+            Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::Absent(k) => k.as_str(),
+        })
+    }
+
     pub fn matches(&self, labels: &Labels) -> bool {
         self.0.iter().all(|r| match r {
             Req::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),

@@ -686,7 +686,7 @@ fn kernel_ptrs_are_the_single_ptr_reverse_names() {
         .unwrap();
     assert_eq!(
         (ext.rtype, &ext.target[..ext.len as usize]),
-        (dns_common::RTYPE_CNAME, target.as_slice())
+        (dns_common::RTYPE_CNAME, &target[..])
     );
     assert!(find("alias.shop.svc.cluster.local.").is_none());
     let flags = |n: &str| {

@@ -1,14 +1,17 @@
 //! Kubernetes API objects → the trimmed views the record model reads. Shared by every
 //! source, so the API and manifest files mean the same thing.
-use std::net::IpAddr;
+use std::{collections::BTreeSet, net::IpAddr};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod, Service, ServicePort},
     discovery::v1::{EndpointPort, EndpointSlice},
 };
 
-use crate::model::view::{
-    EndpointView, NamespaceView, PodView, PortView, ServiceKind, ServiceView, SliceView,
+use crate::model::{
+    view::{
+        EndpointView, Labels, NamespaceView, PodView, PortView, ServiceKind, ServiceView, SliceView,
+    },
+    ZoneConfig,
 };
 
 /// The label that ties an EndpointSlice to its Service.
@@ -20,6 +23,46 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub struct FieldError {
     pub field: String,
     pub message: String,
+}
+
+/// The labels a view keeps: only the keys the zone's selectors read, as a cluster's objects
+/// carry a dozen labels each that no selector looks at (at 10k Services, megabytes).
+/// `None` keeps every label (tools that read a directory for its own sake).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelKeys {
+    services: Option<BTreeSet<String>>,
+    namespaces: Option<BTreeSet<String>>,
+}
+
+impl LabelKeys {
+    pub const ALL: Self = Self {
+        services: None,
+        namespaces: None,
+    };
+
+    pub fn of(cfg: &ZoneConfig) -> Self {
+        let set =
+            |s: &crate::model::selector::Selector| Some(s.keys().map(str::to_owned).collect());
+        Self {
+            services: set(&cfg.labels),
+            namespaces: set(&cfg.namespace_labels),
+        }
+    }
+}
+
+fn kept(labels: Option<&Labels>, keys: &Option<BTreeSet<String>>) -> Labels {
+    labels
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| keys.as_ref().is_none_or(|keys| keys.contains(*k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A vector that holds no spare capacity: views live as long as their objects.
+fn tight<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
@@ -78,7 +121,7 @@ fn port(
     })
 }
 
-pub fn service(svc: &Service) -> Result<ServiceView, FieldError> {
+pub fn service(svc: &Service, keys: &LabelKeys) -> Result<ServiceView, FieldError> {
     let (name, namespace) = name_and_namespace(&svc.metadata)?;
     check_label("metadata.name", &name)?;
     let spec = svc.spec.clone().unwrap_or_default();
@@ -101,7 +144,7 @@ pub fn service(svc: &Service) -> Result<ServiceView, FieldError> {
                 ips.push(ip(format!("{field}[{n}]"), s)?);
             }
         }
-        ServiceKind::ClusterIp(ips)
+        ServiceKind::ClusterIp(tight(ips))
     };
     let ports = spec
         .ports
@@ -121,9 +164,9 @@ pub fn service(svc: &Service) -> Result<ServiceView, FieldError> {
         namespace,
         name,
         kind,
-        ports,
+        ports: tight(ports),
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
-        labels: svc.metadata.labels.clone().unwrap_or_default(),
+        labels: kept(svc.metadata.labels.as_ref(), &keys.services),
     })
 }
 
@@ -156,7 +199,7 @@ pub fn slice(s: &EndpointSlice) -> Result<Option<SliceView>, FieldError> {
             .filter(|r| r.kind.as_deref() == Some("Pod"))
             .and_then(|r| r.name.clone());
         endpoints.push(EndpointView {
-            addresses,
+            addresses: tight(addresses),
             hostname: e.hostname.clone(),
             // The API: a nil ready condition is to be read as ready.
             ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
@@ -179,12 +222,12 @@ pub fn slice(s: &EndpointSlice) -> Result<Option<SliceView>, FieldError> {
         namespace,
         name,
         service,
-        endpoints,
-        ports,
+        endpoints: tight(endpoints),
+        ports: tight(ports),
     }))
 }
 
-pub fn namespace(ns: &Namespace) -> Result<NamespaceView, FieldError> {
+pub fn namespace(ns: &Namespace, keys: &LabelKeys) -> Result<NamespaceView, FieldError> {
     let name = ns
         .metadata
         .name
@@ -193,7 +236,7 @@ pub fn namespace(ns: &Namespace) -> Result<NamespaceView, FieldError> {
     check_label("metadata.name", &name)?;
     Ok(NamespaceView {
         name,
-        labels: ns.metadata.labels.clone().unwrap_or_default(),
+        labels: kept(ns.metadata.labels.as_ref(), &keys.namespaces),
     })
 }
 
@@ -216,6 +259,6 @@ pub fn pod(p: &Pod) -> Result<PodView, FieldError> {
     Ok(PodView {
         namespace,
         name,
-        ips,
+        ips: tight(ips),
     })
 }

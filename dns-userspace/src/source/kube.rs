@@ -25,9 +25,9 @@ use kube::{
     Api, Client, Config, Resource, ResourceExt,
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::AbortHandle};
 
-use super::convert::{self, FieldError};
+use super::convert::{self, FieldError, LabelKeys};
 use crate::model::live::{Change, Key, Object, ObjectKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -161,42 +161,58 @@ pub type Timed = (Instant, Change);
 pub fn start(
     client: Client,
     watch_pods: bool,
+    keys: &LabelKeys,
     health: Arc<WatchHealth>,
-) -> (mpsc::UnboundedReceiver<Timed>, Vec<ObjectKind>) {
+) -> (
+    mpsc::UnboundedReceiver<Timed>,
+    Vec<ObjectKind>,
+    Vec<AbortHandle>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut kinds = vec![
         ObjectKind::Service,
         ObjectKind::Slice,
         ObjectKind::Namespace,
     ];
-    watch(
+    let mut tasks = Vec::new();
+    tasks.push(watch(
         Api::<Service>::all(client.clone()),
         ObjectKind::Service,
         tx.clone(),
         health.clone(),
-        |s| convert::service(s).map(|v| Some(Object::Service(v))),
-    );
-    watch(
+        {
+            let keys = keys.clone();
+            move |s| convert::service(s, &keys).map(|v| Some(Object::Service(v)))
+        },
+    ));
+    tasks.push(watch(
         Api::<EndpointSlice>::all(client.clone()),
         ObjectKind::Slice,
         tx.clone(),
         health.clone(),
         |s| convert::slice(s).map(|v| v.map(Object::Slice)),
-    );
-    watch(
+    ));
+    tasks.push(watch(
         Api::<Namespace>::all(client.clone()),
         ObjectKind::Namespace,
         tx.clone(),
         health.clone(),
-        |n| convert::namespace(n).map(|v| Some(Object::Namespace(v))),
-    );
+        {
+            let keys = keys.clone();
+            move |n| convert::namespace(n, &keys).map(|v| Some(Object::Namespace(v)))
+        },
+    ));
     if watch_pods {
         kinds.push(ObjectKind::Pod);
-        watch(Api::<Pod>::all(client), ObjectKind::Pod, tx, health, |p| {
-            convert::pod(p).map(|v| Some(Object::Pod(v)))
-        });
+        tasks.push(watch(
+            Api::<Pod>::all(client),
+            ObjectKind::Pod,
+            tx,
+            health,
+            |p| convert::pod(p).map(|v| Some(Object::Pod(v))),
+        ));
     }
-    (rx, kinds)
+    (rx, kinds, tasks)
 }
 
 fn key_of<K: Resource>(kind: ObjectKind, obj: &K) -> Key {
@@ -214,7 +230,7 @@ fn key_of<K: Resource>(kind: ObjectKind, obj: &K) -> Key {
 fn compact<K: Resource>(
     kind: ObjectKind,
     obj: &K,
-    convert: fn(&K) -> Result<Option<Object>, FieldError>,
+    convert: &impl Fn(&K) -> Result<Option<Object>, FieldError>,
 ) -> Option<Object> {
     match convert(obj) {
         Ok(o) => o,
@@ -237,14 +253,15 @@ fn watch<K>(
     kind: ObjectKind,
     tx: mpsc::UnboundedSender<Timed>,
     health: Arc<WatchHealth>,
-    convert: fn(&K) -> Result<Option<Object>, FieldError>,
-) where
+    convert: impl Fn(&K) -> Result<Option<Object>, FieldError> + Send + 'static,
+) -> AbortHandle
+where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     health.update(kind, |_| {});
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut listing: Option<Vec<Object>> = None;
         while let Some(event) = stream.next().await {
@@ -263,7 +280,7 @@ fn watch<K>(
                         }
                         watcher::Event::InitApply(o) => {
                             if let (Some(l), Some(c)) =
-                                (listing.as_mut(), compact(kind, &o, convert))
+                                (listing.as_mut(), compact(kind, &o, &convert))
                             {
                                 l.push(c);
                             }
@@ -273,7 +290,7 @@ fn watch<K>(
                             health.update(kind, |h| h.lists += 1);
                             Some(Change::Relist(kind, listing.take().unwrap_or_default()))
                         }
-                        watcher::Event::Apply(o) => Some(match compact(kind, &o, convert) {
+                        watcher::Event::Apply(o) => Some(match compact(kind, &o, &convert) {
                             Some(c) => Change::Upsert(c),
                             // No longer something the model reads: gone for the zone.
                             None => Change::Delete(kind, key_of(kind, &o)),
@@ -307,4 +324,5 @@ fn watch<K>(
         tracing::error!(kind = ?kind, "watch ended; this kind's records no longer change");
         health.update(kind, |h| h.ended = true);
     });
+    task.abort_handle()
 }

@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use serde::Deserialize;
 
-use super::convert::{self, FieldError};
+use super::convert::{self, FieldError, LabelKeys};
 use crate::model::view::{ClusterView, NamespaceView};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +50,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A directory need not carry Namespace objects: a namespace that its objects name is
 /// taken to exist (without labels) when no Namespace object says otherwise.
 pub fn load_dir(dir: &Path) -> Result<ClusterView> {
+    load_dir_keeping(dir, &LabelKeys::ALL)
+}
+
+/// [`load_dir`] keeping only the labels under `keys`.
+pub fn load_dir_keeping(dir: &Path, keys: &LabelKeys) -> Result<ClusterView> {
     let mut view = ClusterView::default();
     for path in manifest_files(dir)? {
         let text = fs::read_to_string(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
-        parse_into(&path, &text, &mut view)?;
+        parse_keeping(&path, &text, keys, &mut view)?;
     }
     let declared: BTreeSet<String> = view.namespaces.iter().map(|n| n.name.clone()).collect();
     let used: BTreeSet<String> = view
@@ -108,8 +113,16 @@ pub fn fingerprint(dir: &Path) -> Result<(Option<SystemTime>, usize)> {
 
 /// Parses one file's documents into `view`.
 pub fn parse_into(path: &Path, text: &str, view: &mut ClusterView) -> Result<()> {
+    parse_keeping(path, text, &LabelKeys::ALL, view)
+}
+
+fn parse_keeping(path: &Path, text: &str, keys: &LabelKeys, view: &mut ClusterView) -> Result<()> {
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let ctx = Ctx { path, doc: i + 1 };
+        let ctx = Ctx {
+            path,
+            doc: i + 1,
+            keys,
+        };
         let value = serde_yaml::Value::deserialize(doc).map_err(|source| Error::Yaml {
             path: path.to_owned(),
             doc: ctx.doc,
@@ -138,6 +151,7 @@ pub fn parse_into(path: &Path, text: &str, view: &mut ClusterView) -> Result<()>
 struct Ctx<'a> {
     path: &'a Path,
     doc: usize,
+    keys: &'a LabelKeys,
 }
 
 impl Ctx<'_> {
@@ -162,7 +176,8 @@ impl Ctx<'_> {
         match value.get("kind").and_then(|k| k.as_str()) {
             Some("Service") => {
                 let s: Service = self.typed(value, prefix)?;
-                view.services.push(convert::service(&s).map_err(at)?);
+                view.services
+                    .push(convert::service(&s, self.keys).map_err(at)?);
             }
             Some("EndpointSlice") => {
                 let s: EndpointSlice = self.typed(value, prefix)?;
@@ -170,7 +185,8 @@ impl Ctx<'_> {
             }
             Some("Namespace") => {
                 let n: Namespace = self.typed(value, prefix)?;
-                view.namespaces.push(convert::namespace(&n).map_err(at)?);
+                view.namespaces
+                    .push(convert::namespace(&n, self.keys).map_err(at)?);
             }
             Some("Pod") => {
                 let p: Pod = self.typed(value, prefix)?;

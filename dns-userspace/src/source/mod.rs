@@ -16,6 +16,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::model::live::{relists, Change, ObjectKind};
+pub use convert::LabelKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +42,7 @@ const MAX_BATCH: usize = 4096;
 pub enum Source {
     Manifests {
         dir: PathBuf,
+        keys: LabelKeys,
         fingerprint: Option<(Option<std::time::SystemTime>, usize)>,
         /// The next poll, kept across cancellations so other events cannot postpone it.
         next_poll: Option<Instant>,
@@ -53,13 +55,27 @@ pub enum Source {
         /// a caller that drops the future (a `select!` woken by a timer) loses nothing.
         gathered: Vec<Change>,
         listed: Vec<ObjectKind>,
+        /// The watch tasks, stopped when the source is dropped (reopened for new label keys).
+        _tasks: Watches,
     },
 }
 
+/// Watch tasks that end with their source.
+pub struct Watches(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 impl Source {
-    pub fn manifests(dir: &Path) -> Self {
+    pub fn manifests(dir: &Path, keys: LabelKeys) -> Self {
         Source::Manifests {
             dir: dir.to_owned(),
+            keys,
             fingerprint: None,
             next_poll: None,
         }
@@ -70,16 +86,18 @@ impl Source {
         kubeconfig: Option<&Path>,
         limits: kube::ApiLimits,
         watch_pods: bool,
+        keys: &LabelKeys,
     ) -> Result<Self, Error> {
         let client = kube::client(kubeconfig, limits).await?;
         let health = Arc::new(kube::WatchHealth::default());
-        let (rx, kinds) = kube::start(client, watch_pods, health.clone());
+        let (rx, kinds, tasks) = kube::start(client, watch_pods, keys, health.clone());
         Ok(Source::Kube {
             rx,
             kinds,
             health,
             gathered: Vec::new(),
             listed: Vec::new(),
+            _tasks: Watches(tasks),
         })
     }
 
@@ -96,11 +114,14 @@ impl Source {
     pub async fn first(&mut self) -> Result<Vec<Change>, Error> {
         match self {
             Source::Manifests {
-                dir, fingerprint, ..
+                dir,
+                keys,
+                fingerprint,
+                ..
             } => {
                 // Taken before reading, so a change made while reading is seen next time.
                 *fingerprint = manifests::fingerprint(dir).ok();
-                Ok(relists(manifests::load_dir(dir)?))
+                Ok(relists(manifests::load_dir_keeping(dir, keys)?))
             }
             Source::Kube {
                 rx,
@@ -130,6 +151,7 @@ impl Source {
         match self {
             Source::Manifests {
                 dir,
+                keys,
                 fingerprint,
                 next_poll,
             } => {
@@ -142,7 +164,7 @@ impl Source {
                 }
                 let seen = Instant::now();
                 *fingerprint = now;
-                match manifests::load_dir(dir) {
+                match manifests::load_dir_keeping(dir, keys) {
                     Ok(v) => Ok(Some(Batch {
                         changes: relists(v),
                         seen,

@@ -20,7 +20,7 @@ use dns_userspace::{
     },
     node::{local_iface, notrack},
     ops::{self, health::Readiness, metrics::Metrics},
-    source::{kube as kube_source, LabelKeys, Source},
+    source::{kube as kube_source, Keep, Source},
 };
 
 use crate::cli::RunArgs;
@@ -28,7 +28,7 @@ use crate::cli::RunArgs;
 /// The source the flags name: a manifest directory or the API.
 async fn open_source(args: &RunArgs, cfg: &ZoneConfig) -> anyhow::Result<Source> {
     Ok(match (&args.manifests, &args.kubeconfig, args.in_cluster) {
-        (Some(dir), None, false) => Source::manifests(dir, LabelKeys::of(cfg)),
+        (Some(dir), None, false) => Source::manifests(dir, Keep::of(cfg)),
         (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
             let limits = kube_source::ApiLimits {
                 qps: args.kube_api_qps,
@@ -38,7 +38,7 @@ async fn open_source(args: &RunArgs, cfg: &ZoneConfig) -> anyhow::Result<Source>
                 kubeconfig.as_deref(),
                 limits,
                 cfg.pods == PodMode::Verified,
-                &LabelKeys::of(cfg),
+                &Keep::of(cfg),
             )
             .await?
         }
@@ -48,13 +48,13 @@ async fn open_source(args: &RunArgs, cfg: &ZoneConfig) -> anyhow::Result<Source>
     })
 }
 
-/// A new source keeping the labels `cfg` reads, and its first full view.
+/// A new source keeping the fields `cfg` reads, and its first full view.
 async fn relisted(
     args: &RunArgs,
     cfg: &ZoneConfig,
     within: Duration,
 ) -> anyhow::Result<(Source, Vec<dns_userspace::model::live::Change>)> {
-    tracing::info!("label selectors read other keys: listing again");
+    tracing::info!("the zone options read other object fields: listing again");
     let mut fresh = open_source(args, cfg).await?;
     let first = tokio::time::timeout(within, fresh.first())
         .await
@@ -402,9 +402,10 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                 config_stamp = stamp;
                 if let Some(new_cfg) = reload(&flags, &mut running, &handler, &metrics) {
                     if new_cfg != cfg {
-                        if LabelKeys::of(&new_cfg) != LabelKeys::of(&cfg) {
-                            // The objects held lack the labels the new selectors read: the
-                            // zone changes once a source keeping them has listed everything.
+                        if Keep::of(&new_cfg) != Keep::of(&cfg) {
+                            // The objects held lack fields the new config reads (labels, pod
+                            // names): the zone changes once a source keeping them has listed
+                            // everything.
                             let within = Duration::from_secs(running.startup_timeout);
                             match relisted(&running, &new_cfg, within).await {
                                 Ok((fresh, first)) => {
@@ -416,7 +417,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                                 }
                                 Err(e) => tracing::error!(
                                     error = format!("{e:#}"),
-                                    "new label selectors not applied: listing failed; the zone \
+                                    "zone options not applied: listing again failed; the zone \
                                      keeps the last ones"
                                 ),
                             }

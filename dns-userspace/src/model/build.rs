@@ -10,7 +10,7 @@ use super::{
     view::{
         ClusterView, EndpointView, NamespaceView, PortView, ServiceKind, ServiceView, SliceView,
     },
-    PodMode, RRSet, Records, Srv, ZoneConfig, SCHEMA_VERSION,
+    Name, PodMode, RRSet, Records, Srv, ZoneConfig, SCHEMA_VERSION,
 };
 
 /// What one unit of the cluster contributes to the zone: the records at each owner and
@@ -107,8 +107,11 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
         cfg: cfg.clone(),
         serial: 0,
         synced: true,
-        rrsets: rrsets.into_iter().collect(),
-        names: names.into_iter().collect(),
+        rrsets: rrsets
+            .into_iter()
+            .map(|(k, v)| (Name::from(k), v))
+            .collect(),
+        names: names.into_iter().map(Name::from).collect(),
         namespaces: namespaces.into_iter().collect(),
         pod_ips,
     };

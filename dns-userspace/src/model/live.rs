@@ -13,7 +13,7 @@ use super::{
     build::{self, Part},
     name, serial,
     view::{ClusterView, NamespaceView, PodView, ServiceView, SliceView},
-    PodMode, RRSet, Records, ZoneConfig,
+    Name, PodMode, RRSet, Records, ZoneConfig,
 };
 
 /// One object of the cluster view, as a source delivers it.
@@ -138,12 +138,12 @@ pub struct LiveZone {
     pods: BTreeMap<Key, PodView>,
     /// The owners each unit has records at (no copy of the records: a unit's part is
     /// computed again from the objects when a merge needs it).
-    unit_owners: HashMap<Unit, Box<[Box<[u8]>]>>,
+    unit_owners: HashMap<Unit, Box<[Name]>>,
     /// The names the fixed and namespace units make exist beyond their owners' (empty
     /// non-terminals such as `<ns>.svc.<zone>`).
-    unit_names: HashMap<Unit, Box<[Box<[u8]>]>>,
+    unit_names: HashMap<Unit, Box<[Name]>>,
     /// How many units make each name exist.
-    name_refs: HashMap<Vec<u8>, u32>,
+    name_refs: HashMap<Name, u32>,
     /// What each Pod adds to `pods verified`, and how many Pods hold each pair.
     pod_parts: HashMap<Key, Vec<(String, IpAddr)>>,
     pod_refs: HashMap<(String, IpAddr), u32>,
@@ -408,7 +408,7 @@ impl LiveZone {
 
     /// The names a unit's records make exist: its in-zone owners and their ancestors
     /// (what [`build`] registers for each owner), plus the unit's own empty non-terminals.
-    fn names_of(&self, unit: &Unit, owners: &[Box<[u8]>]) -> BTreeSet<Vec<u8>> {
+    fn names_of(&self, unit: &Unit, owners: &[Name]) -> BTreeSet<Vec<u8>> {
         let zone = &self.records.cfg.zone;
         let mut out: BTreeSet<Vec<u8>> = self
             .unit_names
@@ -441,22 +441,22 @@ impl LiveZone {
         for n in new.names.difference(&old_names) {
             self.name_ref(n, true, touched);
         }
-        let new_owners: Box<[Box<[u8]>]> = new.rrsets.keys().map(|o| o.clone().into()).collect();
+        let new_owners: Box<[Name]> = new.rrsets.keys().map(|o| self.intern(o)).collect();
         if !matches!(unit, Unit::Service(..)) {
             // Names not under an owner (empty non-terminals) are kept to undo them later.
             let derived = self.names_of(&unit, &new_owners);
-            let extra: Box<[Box<[u8]>]> = new
+            let extra: Box<[Name]> = new
                 .names
                 .iter()
                 .filter(|n| !derived.contains(*n))
-                .map(|n| n.clone().into())
+                .map(|n| self.intern(n))
                 .collect();
             if !extra.is_empty() {
                 self.unit_names.insert(unit.clone(), extra);
             }
         }
-        let mut owners: BTreeSet<Vec<u8>> = old_owners.iter().map(|o| o.to_vec()).collect();
-        owners.extend(new.rrsets.keys().cloned());
+        let mut owners: BTreeSet<Name> = old_owners.into_vec().into_iter().collect();
+        owners.extend(new_owners.iter().cloned());
         for owner in owners {
             self.merge(owner, &unit, &new, touched);
         }
@@ -497,8 +497,25 @@ impl LiveZone {
         touched.namespaces.insert(ns.to_owned());
     }
 
+    /// The zone's shared copy of a name, if it holds one (a new one otherwise).
+    fn intern(&self, n: &[u8]) -> Name {
+        if let Some((held, _)) = self.name_refs.get_key_value(n) {
+            return held.clone();
+        }
+        match self.records.rrsets.get_key_value(n) {
+            Some((held, _)) => held.clone(),
+            None => Name::from(n),
+        }
+    }
+
     fn name_ref(&mut self, n: &[u8], add: bool, touched: &mut Touched) {
-        let count = self.name_refs.entry(n.to_vec()).or_insert(0);
+        if !self.name_refs.contains_key(n) {
+            let name = self.intern(n);
+            self.name_refs.insert(name, 0);
+        }
+        let Some(count) = self.name_refs.get_mut(n) else {
+            return;
+        };
         let before = *count;
         *count = if add {
             before + 1
@@ -511,7 +528,8 @@ impl LiveZone {
         }
         if (before == 0) != (after == 0) {
             if add {
-                self.records.names.insert(n.to_vec());
+                let name = self.intern(n);
+                self.records.names.insert(name);
                 self.sum = self.sum.wrapping_add(serial::name(n));
             } else {
                 self.records.names.remove(n);
@@ -524,15 +542,15 @@ impl LiveZone {
     /// The records at `owner` after `unit`'s part became `part`: every contributing
     /// unit's, in unit order, duplicates dropped as [`Records::build`] drops them. Only
     /// reverse names have several contributors; their PTR targets name them.
-    fn merge(&mut self, owner: Vec<u8>, unit: &Unit, part: &Part, touched: &mut Touched) {
-        let held = self.records.rrsets.get(&owner);
+    fn merge(&mut self, owner: Name, unit: &Unit, part: &Part, touched: &mut Touched) {
+        let held = self.records.rrsets.get(&owner[..]);
         let mut units: BTreeSet<Unit> = held
             .into_iter()
             .flat_map(|set| set.ptr.iter())
             .filter_map(|t| self.unit_of_target(t))
             .collect();
         units.remove(unit);
-        if part.rrsets.contains_key(&owner) {
+        if part.rrsets.contains_key(&owner[..]) {
             units.insert(unit.clone());
         }
         let mut merged: Option<RRSet> = None;
@@ -544,14 +562,14 @@ impl LiveZone {
                 other = self.part_of(u);
                 &other
             };
-            if let Some(set) = p.rrsets.get(&owner) {
+            if let Some(set) = p.rrsets.get(&owner[..]) {
                 merge_into(merged.get_or_insert_with(RRSet::default), set);
             }
         }
         if let Some(m) = merged.as_mut() {
             build::finish_srv_weights(m);
         }
-        let old = self.records.rrsets.get(&owner);
+        let old = self.records.rrsets.get(&owner[..]);
         if old == merged.as_ref() {
             return;
         }
@@ -564,10 +582,10 @@ impl LiveZone {
                 self.records.rrsets.insert(owner.clone(), m);
             }
             None => {
-                self.records.rrsets.remove(&owner);
+                self.records.rrsets.remove(&owner[..]);
             }
         }
-        touched.owners.insert(owner);
+        touched.owners.insert(owner.to_vec());
     }
 
     /// One Pod's (namespace, address) pairs for `pods verified`.

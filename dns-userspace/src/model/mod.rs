@@ -37,6 +37,10 @@ const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
 /// CNAMEs followed inside the zone before giving up on a chain.
 const MAX_CNAME_CHAIN: usize = 8;
 
+/// A lower-case wire name held by the zone: one allocation shared by every structure that
+/// names it (records, existence, the units' owner lists).
+pub type Name = std::sync::Arc<[u8]>;
+
 /// The zone's SOA, shared by every negative answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Soa {
@@ -131,9 +135,9 @@ pub struct Records {
     pub synced: bool,
     // Persistent maps: a snapshot for the answer path is a cheap clone, and a change to a
     // few names copies only their paths.
-    rrsets: imbl::OrdMap<Vec<u8>, RRSet>,
+    rrsets: imbl::OrdMap<Name, RRSet>,
     /// Every in-zone name that exists, empty non-terminals included.
-    names: imbl::OrdSet<Vec<u8>>,
+    names: imbl::OrdSet<Name>,
     /// Namespaces served (existing, and passing the namespace filters).
     namespaces: imbl::OrdSet<String>,
     /// `pods verified`: (namespace, address) of every pod.
@@ -171,7 +175,7 @@ impl Records {
 
     /// Every owner name with records (reverse names included), lower-case wire form.
     pub fn owners(&self) -> impl Iterator<Item = &[u8]> {
-        self.rrsets.keys().map(Vec::as_slice)
+        self.rrsets.keys().map(|k| &k[..])
     }
 
     /// Number of owner names with records (reverse names included).
@@ -270,7 +274,7 @@ impl Records {
         if qtype == QType::Srv {
             // As CoreDNS does: the targets' addresses, so clients need no second round.
             for s in &set.srv {
-                if let Some(t) = self.rrsets.get(&s.target) {
+                if let Some(t) = self.rrsets.get(&s.target[..]) {
                     additional.extend(t.a.iter().map(|a| rec(&s.target, RData::A(*a))));
                     additional.extend(t.aaaa.iter().map(|a| rec(&s.target, RData::Aaaa(*a))));
                 }

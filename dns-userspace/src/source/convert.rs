@@ -25,19 +25,22 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// The labels a view keeps: only the keys the zone's selectors read, as a cluster's objects
-/// carry a dozen labels each that no selector looks at (at 10k Services, megabytes).
+/// What a view keeps beyond what every zone reads: only the label keys the zone's
+/// selectors read, and endpoints' pod names only under `endpoint_pod_names`. A cluster's
+/// objects carry a dozen labels each that no selector looks at: at 10k Services, megabytes.
 /// `None` keeps every label (tools that read a directory for its own sake).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LabelKeys {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keep {
     services: Option<BTreeSet<String>>,
     namespaces: Option<BTreeSet<String>>,
+    pod_names: bool,
 }
 
-impl LabelKeys {
+impl Keep {
     pub const ALL: Self = Self {
         services: None,
         namespaces: None,
+        pod_names: true,
     };
 
     pub fn of(cfg: &ZoneConfig) -> Self {
@@ -46,6 +49,7 @@ impl LabelKeys {
         Self {
             services: set(&cfg.labels),
             namespaces: set(&cfg.namespace_labels),
+            pod_names: cfg.endpoint_pod_names,
         }
     }
 }
@@ -121,7 +125,7 @@ fn port(
     })
 }
 
-pub fn service(svc: &Service, keys: &LabelKeys) -> Result<ServiceView, FieldError> {
+pub fn service(svc: &Service, keys: &Keep) -> Result<ServiceView, FieldError> {
     let (name, namespace) = name_and_namespace(&svc.metadata)?;
     check_label("metadata.name", &name)?;
     let spec = svc.spec.clone().unwrap_or_default();
@@ -171,7 +175,7 @@ pub fn service(svc: &Service, keys: &LabelKeys) -> Result<ServiceView, FieldErro
 }
 
 /// `None` for slices that belong to no service, or carry FQDN addresses.
-pub fn slice(s: &EndpointSlice) -> Result<Option<SliceView>, FieldError> {
+pub fn slice(s: &EndpointSlice, keep: &Keep) -> Result<Option<SliceView>, FieldError> {
     let (name, namespace) = name_and_namespace(&s.metadata)?;
     let Some(service) = s
         .metadata
@@ -196,7 +200,7 @@ pub fn slice(s: &EndpointSlice) -> Result<Option<SliceView>, FieldError> {
         let pod_name = e
             .target_ref
             .as_ref()
-            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .filter(|r| keep.pod_names && r.kind.as_deref() == Some("Pod"))
             .and_then(|r| r.name.clone());
         endpoints.push(EndpointView {
             addresses: tight(addresses),
@@ -227,7 +231,7 @@ pub fn slice(s: &EndpointSlice) -> Result<Option<SliceView>, FieldError> {
     }))
 }
 
-pub fn namespace(ns: &Namespace, keys: &LabelKeys) -> Result<NamespaceView, FieldError> {
+pub fn namespace(ns: &Namespace, keys: &Keep) -> Result<NamespaceView, FieldError> {
     let name = ns
         .metadata
         .name

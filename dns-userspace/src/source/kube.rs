@@ -27,7 +27,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use super::convert::{self, FieldError, LabelKeys};
+use super::convert::{self, FieldError, Keep};
 use crate::model::live::{Change, Key, Object, ObjectKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,7 @@ pub type Timed = (Instant, Change);
 pub fn start(
     client: Client,
     watch_pods: bool,
-    keys: &LabelKeys,
+    keys: &Keep,
     health: Arc<WatchHealth>,
 ) -> (
     mpsc::UnboundedReceiver<Timed>,
@@ -190,7 +190,10 @@ pub fn start(
         ObjectKind::Slice,
         tx.clone(),
         health.clone(),
-        |s| convert::slice(s).map(|v| v.map(Object::Slice)),
+        {
+            let keys = keys.clone();
+            move |s| convert::slice(s, &keys).map(|v| v.map(Object::Slice))
+        },
     ));
     tasks.push(watch(
         Api::<Namespace>::all(client.clone()),

@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use serde::Deserialize;
 
-use super::convert::{self, FieldError, LabelKeys};
+use super::convert::{self, FieldError, Keep};
 use crate::model::view::{ClusterView, NamespaceView};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +50,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A directory need not carry Namespace objects: a namespace that its objects name is
 /// taken to exist (without labels) when no Namespace object says otherwise.
 pub fn load_dir(dir: &Path) -> Result<ClusterView> {
-    load_dir_keeping(dir, &LabelKeys::ALL)
+    load_dir_keeping(dir, &Keep::ALL)
 }
 
 /// [`load_dir`] keeping only the labels under `keys`.
-pub fn load_dir_keeping(dir: &Path, keys: &LabelKeys) -> Result<ClusterView> {
+pub fn load_dir_keeping(dir: &Path, keys: &Keep) -> Result<ClusterView> {
     let mut view = ClusterView::default();
     for path in manifest_files(dir)? {
         let text = fs::read_to_string(&path).map_err(|source| Error::Io {
@@ -113,10 +113,10 @@ pub fn fingerprint(dir: &Path) -> Result<(Option<SystemTime>, usize)> {
 
 /// Parses one file's documents into `view`.
 pub fn parse_into(path: &Path, text: &str, view: &mut ClusterView) -> Result<()> {
-    parse_keeping(path, text, &LabelKeys::ALL, view)
+    parse_keeping(path, text, &Keep::ALL, view)
 }
 
-fn parse_keeping(path: &Path, text: &str, keys: &LabelKeys, view: &mut ClusterView) -> Result<()> {
+fn parse_keeping(path: &Path, text: &str, keys: &Keep, view: &mut ClusterView) -> Result<()> {
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let ctx = Ctx {
             path,
@@ -151,7 +151,7 @@ fn parse_keeping(path: &Path, text: &str, keys: &LabelKeys, view: &mut ClusterVi
 struct Ctx<'a> {
     path: &'a Path,
     doc: usize,
-    keys: &'a LabelKeys,
+    keys: &'a Keep,
 }
 
 impl Ctx<'_> {
@@ -181,7 +181,7 @@ impl Ctx<'_> {
             }
             Some("EndpointSlice") => {
                 let s: EndpointSlice = self.typed(value, prefix)?;
-                view.slices.extend(convert::slice(&s).map_err(at)?);
+                view.slices.extend(convert::slice(&s, self.keys).map_err(at)?);
             }
             Some("Namespace") => {
                 let n: Namespace = self.typed(value, prefix)?;

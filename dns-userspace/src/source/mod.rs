@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::model::live::{relists, Change, ObjectKind};
-pub use convert::LabelKeys;
+pub use convert::Keep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,7 +42,7 @@ const MAX_BATCH: usize = 4096;
 pub enum Source {
     Manifests {
         dir: PathBuf,
-        keys: LabelKeys,
+        keys: Keep,
         fingerprint: Option<(Option<std::time::SystemTime>, usize)>,
         /// The next poll, kept across cancellations so other events cannot postpone it.
         next_poll: Option<Instant>,
@@ -72,7 +72,7 @@ impl Drop for Watches {
 }
 
 impl Source {
-    pub fn manifests(dir: &Path, keys: LabelKeys) -> Self {
+    pub fn manifests(dir: &Path, keys: Keep) -> Self {
         Source::Manifests {
             dir: dir.to_owned(),
             keys,
@@ -86,7 +86,7 @@ impl Source {
         kubeconfig: Option<&Path>,
         limits: kube::ApiLimits,
         watch_pods: bool,
-        keys: &LabelKeys,
+        keys: &Keep,
     ) -> Result<Self, Error> {
         let client = kube::client(kubeconfig, limits).await?;
         let health = Arc::new(kube::WatchHealth::default());

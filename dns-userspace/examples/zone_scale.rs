@@ -69,10 +69,10 @@ fn service(i: usize, namespaces: usize, addr: u8) -> (ServiceView, SliceView) {
         service: name,
         endpoints: (0..5)
             .map(|j| EndpointView {
-                addresses: vec![ip(200, i * 5 + j)],
+                addresses: [ip(200, i * 5 + j)].into(),
                 hostname: None,
                 ready: true,
-                pod_name: Some(format!("svc-{i}-{j}")),
+                pod_name: Some(format!("svc-{i}-{j}").into()),
             })
             .collect(),
         ports: vec![port("http", 8080)],

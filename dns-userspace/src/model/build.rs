@@ -252,8 +252,8 @@ impl<'a> Builder<'a> {
         for (slice, ep) in ready(svc, slices) {
             for ip in &ep.addresses {
                 let host = match (&ep.hostname, &ep.pod_name) {
-                    (Some(h), _) => h.clone(),
-                    (None, Some(pod)) if self.cfg.endpoint_pod_names => pod.clone(),
+                    (Some(h), _) => h.to_string(),
+                    (None, Some(pod)) if self.cfg.endpoint_pod_names => pod.to_string(),
                     _ => dashed(*ip),
                 };
                 let ep_owner = prefix(&owner, &[&host]);

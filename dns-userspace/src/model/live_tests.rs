@@ -91,10 +91,10 @@ fn slice() -> impl Strategy<Value = SliceView> {
         prop_oneof![Just(None), Just(Some("pod-x")), Just(Some("pod-y"))],
     )
         .prop_map(|(addresses, hostname, ready, pod)| EndpointView {
-            addresses,
-            hostname: hostname.map(String::from),
+            addresses: addresses.into(),
+            hostname: hostname.map(Into::into),
             ready,
-            pod_name: pod.map(String::from),
+            pod_name: pod.map(Into::into),
         });
     (
         ns(),

@@ -44,7 +44,7 @@ fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 fn ep(addr: &str, hostname: Option<&str>, ready: bool, pod: Option<&str>) -> EndpointView {
     EndpointView {
-        addresses: ips(&[addr]),
+        addresses: ips(&[addr]).into(),
         hostname: hostname.map(Into::into),
         ready,
         pod_name: pod.map(Into::into),

@@ -2,6 +2,8 @@
 //! fields DNS needs. Sources (API reflectors, manifest files) produce these.
 use std::{collections::BTreeMap, net::IpAddr};
 
+pub use smallvec::SmallVec;
+
 pub type Labels = BTreeMap<String, String>;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,12 +55,14 @@ pub struct SliceView {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointView {
-    pub addresses: Vec<IpAddr>,
-    pub hostname: Option<String>,
+    /// One address in practice (the API allows more): held inline, not on the heap, as a
+    /// node holds one of these per endpoint of the cluster.
+    pub addresses: SmallVec<[IpAddr; 1]>,
+    pub hostname: Option<Box<str>>,
     /// `conditions.ready`; an absent condition counts as ready, as the API documents.
     pub ready: bool,
     /// The pod behind the endpoint (`targetRef` of kind Pod), for `endpoint_pod_names`.
-    pub pod_name: Option<String>,
+    pub pod_name: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -201,10 +201,10 @@ pub fn slice(s: &EndpointSlice, keep: &Keep) -> Result<Option<SliceView>, FieldE
             .target_ref
             .as_ref()
             .filter(|r| keep.pod_names && r.kind.as_deref() == Some("Pod"))
-            .and_then(|r| r.name.clone());
+            .and_then(|r| r.name.as_deref().map(Into::into));
         endpoints.push(EndpointView {
-            addresses: tight(addresses),
-            hostname: e.hostname.clone(),
+            addresses,
+            hostname: e.hostname.as_deref().map(Into::into),
             // The API: a nil ready condition is to be read as ready.
             ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
             pod_name,

@@ -181,7 +181,8 @@ impl Ctx<'_> {
             }
             Some("EndpointSlice") => {
                 let s: EndpointSlice = self.typed(value, prefix)?;
-                view.slices.extend(convert::slice(&s, self.keys).map_err(at)?);
+                view.slices
+                    .extend(convert::slice(&s, self.keys).map_err(at)?);
             }
             Some("Namespace") => {
                 let n: Namespace = self.typed(value, prefix)?;

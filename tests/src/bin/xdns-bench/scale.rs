@@ -21,7 +21,7 @@ use tests::{
         obj::{self, Endpoint},
         ApiServer,
     },
-    client::{query_bytes, rss_kib},
+    client::{peak_rss_kib, query_bytes, rss_kib},
     netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
 };
 
@@ -287,6 +287,7 @@ pub fn run(services: usize) -> Result<(), String> {
         ));
     }
     let rss_changed = rss_kib(daemon.pid()).unwrap_or(0);
+    let rss_peak = peak_rss_kib(daemon.pid()).unwrap_or(0);
     daemon.stop().map_err(e)?;
     let log = fs::read_to_string(&log_path).map_err(e)?;
     let log = &log[log_mark.min(log.len())..];
@@ -353,6 +354,10 @@ pub fn run(services: usize) -> Result<(), String> {
         "| daemon RSS after {} changes | {:.1} MiB |",
         SINGLE_CHANGES + ANSWER_CHANGES + BURST,
         rss_changed as f64 / 1024.0
+    );
+    println!(
+        "| daemon peak RSS (lists parsed, zone built) | {:.1} MiB |",
+        rss_peak as f64 / 1024.0
     );
     println!(
         "| records map memory (kernel memlock) | {:.1} MiB ({:.0} bytes per record) |",

@@ -22,6 +22,8 @@ use dns_userspace::{
     ops::{self, health::Readiness, metrics::Metrics},
     source::{kube as kube_source, Keep, Source},
 };
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
 
@@ -280,17 +282,35 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
         log_queries: Arc::new(args.log_queries.into()),
         metrics: metrics.clone(),
     };
-    let mut servers = Vec::new();
+    let readiness = Readiness::default();
+    // Every listener is watched: one that ends fails `/health` and stops the daemon, so
+    // kubelet restarts it rather than leaving a node half served behind a green probe.
+    let (down_tx, mut down_rx) = mpsc::unbounded_channel::<String>();
+    let supervise = |name: String, task: BoxFuture<'static, std::io::Result<()>>| {
+        let (r, tx) = (readiness.clone(), down_tx.clone());
+        tokio::spawn(async move {
+            let why = match tokio::spawn(task).await {
+                Ok(Ok(())) => format!("{name} stopped"),
+                Ok(Err(e)) => format!("{name} stopped: {e}"),
+                Err(e) => format!("{name} stopped: {e}"),
+            };
+            tracing::error!(listener = name, "{why}");
+            r.listener_down(why.clone());
+            let _ = tx.send(why);
+        });
+    };
     for ip in &args.listen {
         let addr = SocketAddr::new(*ip, args.port);
         // Bound before going on: a failure is a start-up error, and the loop probe below
         // finds us listening.
         let sockets = server::bind(addr).with_context(|| format!("binding {addr}"))?;
-        servers.push(tokio::spawn(server::serve(sockets, handler.clone())));
+        supervise(
+            format!("dns listener {addr}"),
+            Box::pin(server::serve(sockets, handler.clone())),
+        );
         tracing::info!(%addr, "serving udp and tcp");
     }
 
-    let readiness = Readiness::default();
     if let Some(h) = source.health() {
         let grace = Duration::from_secs(args.watch_failing_after);
         readiness.check(Arc::new(move || h.problem(grace)));
@@ -303,14 +323,16 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             drop(std::net::TcpListener::bind(r).with_context(|| format!("binding {r}"))?);
         }
         let rd = readiness.clone();
-        servers.push(tokio::spawn(
-            async move { ops::health::serve(h, r, rd).await },
-        ));
+        supervise(
+            format!("health listener {h}"),
+            Box::pin(async move { ops::health::serve(h, r, rd).await }),
+        );
         let (m, maddr) = (metrics.clone(), args.metrics_addr);
         drop(std::net::TcpListener::bind(maddr).with_context(|| format!("binding {maddr}"))?);
-        servers.push(tokio::spawn(
-            async move { ops::metrics::serve(maddr, m).await },
-        ));
+        supervise(
+            format!("metrics listener {maddr}"),
+            Box::pin(async move { ops::metrics::serve(maddr, m).await }),
+        );
     }
 
     if let (Some(r), Some(p), false) = (&resolver, &probe, args.listen.is_empty()) {
@@ -442,11 +464,9 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
                 }
                 break;
             }
+            Some(why) = down_rx.recv() => bail!("{why}"),
             v = source.next() => v?,
         };
-        if servers.iter().any(|s| s.is_finished()) {
-            bail!("a listener stopped");
-        }
         if let Some(batch) = next {
             let t = Instant::now();
             let n = batch.changes.len();

@@ -47,8 +47,25 @@ fn one_malloc_arena() {
     }
 }
 
+/// The soft descriptor limit up to the hard one: 1024 TCP connections plus the BPF maps,
+/// links and sockets reach a 1024 soft limit, and the listeners would then pause on EMFILE.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `l`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     one_malloc_arena();
+    raise_fd_limit();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

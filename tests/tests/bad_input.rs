@@ -155,3 +155,131 @@ fn garbage_stalls_and_ten_thousand_idle_connections() {
     println!("RSS {before} KiB before, {during} KiB with 10 000 connections held");
     d.stop().unwrap();
 }
+
+/// Waits up to `within` for `ok`, checking every 50 ms.
+fn wait_for(within: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok()
+}
+
+/// Out of descriptors (a 256 limit set on the running daemon, 300 connections held), the
+/// TCP listener pauses on EMFILE instead of ending: once the connections close, TCP queries
+/// are answered again and `/health` is 200.
+#[test]
+fn listeners_outlive_running_out_of_descriptors() {
+    let Some(f) = tests::fixture::fixture("fd", 1) else {
+        return;
+    };
+    raise_fd_limit();
+    let log_path = f.manifests.0.with_extension("log");
+    let _log = tests::fixture::TempDir(log_path.clone());
+    let d = Daemon::start_logging(
+        &f.topo.node,
+        &f.args(None),
+        std::fs::File::create(&log_path).unwrap(),
+    )
+    .expect("daemon");
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), "--nofile=256:256"])
+        .status()
+        .expect("prlimit");
+    assert!(status.success(), "prlimit failed");
+
+    let held = f
+        .pod(0)
+        .within(|| {
+            let server: SocketAddr = format!("{SVC4}:53").parse().unwrap();
+            (0..300)
+                .filter_map(|_| {
+                    TcpStream::connect_timeout(&server, Duration::from_millis(300)).ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(5), || log().contains("listener error; retrying")),
+        "the daemon never ran out of descriptors ({} connections held): the test proves nothing\n{}",
+        held.len(),
+        log()
+    );
+    drop(held);
+    assert!(
+        wait_for(Duration::from_secs(5), || dig(
+            f.pod(0),
+            SVC4,
+            &["+tcp", "web.shop.svc.cluster.local"]
+        ) == "10.96.12.7"),
+        "TCP not answered after the connections closed\n{}",
+        log()
+    );
+    assert_eq!(tests::client::http_get(&f.topo.node, 8080, "/health"), "OK");
+    assert!(
+        wait_for(Duration::from_secs(5), || log()
+            .contains("listener recovered")),
+        "{}",
+        log()
+    );
+    d.stop().unwrap();
+}
+
+/// A client that pipelines queries and never reads a reply is closed within the idle time
+/// (its window full, the reply cannot be written), not held with its replies for ever.
+#[test]
+fn a_client_that_never_reads_is_closed() {
+    let Some(f) = tests::fixture::fixture("nr", 1) else {
+        return;
+    };
+    let d = Daemon::start(&f.topo.node, &f.args(None)).expect("daemon");
+    let (conn, sent) = f
+        .pod(0)
+        .within(|| {
+            let server: SocketAddr = format!("{SVC4}:53").parse().unwrap();
+            let mut s = TcpStream::connect(server).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+            let q = tests::client::query_bytes(7, "web.shop.svc.cluster.local", 16);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            let batch: Vec<u8> = framed.repeat(1000);
+            let mut sent = 0;
+            // Until the server stops reading: its replies have nowhere to go.
+            while sent < 2000 && s.write_all(&batch).is_ok() {
+                sent += 1;
+            }
+            (s, sent)
+        })
+        .unwrap();
+    assert!(
+        sent < 2000,
+        "two million queries written without the server pushing back"
+    );
+    let established = || {
+        tests::client::run(
+            f.pod(0),
+            "ss",
+            &["-Htn", "state", "established", "dst", SVC4],
+        )
+    };
+    assert!(
+        !established().is_empty(),
+        "the connection is up while stuffed"
+    );
+    assert!(
+        wait_for(Duration::from_secs(25), || established().is_empty()),
+        "a client that never reads is still connected after 25 s: {}",
+        established()
+    );
+    drop(conn);
+    // Everyone else is still answered over TCP.
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["+tcp", "web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    d.stop().unwrap();
+}

@@ -225,10 +225,62 @@ impl Handler {
     }
 }
 
+/// A listener's receive or accept errors (EMFILE, ENOBUFS, ECONNABORTED): each is retried
+/// after a pause that grows while they last, and logged once per burst, so a descriptor
+/// shortage slows a listener down instead of ending it.
+struct Retry {
+    what: &'static str,
+    failures: u64,
+    pause: Duration,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MOST: Duration = Duration::from_secs(1);
+
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failures: 0,
+            pause: Self::FIRST,
+        }
+    }
+
+    async fn failed(&mut self, e: &io::Error) {
+        if self.failures == 0 {
+            tracing::warn!(listener = self.what, error = %e, "listener error; retrying");
+        }
+        self.failures += 1;
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Self::MOST);
+    }
+
+    fn worked(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                listener = self.what,
+                failures = self.failures,
+                "listener recovered"
+            );
+            *self = Self::new(self.what);
+        }
+    }
+}
+
 async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
+    let mut retry = Retry::new("udp");
     loop {
-        let (n, peer) = sock.recv_from(&mut buf).await?;
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(got) => {
+                retry.worked();
+                got
+            }
+            Err(e) => {
+                retry.failed(&e).await;
+                continue;
+            }
+        };
         let req = Req {
             peer,
             transport: Transport::Udp,
@@ -261,8 +313,18 @@ async fn serve_tcp(listener: TcpListener, h: Handler) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
     let mut refused = 0u64;
     let mut last_warned = std::time::Instant::now() - Duration::from_secs(3600);
+    let mut retry = Retry::new("tcp");
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(got) => {
+                retry.worked();
+                got
+            }
+            Err(e) => {
+                retry.failed(&e).await;
+                continue;
+            }
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
             // One line per burst, not one per connection: a flood must not flood the log.
@@ -297,7 +359,11 @@ async fn tcp_conn(stream: TcpStream, h: Handler) -> io::Result<()> {
             let mut out = Vec::with_capacity(reply.len() + 2);
             out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
             out.extend_from_slice(&reply);
-            wr.write_all(&out).await?;
+            // A client that sends and never reads fills its window: closed after the idle
+            // time, not held (with its replies) for ever.
+            tokio::time::timeout(TCP_IDLE, wr.write_all(&out))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading"))??;
         }
         io::Result::Ok(())
     });

@@ -17,9 +17,22 @@ pub type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 pub struct Readiness {
     ready: Arc<AtomicBool>,
     check: Arc<std::sync::OnceLock<Check>>,
+    /// A listener that ended: the process no longer serves, `/health` says so.
+    down: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Readiness {
+    /// A listener ended: `/health` (and `/ready`) are 503 with `why` from now on.
+    pub fn listener_down(&self, why: String) {
+        if let Ok(mut d) = self.down.lock() {
+            d.get_or_insert(why);
+        }
+    }
+
+    fn down(&self) -> Option<String> {
+        self.down.lock().ok().and_then(|d| d.clone())
+    }
+
     pub fn set(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
@@ -34,6 +47,9 @@ impl Readiness {
     }
 
     fn problem(&self) -> Option<String> {
+        if let Some(why) = self.down() {
+            return Some(why);
+        }
         if !self.ready.load(Ordering::SeqCst) {
             return Some("not ready".into());
         }
@@ -41,8 +57,11 @@ impl Readiness {
     }
 }
 
-async fn health() -> &'static str {
-    "OK"
+async fn health(State(r): State<Readiness>) -> (StatusCode, String) {
+    match r.down() {
+        None => (StatusCode::OK, "OK".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn ready(State(r): State<Readiness>) -> (StatusCode, String) {
@@ -58,7 +77,9 @@ pub async fn serve(
     ready_addr: SocketAddr,
     r: Readiness,
 ) -> std::io::Result<()> {
-    let health_app = Router::new().route("/health", get(health));
+    let health_app = Router::new()
+        .route("/health", get(health))
+        .with_state(r.clone());
     let ready_app = Router::new().route("/ready", get(ready)).with_state(r);
     if health_addr == ready_addr {
         let l = tokio::net::TcpListener::bind(health_addr).await?;

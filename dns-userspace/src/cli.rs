@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Cached answers at most.
     #[arg(long, default_value_t = 10000)]
     pub cache_size: usize,
+    /// Bytes of cached answers at most (three times an answer's wire size plus its key and
+    /// 256 bytes each, about what it holds in memory); the least recently used go first.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub cache_max_bytes: usize,
     /// Refresh an answer in the background once it has been hit this many times and has
     /// less than --prefetch-percent of its TTL left (CoreDNS `prefetch`; 0: never).
     #[arg(long, default_value_t = 0)]
@@ -260,6 +264,7 @@ impl RunArgs {
             max_ttl: self.cache_ttl,
             min_ttl: self.cache_min_ttl,
             capacity: self.cache_size,
+            max_bytes: self.cache_max_bytes,
             stale_for: Duration::from_secs(self.serve_stale),
             prefetch_hits: self.prefetch,
             prefetch_percent: self.prefetch_percent,
@@ -354,6 +359,7 @@ impl RunArgs {
             set(&mut a.cache_ttl, &c.ttl);
             set(&mut a.cache_min_ttl, &c.min_ttl);
             set(&mut a.cache_size, &c.size);
+            set(&mut a.cache_max_bytes, &c.max_bytes);
             secs(&mut a.serve_stale, &c.serve_stale);
             set(&mut a.prefetch, &c.prefetch);
             set(&mut a.prefetch_percent, &c.prefetch_percent);
@@ -424,6 +430,7 @@ impl RunArgs {
                 self.prefer_udp,
                 self.forward_timeout_ms,
                 (self.cache_ttl, self.cache_min_ttl, self.cache_size),
+                self.cache_max_bytes,
                 (self.prefetch, self.prefetch_percent, self.serve_stale),
                 self.no_loadbalance,
             )

@@ -67,6 +67,7 @@ pub struct Cache {
     pub ttl: Option<u32>,
     pub min_ttl: Option<u32>,
     pub size: Option<usize>,
+    pub max_bytes: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     pub serve_stale: Option<Duration>,
     pub prefetch: Option<u32>,
@@ -247,6 +248,7 @@ forward:
     corp.example: [10.1.1.1]
 cache:
   ttl: 60
+  maxBytes: 1048576
   serveStale: 1h
 loadbalance: false
 log: true
@@ -271,10 +273,9 @@ node:
         assert_eq!(f.timeout, Some(Duration::from_millis(500)));
         assert_eq!(f.to.unwrap()[1], "10.0.0.1:5353");
         assert_eq!(f.stubs.unwrap()["corp.example"], vec!["10.1.1.1"]);
-        assert_eq!(
-            c.cache.unwrap().serve_stale,
-            Some(Duration::from_secs(3600))
-        );
+        let cache = c.cache.unwrap();
+        assert_eq!(cache.serve_stale, Some(Duration::from_secs(3600)));
+        assert_eq!(cache.max_bytes, Some(1 << 20));
         assert_eq!((c.loadbalance, c.log), (Some(false), Some(true)));
         let h = c.health.unwrap();
         assert_eq!(h.watch_failing_after, Some(Duration::from_secs(120)));

@@ -19,7 +19,17 @@ const ZONE: &str = "$ORIGIN example.test.\n$TTL 300\n\
 @    NS  ns\n\
 ns   A   10.2.0.2\n\
 www  A   192.0.2.10\n\
-api  A   192.0.2.11\n";
+api  A   192.0.2.11\n\
+*.big TXT \"{0}\"\n*.big TXT \"{1}\"\n*.big TXT \"{2}\"\n*.big TXT \"{3}\"\n*.big TXT \"{4}\"\n";
+
+/// The zone file: `*.big` answers five 200-byte TXT records (about 1.1 KB on the wire).
+fn zone_text() -> String {
+    let mut z = ZONE.to_owned();
+    for i in 0..5 {
+        z = z.replace(&format!("{{{i}}}"), &format!("{i}").repeat(200));
+    }
+    z
+}
 
 /// knotd in `ns`, killed on drop.
 struct Knot(Child);
@@ -32,7 +42,7 @@ impl Knot {
     fn start_on(ns: &Netns, dir: &Path, port: u16) -> Knot {
         let dir = dir.join(format!("knot-{port}"));
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("example.test.zone"), ZONE).unwrap();
+        fs::write(dir.join("example.test.zone"), zone_text()).unwrap();
         let conf = format!(
             "server:\n    rundir: \"{d}\"\n    listen: 10.2.0.2@{port}\ndatabase:\n    storage: \"{d}\"\n\
              zone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
@@ -568,4 +578,48 @@ fn past_the_in_flight_cap_queries_are_refused() {
     assert_eq!(rcodes[0].1, 5, "REFUSED first: {rcodes:?}");
     assert_eq!(rcodes[1].1, 2, "then SERVFAIL: {rcodes:?}");
     assert_ne!(rcodes[0].0, rcodes[1].0, "one answer each: {rcodes:?}");
+}
+
+/// RSS growth of a daemon with `max_bytes` after 10000 distinct 1.1 KB answers (KiB).
+fn growth_after_distinct_answers(f: &Fixture, max_bytes: &str) -> u64 {
+    let d =
+        Daemon::start(&f.topo.node, &f.args(&["--cache-max-bytes", max_bytes])).expect("daemon");
+    eventually(Duration::from_secs(5), "NOERROR".to_string(), || {
+        dig_status(f.pod(), SVC4, &["0.big.example.test", "TXT"])
+    });
+    let before = tests::client::rss_kib(d.pid()).expect("rss");
+    let answered = f
+        .pod()
+        .within(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect(format!("{SVC4}:53")).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 4096];
+            (0..10000u32)
+                .filter(|i| {
+                    let q = query_bytes(*i as u16, &format!("n{i}.big.example.test"), 16);
+                    s.send(&q).is_ok() && s.recv(&mut buf).is_ok_and(|n| n >= 12)
+                })
+                .count()
+        })
+        .unwrap();
+    assert!(answered > 9900, "{answered} of 10000 answered");
+    let after = tests::client::rss_kib(d.pid()).expect("rss");
+    d.stop().unwrap();
+    after.saturating_sub(before)
+}
+
+/// 10000 distinct large answers: with `--cache-max-bytes` the daemon grows by a fraction of
+/// what it grows when only the entry bound (10000) holds.
+#[test]
+fn the_cache_is_bounded_by_bytes() {
+    let Some(f) = fixture("bytes") else { return };
+    let _k = Knot::start(&f.up, &f.dir);
+    let bounded = growth_after_distinct_answers(&f, "4194304");
+    let entries_only = growth_after_distinct_answers(&f, "1073741824");
+    println!("RSS growth: 4 MiB bound {bounded} KiB, entry bound only {entries_only} KiB");
+    assert!(
+        bounded * 3 < entries_only && bounded < 16 * 1024,
+        "RSS growth {bounded} KiB with a 4 MiB bound, {entries_only} KiB without"
+    );
 }

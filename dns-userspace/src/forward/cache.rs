@@ -1,11 +1,13 @@
 //! The answer cache in front of the upstreams (CoreDNS `cache 30`): positive answers for
 //! their smallest TTL, negative ones for the SOA's negative TTL (RFC 2308), both capped and
-//! floored; a size bound; and serve-stale (RFC 8767) only while the upstreams fail.
+//! floored; bounded by entries and by bytes, least recently used out first; and serve-stale
+//! (RFC 8767) only while the upstreams fail.
 use std::{
-    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+use lru::LruCache;
 
 use hickory_proto::{
     op::{Message, ResponseCode},
@@ -25,6 +27,8 @@ pub struct Key {
 
 struct Entry {
     msg: Message,
+    /// What the entry counts against the byte bound (see [`entry_bytes`]).
+    bytes: usize,
     stored: Instant,
     ttl: u32,
     /// Hits since stored, for prefetch.
@@ -37,6 +41,9 @@ pub struct Options {
     pub max_ttl: u32,
     pub min_ttl: u32,
     pub capacity: usize,
+    /// Bytes of cached answers at most (see [`entry_bytes`]): 10000 answers of up to 64 KiB
+    /// each would otherwise be a bound only in name.
+    pub max_bytes: usize,
     /// How long past expiry an answer may still be served while upstreams fail; 0: never.
     pub stale_for: Duration,
     /// Prefetch (CoreDNS `prefetch`): an answer hit at least this many times (0: never) is
@@ -53,20 +60,37 @@ pub struct Hit {
     pub prefetch: bool,
 }
 
+/// The entries in recency order and the bytes they count.
+struct Entries {
+    lru: LruCache<Key, Entry>,
+    bytes: usize,
+}
+
 pub struct Cache {
     o: Options,
-    map: Mutex<HashMap<Key, Entry>>,
+    map: Mutex<Entries>,
+}
+
+/// What an entry counts against [`Options::max_bytes`]: its answer's wire size plus its
+/// key, with a fixed allowance for the parsed message's own structures (a record parsed is
+/// a few times its wire size).
+fn entry_bytes(key: &Key, wire: usize) -> usize {
+    const PER_ENTRY: usize = 256;
+    PER_ENTRY + key.name.len() + wire * 3
 }
 
 impl Cache {
     pub fn new(o: Options) -> Self {
         Self {
             o,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Entries {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         match self.map.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -76,7 +100,7 @@ impl Cache {
     /// A fresh answer, TTLs reduced by its age.
     pub fn get(&self, key: &Key, now: Instant) -> Option<Hit> {
         let mut map = self.lock();
-        let e = map.get_mut(key)?;
+        let e = map.lru.get_mut(key)?;
         let elapsed = now.saturating_duration_since(e.stored);
         let age = elapsed.as_secs() as u32;
         if age >= e.ttl {
@@ -100,7 +124,7 @@ impl Cache {
 
     /// A refresh that failed: let a later hit try again.
     pub fn refresh_failed(&self, key: &Key) {
-        if let Some(e) = self.lock().get_mut(key) {
+        if let Some(e) = self.lock().lru.peek_mut(key) {
             e.refreshing = false;
         }
     }
@@ -108,7 +132,7 @@ impl Cache {
     /// An expired answer still within the stale window, its TTLs set to [`STALE_TTL`].
     pub fn get_stale(&self, key: &Key, now: Instant) -> Option<Hit> {
         let map = self.lock();
-        let e = map.get(key)?;
+        let e = map.lru.peek(key)?;
         let expired_at = e.stored + Duration::from_secs(e.ttl as u64);
         (now <= expired_at + self.o.stale_for).then(|| Hit {
             msg: with_ttls(&e.msg, |_| STALE_TTL),
@@ -117,40 +141,44 @@ impl Cache {
         })
     }
 
-    /// Stores `msg` for `key` if it is cacheable; returns the TTL it got.
+    /// Stores `msg` for `key` if it is cacheable; returns the TTL it got. Makes room by
+    /// dropping the least recently used answers: O(1) each.
     pub fn put(&self, key: Key, msg: &Message, now: Instant) -> Option<u32> {
         let ttl = cache_ttl(msg)?.clamp(self.o.min_ttl, self.o.max_ttl.max(self.o.min_ttl));
+        let wire = msg.to_vec().map(|w| w.len()).unwrap_or(usize::MAX / 8);
+        let bytes = entry_bytes(&key, wire);
+        if bytes > self.o.max_bytes {
+            return None;
+        }
         let mut map = self.lock();
-        if map.len() >= self.o.capacity && !map.contains_key(&key) {
-            let horizon = self.o.stale_for;
-            // First what cannot be served any more, then the oldest.
-            map.retain(|_, e| now < e.stored + Duration::from_secs(e.ttl as u64) + horizon);
-            while map.len() >= self.o.capacity {
-                let oldest = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.stored)
-                    .map(|(k, _)| k.clone());
-                match oldest {
-                    Some(k) => map.remove(&k),
-                    None => break,
-                };
+        let entry = Entry {
+            msg: msg.clone(),
+            bytes,
+            stored: now,
+            ttl,
+            hits: 0,
+            refreshing: false,
+        };
+        if let Some((_, old)) = map.lru.push(key, entry) {
+            map.bytes -= old.bytes;
+        }
+        map.bytes += bytes;
+        while map.lru.len() > self.o.capacity.max(1) || map.bytes > self.o.max_bytes {
+            match map.lru.pop_lru() {
+                Some((_, e)) => map.bytes -= e.bytes,
+                None => break,
             }
         }
-        map.insert(
-            key,
-            Entry {
-                msg: msg.clone(),
-                stored: now,
-                ttl,
-                hits: 0,
-                refreshing: false,
-            },
-        );
         Some(ttl)
     }
 
+    /// Bytes the cached answers count (see [`entry_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().lru.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -236,15 +264,20 @@ mod tests {
         m
     }
 
-    fn cache(capacity: usize) -> Cache {
-        Cache::new(Options {
+    fn options(capacity: usize) -> Options {
+        Options {
             max_ttl: 30,
             min_ttl: 5,
             capacity,
+            max_bytes: 1 << 20,
             stale_for: Duration::from_secs(3600),
             prefetch_hits: 2,
             prefetch_percent: 50,
-        })
+        }
+    }
+
+    fn cache(capacity: usize) -> Cache {
+        Cache::new(options(capacity))
     }
 
     #[test]
@@ -338,5 +371,53 @@ mod tests {
             "oldest evicted"
         );
         assert!(c.get(&key("e"), t0 + Duration::from_secs(5)).is_some());
+    }
+
+    /// A large answer: `n` TXT records of 200 bytes.
+    fn large(n: usize) -> Message {
+        let mut m = answer(&[]);
+        let name = Name::from_ascii("big.example.").unwrap();
+        for i in 0..n {
+            let txt = hickory_proto::rr::rdata::TXT::new(vec![format!("{i:0200}")]);
+            m.add_answer(Record::from_rdata(name.clone(), 30, RData::TXT(txt)));
+        }
+        m
+    }
+
+    #[test]
+    fn bytes_are_bounded_least_recently_used_first() {
+        let c = Cache::new(Options {
+            max_bytes: 2 << 20,
+            ..options(10000)
+        });
+        let t0 = Instant::now();
+        c.put(key("kept"), &answer(&[30]), t0);
+        for i in 0..10000 {
+            // Kept in use: the one a busy client keeps asking for stays.
+            assert!(c.get(&key("kept"), t0).is_some(), "after {i} puts");
+            c.put(key(&format!("n{i}")), &large(40), t0);
+            assert!(c.bytes() <= 2 << 20, "{} bytes after {i} puts", c.bytes());
+        }
+        // 40 × 200 bytes of TXT: about 8.6 KB on the wire, 26 KB counted.
+        assert!(
+            (60..=90).contains(&c.len()),
+            "{} answers held in 2 MiB",
+            c.len()
+        );
+        assert!(c.get(&key("n9999"), t0).is_some(), "the newest stays");
+        assert!(c.get(&key("n0"), t0).is_none(), "the oldest went");
+        assert!(
+            c.put(key("huge"), &large(200), t0).is_some(),
+            "one 40 KB answer fits"
+        );
+        let tiny = Cache::new(Options {
+            max_bytes: 4096,
+            ..options(10)
+        });
+        assert!(
+            tiny.put(key("huge"), &large(40), t0).is_none(),
+            "an answer larger than the whole bound is not cached"
+        );
+        assert_eq!(tiny.bytes(), 0);
     }
 }

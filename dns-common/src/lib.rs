@@ -13,7 +13,7 @@ pub const PRODUCT: &str = "xdns";
 /// in a folder named after it, so a daemon of another layout never adopts maps it would
 /// misread: it builds its own beside them and takes the pinned links over once they are
 /// filled. Bump it with any change to a pinned map's type.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Longest name in wire format, root label included (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -130,6 +130,9 @@ pub const ZONE_ROTATE: u32 = 1;
 /// under the zone that is not in it is NXDOMAIN. Set by the daemon once a full sync has
 /// landed, cleared when it cannot vouch for the map (a failed write).
 pub const ZONE_COMPLETE: u32 = 2;
+/// The maps could not be made to hold the zone (a map full, a failed write): some entries
+/// may be old, so every query passes until a full sync lands and the daemon clears it.
+pub const ZONE_DEGRADED: u32 = 16;
 /// CoreDNS `pods disabled`: every name under `pod.<zone>` is NXDOMAIN.
 pub const ZONE_PODS_DISABLED: u32 = 4;
 /// CoreDNS `pods verified`: a pod name has its address only when [`maps::POD_ADDRS`] holds
@@ -317,9 +320,11 @@ pub enum Counter {
     /// A negative answer to a question ending in one of the SOA's own names (`dns.<zone>`,
     /// `hostmaster.<zone>`): userspace compresses the SOA against the question there.
     SoaName,
+    /// The maps are degraded (see [`ZONE_DEGRADED`]).
+    Degraded,
 }
 
-pub const COUNTER_COUNT: u32 = 25;
+pub const COUNTER_COUNT: u32 = 26;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -348,6 +353,7 @@ impl Counter {
         Counter::PtrPass,
         Counter::TailCall,
         Counter::SoaName,
+        Counter::Degraded,
     ];
 
     /// Whether the kernel counts this reason per interface too. The four reasons that
@@ -388,6 +394,7 @@ impl Counter {
             Counter::PtrPass => "ptr_pass",
             Counter::TailCall => "tail_call",
             Counter::SoaName => "soa_name",
+            Counter::Degraded => "degraded",
         }
     }
 }

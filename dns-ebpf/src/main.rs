@@ -28,7 +28,8 @@ use aya_ebpf::{
 use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, Scratch, ServiceAddr,
     TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_OTHER_TYPES, NAME_PASS, NAME_TARGET,
-    RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD, TAIL_TARGET, ZONE_COMPLETE, ZONE_ROTATE,
+    RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD, TAIL_TARGET, ZONE_COMPLETE, ZONE_DEGRADED,
+    ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
 use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
@@ -156,6 +157,10 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     // No daemon keeping the records true: let the servers behind us answer.
     if unsafe { bpf_ktime_get_ns() } > z.fresh_until_ns {
         return Err(Counter::Stale);
+    }
+    // Maps the daemon could not make whole: an entry may be old.
+    if z.flags & ZONE_DEGRADED != 0 {
+        return Err(Counter::Degraded);
     }
     // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]

@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// Shortest time an upstream answer is cached, seconds.
     #[arg(long, default_value_t = 5)]
     pub cache_min_ttl: u32,
+    /// Names the kernel's records map holds at most. A zone that does not fit degrades the
+    /// kernel path (every query passes to userspace) rather than answering from a partial
+    /// map. A pinned map keeps the size it was made with.
+    #[arg(long, default_value_t = dns_common::maps::RECORDS_MAX)]
+    pub kernel_records_max: u32,
     /// Cached answers at most.
     #[arg(long, default_value_t = 10000)]
     pub cache_size: usize,

@@ -1,7 +1,10 @@
 //! `xdns run`: wires source → model → sinks and runs until SIGTERM or Ctrl-C.
 use std::{
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -95,9 +98,27 @@ struct Sinks {
     nxdomain: bool,
     /// A write failed to land: the next publish rewrites the maps whole.
     needs_full: bool,
+    /// The kernel passes every query: its maps could not be made whole (see
+    /// [`dns_common::ZONE_DEGRADED`]); `/ready` reads it.
+    degraded: Arc<AtomicBool>,
 }
 
 impl Sinks {
+    /// Says when the kernel path degrades or recovers (log; `/ready` and the metric follow).
+    fn note_degraded(&self, kernel: Option<&Kernel>) {
+        let now = kernel.is_some_and(|k| k.maps.is_degraded());
+        if self.degraded.swap(now, Ordering::SeqCst) != now {
+            if now {
+                tracing::error!(
+                    "kernel maps degraded: every query passes to userspace until a full sync \
+                     lands (a map full? see xdns_kernel_records_capacity)"
+                );
+            } else {
+                tracing::info!("kernel maps whole again: the kernel answers");
+            }
+        }
+    }
+
     /// Makes every sink serve the whole zone: kernel maps first (read back and rewritten
     /// where they differ), then userspace.
     fn publish_full(&mut self, zone: &Zone, kernel: Option<&mut Kernel>, live: &LiveZone) {
@@ -118,6 +139,7 @@ impl Sinks {
                     tracing::error!(error = %e, "kernel map sync failed")
                 }
             }
+            self.note_degraded(Some(k));
         }
         tracing::info!(
             records = records.len(),
@@ -249,6 +271,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             args.ifaces.clone(),
             patterns(&args),
             args.attach,
+            args.kernel_records_max,
         )
         .context("loading the kernel path")?;
         k.maps
@@ -371,7 +394,14 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     let mut sinks = Sinks {
         nxdomain: !args.no_kernel_nxdomain,
         needs_full: false,
+        degraded: Arc::new(AtomicBool::new(false)),
     };
+    let degraded = sinks.degraded.clone();
+    readiness.check(Arc::new(move || {
+        degraded
+            .load(Ordering::SeqCst)
+            .then(|| "kernel maps degraded: every query passes to userspace".to_owned())
+    }));
     sinks.publish_full(&zone, kernel.as_mut(), &live);
     release_freed_memory();
     // The kernel path goes on (or takes over from the last daemon's program) only once its

@@ -358,6 +358,7 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
         "xdns_kernel_records",
         "xdns_kernel_records_capacity",
         "xdns_kernel_target_records",
+        "xdns_kernel_degraded",
     ] {
         assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
     }
@@ -777,4 +778,83 @@ fn standin(f: &tests::fixture::Fixture, listen: &str, port: &str) -> std::io::Re
     .map(String::from)
     .to_vec();
     Daemon::start(&f.topo.node, &args)
+}
+
+fn moving_and_more(dir: &std::path::Path, ip: &str, more: usize) {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: moving, namespace: shop}}\n\
+         spec: {{clusterIP: {ip}}}\n"
+    );
+    for i in 0..more {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: shop}}\n\
+             spec: {{clusterIP: 10.96.78.{}}}\n",
+            i + 1
+        ));
+    }
+    // Written whole then renamed: the daemon never reads half a file.
+    let tmp = dir.with_extension("moving.tmp");
+    std::fs::write(&tmp, y).unwrap();
+    std::fs::rename(&tmp, dir.join("moving.yaml")).unwrap();
+}
+
+/// A records map too small for the zone never answers from what it holds. The update that
+/// overflows it also moves a Service: the kernel, degraded, passes every query and
+/// userspace answers the new address, never the old one; `/ready`, the metric and the
+/// counter say so. Once the zone fits again the kernel answers again.
+#[test]
+fn a_full_map_degrades_to_userspace_and_never_answers_stale() {
+    let Some(f) = fixture("full", 1) else { return };
+    let dir = &f.manifests.0;
+    moving_and_more(dir, "10.96.77.1", 0);
+    let view = dns_userspace::source::manifests::load_dir(dir).unwrap();
+    let cfg = dns_userspace::model::ZoneConfig::new("cluster.local", 30).unwrap();
+    let fits = dns_userspace::model::Records::build(&cfg, &view)
+        .kernel_view()
+        .records
+        .len();
+    let mut args = f.args(Some("tc"));
+    args.extend(["--kernel-records-max".into(), (fits + 5).to_string()]);
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let name = "moving.shop.svc.cluster.local";
+    let a = |ns: &Netns| tests::client::dig(ns, SVC4, &[name]);
+    let answered = || f.counters().get(Counter::Answered);
+    let c0 = answered();
+    assert_eq!(a(f.pod(0)), "10.96.77.1");
+    assert_eq!(answered(), c0 + 1, "the kernel answers while the zone fits");
+    assert_eq!(
+        tests::client::http_status(&f.topo.node, 8181, "/ready"),
+        "200"
+    );
+
+    // Twenty more Services do not fit in five free entries.
+    moving_and_more(dir, "10.96.77.2", 20);
+    tests::client::eventually(Duration::from_secs(10), "503".to_string(), || {
+        tests::client::http_status(&f.topo.node, 8181, "/ready")
+    });
+    let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    assert!(metrics.contains("xdns_kernel_degraded 1"), "{metrics}");
+    let (passed, c1) = (f.counters().get(Counter::Degraded), answered());
+    for _ in 0..10 {
+        assert_eq!(a(f.pod(0)), "10.96.77.2", "never the old address");
+    }
+    assert_eq!(
+        tests::client::dig(f.pod(0), SVC4, &["s19.shop.svc.cluster.local"]),
+        "10.96.78.20",
+        "the names that did not fit are answered too"
+    );
+    assert_eq!(answered(), c1, "the kernel answers nothing while degraded");
+    assert_eq!(f.counters().get(Counter::Degraded), passed + 11);
+
+    // Back within the map: a full sync lands and the kernel answers again.
+    moving_and_more(dir, "10.96.77.3", 0);
+    tests::client::eventually(Duration::from_secs(10), "200".to_string(), || {
+        tests::client::http_status(&f.topo.node, 8181, "/ready")
+    });
+    let c2 = answered();
+    assert_eq!(a(f.pod(0)), "10.96.77.3");
+    assert_eq!(answered(), c2 + 1);
+    let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    assert!(metrics.contains("xdns_kernel_degraded 0"), "{metrics}");
+    d.stop().unwrap();
 }

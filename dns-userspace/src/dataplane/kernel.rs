@@ -67,8 +67,9 @@ impl Kernel {
         named: Vec<String>,
         patterns: Vec<Pattern>,
         mode: AttachMode,
+        records_max: u32,
     ) -> Result<Self> {
-        let mut ebpf = super::load(Some(pin_dir))?;
+        let mut ebpf = super::load_sized(Some(pin_dir), records_max)?;
         let mut maps = KernelMaps::take(&mut ebpf)?;
         maps.sync_service_addrs(addrs)?;
         let links = Links::open(pin_dir.join("links"))?;

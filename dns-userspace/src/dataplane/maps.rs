@@ -12,7 +12,7 @@ use aya::{
 };
 use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, ServiceAddr, TargetRecord,
-    ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE,
+    ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE, ZONE_DEGRADED,
 };
 
 use super::{Error, Result};
@@ -27,15 +27,20 @@ pub struct Mirror<K, V> {
     /// Entries the map holds, counted as they are written; `None` until a full sync has
     /// counted them, and after a failed write.
     count: Option<usize>,
+    /// Entries the map can hold (its `max_entries`).
+    capacity: usize,
 }
 
 impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self> {
         let data = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
+        let map: HashMap<MapData, K, V> = HashMap::try_from(data).map_err(map_err(name))?;
+        let capacity = map_capacity(&map).unwrap_or(usize::MAX);
         Ok(Self {
             name,
-            map: HashMap::try_from(data).map_err(map_err(name))?,
+            map,
             count: None,
+            capacity,
         })
     }
 
@@ -90,8 +95,25 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     }
 
     /// Writes a batch of entries (`None`: delete), deletes first; an entry already as
-    /// wanted is not written.
+    /// wanted is not written. A batch that would not fit is refused before any write.
     pub fn apply(&mut self, entries: &[(K, Option<V>)]) -> Result<SyncStats> {
+        if let Some(count) = self.count {
+            let mut after = count;
+            for (k, v) in entries {
+                match (v.is_some(), self.held(k).is_some()) {
+                    (true, false) => after += 1,
+                    (false, true) => after = after.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            if after > self.capacity {
+                return Err(Error::Full {
+                    name: self.name,
+                    wanted: after,
+                    capacity: self.capacity,
+                });
+            }
+        }
         let mut stats = SyncStats::default();
         let count = self.count.take();
         let mut delta: isize = 0;
@@ -133,13 +155,30 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
 /// `z` saying (or not) that the maps hold the whole zone: the kernel's licence to answer
 /// NXDOMAIN.
 fn complete(z: &ZoneInfo, on: bool) -> ZoneInfo {
+    flag(z, ZONE_COMPLETE, on)
+}
+
+fn flag(z: &ZoneInfo, bit: u32, on: bool) -> ZoneInfo {
     let mut z = *z;
     if on {
-        z.flags |= ZONE_COMPLETE;
+        z.flags |= bit;
     } else {
-        z.flags &= !ZONE_COMPLETE;
+        z.flags &= !bit;
     }
     z
+}
+
+/// `z` after a write failed: some entries may be old, so the kernel passes everything.
+fn degraded(z: &ZoneInfo) -> ZoneInfo {
+    flag(&complete(z, false), ZONE_DEGRADED, true)
+}
+
+/// A map's `max_entries`, as the kernel reports it.
+fn map_capacity<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> Option<usize> {
+    aya::maps::IterableMap::map(map)
+        .info()
+        .ok()
+        .map(|i| i.max_entries() as usize)
 }
 
 /// A set as a map's entries (value 1).
@@ -228,13 +267,12 @@ impl KernelMaps {
         let stats = match synced {
             Ok(s) => s,
             Err(e) => {
-                self.set_zone(&complete(&zone, false))?;
+                self.set_zone(&degraded(&zone))?;
                 return Err(e);
             }
         };
-        if nxdomain && !was_complete {
-            self.set_zone(&complete(&zone, true))?;
-        }
+        // Whole again: answering resumes (it was degraded only if a write had failed).
+        self.set_zone(&complete(&zone, nxdomain))?;
         Ok(stats)
     }
 
@@ -245,14 +283,24 @@ impl KernelMaps {
     /// the caller then makes a full [`KernelMaps::publish`].
     pub fn publish_delta(&mut self, delta: &KernelDelta, nxdomain: bool) -> Result<SyncStats> {
         let zone = delta.zone;
+        if self.is_degraded() {
+            // Only a full sync can vouch for the maps again.
+            self.set_zone(&degraded(&zone))?;
+            return Err(Error::Degraded);
+        }
         self.set_zone(&complete(&zone, nxdomain && self.is_complete()))?;
         match self.write_delta(delta) {
             Ok(stats) => Ok(stats),
             Err(e) => {
-                self.set_zone(&complete(&zone, false))?;
+                self.set_zone(&degraded(&zone))?;
                 Err(e)
             }
         }
+    }
+
+    /// Whether the kernel passes every query because the maps could not be made whole.
+    pub fn is_degraded(&self) -> bool {
+        self.zone_info.is_some_and(|z| z.flags & ZONE_DEGRADED != 0)
     }
 
     /// Whether the zone as last set says the maps hold the whole zone.
@@ -436,6 +484,22 @@ fn pinned_hash<K: Pod, V: Pod>(
 ) -> Result<HashMap<MapData, K, V>> {
     let data = MapData::from_pin(super::maps_dir(pin_dir).join(name)).map_err(map_err(name))?;
     HashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
+}
+
+/// The zone as the pinned map holds it (flags, SOA), if a daemon has set it.
+pub fn pinned_zone(pin_dir: &Path) -> Result<Option<ZoneInfo>> {
+    let data =
+        MapData::from_pin(super::maps_dir(pin_dir).join(m::ZONE)).map_err(map_err(m::ZONE))?;
+    let map: Array<MapData, ZoneInfo> =
+        Array::try_from(Map::Array(data)).map_err(map_err(m::ZONE))?;
+    let z = map.get(&0, 0).map_err(map_err(m::ZONE))?;
+    Ok((z.zone_len != 0).then_some(z))
+}
+
+/// How many names the pinned records map can hold.
+pub fn pinned_records_capacity(pin_dir: &Path) -> Result<usize> {
+    let map = pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?;
+    map_capacity(&map).ok_or(Error::MissingMap(m::RECORDS))
 }
 
 /// How many names the pinned records map holds.

@@ -44,6 +44,14 @@ pub enum Error {
     },
     #[error("interface {iface}: {message}")]
     Attach { iface: String, message: String },
+    #[error("map {name} is full: {wanted} entries wanted, it holds {capacity}")]
+    Full {
+        name: &'static str,
+        wanted: usize,
+        capacity: usize,
+    },
+    #[error("the maps are degraded; waiting for a full sync")]
+    Degraded,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -103,7 +111,14 @@ pub fn sweep_other_layouts(pin_dir: &Path) -> Vec<PathBuf> {
 /// Loads the object and both programs into the kernel. With a pin folder, the maps are
 /// pinned there, and maps already pinned by an earlier daemon are adopted as they are.
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    load_sized(pin_dir, m::RECORDS_MAX)
+}
+
+/// [`load`] with a records map of `records_max` names (a smaller map for tests of a full
+/// map; a pinned map keeps the size it was made with).
+pub fn load_sized(pin_dir: Option<&Path>, records_max: u32) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    loader.map_max_entries(m::RECORDS, records_max);
     let paths: Vec<(&str, PathBuf)> = match pin_dir {
         Some(dir) => {
             bpffs::ensure(dir)?;

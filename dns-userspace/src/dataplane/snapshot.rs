@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub ifaces: Vec<IfaceStat>,
     pub records: usize,
     pub records_max: u32,
+    /// The kernel passes every query: its maps could not be made whole.
+    pub degraded: bool,
     /// Names the kernel answers with one stored target (PTR, ExternalName CNAME).
     pub target_records: usize,
 }
@@ -59,7 +61,10 @@ impl Snapshot {
             counters,
             ifaces,
             records: maps::pinned_records_len(pin_dir)?,
-            records_max: m::RECORDS_MAX,
+            records_max: maps::pinned_records_capacity(pin_dir)
+                .map_or(m::RECORDS_MAX, |c| c as u32),
+            degraded: maps::pinned_zone(pin_dir)?
+                .is_some_and(|z| z.flags & dns_common::ZONE_DEGRADED != 0),
             target_records: maps::pinned_targets_len(pin_dir)?,
         })
     }

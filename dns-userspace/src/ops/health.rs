@@ -16,7 +16,7 @@ pub type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Readiness {
     ready: Arc<AtomicBool>,
-    check: Arc<std::sync::OnceLock<Check>>,
+    checks: Arc<std::sync::Mutex<Vec<Check>>>,
     /// A listener that ended: the process no longer serves, `/health` says so.
     down: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -39,7 +39,9 @@ impl Readiness {
 
     /// Adds a condition: while it names a problem, `/ready` is 503 with that text.
     pub fn check(&self, c: Check) {
-        let _ = self.check.set(c);
+        if let Ok(mut checks) = self.checks.lock() {
+            checks.push(c);
+        }
     }
 
     pub fn get(&self) -> bool {
@@ -53,7 +55,8 @@ impl Readiness {
         if !self.ready.load(Ordering::SeqCst) {
             return Some("not ready".into());
         }
-        self.check.get().and_then(|c| c())
+        let checks = self.checks.lock().ok()?;
+        checks.iter().find_map(|c| c())
     }
 }
 

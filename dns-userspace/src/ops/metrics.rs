@@ -290,6 +290,12 @@ impl Collector for KernelCollector {
         )?;
         const_gauges(
             &mut enc,
+            "xdns_kernel_degraded",
+            "1 while the kernel passes every query because its maps could not be made whole",
+            &[(none.clone(), i64::from(s.degraded))],
+        )?;
+        const_gauges(
+            &mut enc,
             "xdns_kernel_records_capacity",
             "Names the kernel's records map can hold",
             &[(none.clone(), i64::from(s.records_max))],

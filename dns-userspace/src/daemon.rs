@@ -247,6 +247,12 @@ pub async fn run(flags: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
+    // Before any change to the node: a second daemon on these pins must not touch the
+    // first one's addresses, rules or maps on its way out.
+    let _pins = match args.no_kernel {
+        true => None,
+        false => Some(dns_userspace::dataplane::bpffs::lock(&args.pin_dir)?),
+    };
     let mut cfg = args.zone_config()?;
     let mut source = open_source(&args, &cfg).await?;
 

@@ -32,6 +32,7 @@ fn raise_fd_limit() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn garbage_stalls_and_ten_thousand_idle_connections() {
     if !tests::require_root("bad_input") {
         return;
@@ -172,6 +173,7 @@ fn wait_for(within: Duration, mut ok: impl FnMut() -> bool) -> bool {
 /// TCP listener pauses on EMFILE instead of ending: once the connections close, TCP queries
 /// are answered again and `/health` is 200.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn listeners_outlive_running_out_of_descriptors() {
     let Some(f) = tests::fixture::fixture("fd", 1) else {
         return;
@@ -232,6 +234,7 @@ fn listeners_outlive_running_out_of_descriptors() {
 /// A client that pipelines queries and never reads a reply is closed within the idle time
 /// (its window full, the reply cannot be written), not held with its replies for ever.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_client_that_never_reads_is_closed() {
     let Some(f) = tests::fixture::fixture("nr", 1) else {
         return;

@@ -94,6 +94,7 @@ fn battery() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
     let Some(f) = fixture("modes", 2) else { return };
 
@@ -259,6 +260,7 @@ fn pods_are_answered_by_the_kernel_in_tc_and_generic_mode() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn glibc_resolver_with_search_path_and_ndots() {
     let Some(f) = fixture("glibc", 1) else { return };
     f.pod(0)
@@ -287,11 +289,19 @@ fn glibc_resolver_with_search_path_and_ndots() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn manifest_changes_reach_the_kernel_and_bad_ones_keep_the_last_good() {
     let Some(f) = fixture("reload", 1) else {
         return;
     };
-    let _d = Daemon::start(&f.topo.node, &f.args(Some("tc"))).expect("daemon");
+    let log = f.manifests.0.with_extension("log");
+    let _log = tests::fixture::TempDir(log.clone());
+    let _d = Daemon::start_logging(
+        &f.topo.node,
+        &f.args(Some("tc")),
+        fs::File::create(&log).unwrap(),
+    )
+    .expect("daemon");
     let dir = &f.manifests.0;
     let svc = |ip: &str| {
         format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: late\n  namespace: shop\nspec:\n  clusterIP: {ip}\n")
@@ -327,7 +337,11 @@ fn manifest_changes_reach_the_kernel_and_bad_ones_keep_the_last_good() {
         "kind: Service\nmetadata: {name: broken}\nspec: {clusterIP: 10.96.999.1}\n",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    tests::client::eventually(Duration::from_secs(5), true, || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("manifests rejected")
+    });
     assert_eq!(
         dig(f.pod(0), SVC4, &["late.shop.svc.cluster.local"]),
         "10.96.50.2"
@@ -343,6 +357,7 @@ fn manifest_changes_reach_the_kernel_and_bad_ones_keep_the_last_good() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn demo_cleans_up_after_itself_on_ctrl_c() {
     if !tests::require_root("demo") {
         return;
@@ -401,6 +416,7 @@ fn demo_cleans_up_after_itself_on_ctrl_c() {
 /// SIGTERM: not ready at once, still alive and answering through the lameduck period, then
 /// gone; and `--log-json` writes one JSON object per line.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn sigterm_lameduck_then_exit_with_json_logs() {
     let Some(f) = fixture("lame", 1) else { return };
     let log = f.manifests.0.join("daemon.log");
@@ -416,10 +432,14 @@ fn sigterm_lameduck_then_exit_with_json_logs() {
         probe(8181, "/ready")
     });
     assert_eq!(probe(8080, "/health"), "200", "alive during lameduck");
+    // Over TCP: userspace answers it (the kernel path takes UDP only), so this shows the
+    // daemon itself still serving, not the pinned program.
+    let answered = f.counters().get(Counter::Answered);
     assert_eq!(
-        dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+        dig(f.pod(0), SVC4, &["+tcp", "web.shop.svc.cluster.local"]),
         "10.96.12.7"
     );
+    assert_eq!(f.counters().get(Counter::Answered), answered);
     tests::client::eventually(Duration::from_secs(5), true, || d.exited());
     drop(d);
     let text = fs::read_to_string(&log).unwrap();
@@ -439,6 +459,7 @@ fn sigterm_lameduck_then_exit_with_json_logs() {
 /// its queries are answered by the kernel within a second; a deleted pod leaves nothing
 /// behind and the others keep being served.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn pod_veths_are_attached_as_they_appear() {
     let Some(mut f) = fixture("churn", 1) else {
         return;

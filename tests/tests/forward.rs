@@ -150,6 +150,7 @@ impl Fixture {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn forwards_caches_and_serves_stale() {
     let Some(f) = fixture("fwd") else { return };
     let knot = Knot::start(&f.up, &f.dir);
@@ -281,6 +282,7 @@ fn forwards_caches_and_serves_stale() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn no_forward_is_refused_and_a_dead_upstream_is_servfail() {
     let Some(f) = fixture("nofwd") else { return };
     let d = Daemon::start(&f.topo.node, &f.args(&["--no-forward"])).expect("daemon");
@@ -295,6 +297,7 @@ fn no_forward_is_refused_and_a_dead_upstream_is_servfail() {
 /// A headless service with 200 endpoints: UDP gets TC=1, TCP gets all of it, dig's
 /// default (+notcp, retrying over TCP on TC) and glibc resolve it whole.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     let Some(f) = fixture("trunc") else { return };
     let dir = f.dir.join("manifests");
@@ -351,6 +354,7 @@ fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
 /// An upstream that sends our queries back to us (here: ourselves) is a loop: the daemon
 /// refuses to start and says why.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_forwarding_loop_is_detected_at_start_up() {
     let Some(f) = fixture("loop") else { return };
     let mut args = f.args(&["--upstream", SVC4]);
@@ -379,6 +383,7 @@ fn a_forwarding_loop_is_detected_at_start_up() {
 
 /// A stub domain goes to its own upstream; everything else to the default one.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn stub_domains_have_their_own_upstreams() {
     let Some(f) = fixture("stub") else { return };
     let _knot = Knot::start(&f.up, &f.dir);
@@ -402,6 +407,7 @@ fn alt_queries(up: &Netns) -> u64 {
 /// A failing upstream leaves the rotation after two failures and comes back once a health
 /// check gets an answer from it.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn failing_upstreams_leave_the_rotation_and_come_back() {
     let Some(f) = fixture("health") else { return };
     let _knot = Knot::start(&f.up, &f.dir);
@@ -445,6 +451,7 @@ fn failing_upstreams_leave_the_rotation_and_come_back() {
 /// TCP pipelining: two queries in one write; the zone's answer comes back before the one
 /// waiting on a dead upstream. And with --log-queries, one line per query.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn tcp_answers_pipelined_queries_as_they_are_ready_and_logs_queries() {
     let Some(f) = fixture("pipe") else { return };
     let log = f.dir.join("daemon.log");
@@ -502,6 +509,7 @@ fn tcp_answers_pipelined_queries_as_they_are_ready_and_logs_queries() {
 
 /// `--force-tcp` asks the upstream over TCP only.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn force_tcp_asks_upstreams_over_tcp() {
     let Some(f) = fixture("ftcp") else { return };
     let _knot = Knot::start(&f.up, &f.dir);
@@ -519,6 +527,7 @@ fn force_tcp_asks_upstreams_over_tcp() {
 
 /// `--prefetch`: a popular answer near its expiry is refreshed in the background, once.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn prefetch_refreshes_popular_answers_before_they_expire() {
     let Some(f) = fixture("pref") else { return };
     let _knot = Knot::start(&f.up, &f.dir);
@@ -550,6 +559,7 @@ fn prefetch_refreshes_popular_answers_before_they_expire() {
 
 /// Past `--max-concurrent` upstream queries in flight, new ones get REFUSED at once.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn past_the_in_flight_cap_queries_are_refused() {
     let Some(f) = fixture("cap") else { return };
     // The upstream drops every query: each forwarded one waits out its 500 ms timeout.
@@ -612,6 +622,7 @@ fn growth_after_distinct_answers(f: &Fixture, max_bytes: &str) -> u64 {
 /// 10000 distinct large answers: with `--cache-max-bytes` the daemon grows by a fraction of
 /// what it grows when only the entry bound (10000) holds.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn the_cache_is_bounded_by_bytes() {
     let Some(f) = fixture("bytes") else { return };
     let _k = Knot::start(&f.up, &f.dir);

@@ -242,6 +242,7 @@ fn frame6(q: &[u8]) -> Vec<u8> {
 const COOKIE: [u8; 12] = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn answers_a_queries_exactly_as_userspace() {
     let Some(k) = setup() else { return };
     let opts: Vec<(&str, Option<Vec<u8>>)> = vec![
@@ -299,6 +300,7 @@ fn answers_a_queries_exactly_as_userspace() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn longest_name_is_answered_and_longer_ones_pass() {
     let Some(mut k) = setup() else { return };
     // 255 bytes in wire form: four 62-byte labels (4 * 63 = 252) plus one 1-byte label.
@@ -335,6 +337,7 @@ fn longest_name_is_answered_and_longer_ones_pass() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn every_truncation_passes_untouched() {
     let Some(k) = setup() else { return };
     let q = dns_query(
@@ -371,6 +374,7 @@ fn every_truncation_passes_untouched() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn malformed_and_foreign_packets_pass_with_their_reason() {
     let Some(k) = setup() else { return };
     let name = wire("web.shop.svc.cluster.local");
@@ -616,6 +620,7 @@ fn malformed_and_foreign_packets_pass_with_their_reason() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn removed_records_are_no_longer_answered() {
     let Some(mut k) = setup() else { return };
     let q = dns_query(1, 0, &wire("web.shop.svc.cluster.local"), 1, 1, None);
@@ -650,6 +655,7 @@ fn with_complete(mut z: dns_common::ZoneInfo) -> dns_common::ZoneInfo {
 /// userspace says it, A and AAAA, IPv4 and IPv6, both hooks; but only while the map is
 /// complete: before that they pass to userspace.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn unknown_names_in_the_zone_are_nxdomain_in_the_kernel() {
     let Some(mut k) = setup() else { return };
     let names = [
@@ -707,6 +713,7 @@ fn unknown_names_in_the_zone_are_nxdomain_in_the_kernel() {
 /// whatever the kernel answers decodes to the same message as userspace's answer, and
 /// whatever it passes, it passes untouched and userspace answers.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn sample_cluster_kernel_and_userspace_agree() {
     let Some(mut k) = setup() else { return };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
@@ -808,6 +815,7 @@ fn sample_cluster_kernel_and_userspace_agree() {
 /// CoreDNS `loadbalance` in the kernel: every answer is the model's order rotated to some
 /// start, and the starts vary.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn loadbalance_rotates_in_the_kernel() {
     let Some(mut k) = setup() else { return };
     let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
@@ -846,6 +854,7 @@ fn loadbalance_rotates_in_the_kernel() {
 /// EDNS), then the same again with random bytes of each message mutated. Every kernel answer
 /// is byte for byte userspace's; every pass is untouched and answered by userspace.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn generated_corpus_kernel_and_userspace_agree() {
     use tests::differ::{corpus_names, query, random_case, wire, Differ, Rng, Verdict};
     if !tests::require_root("generated corpus") {
@@ -925,6 +934,7 @@ fn generated_corpus_kernel_and_userspace_agree() {
 /// both hooks and both families; what the kernel leaves to userspace (a dashed IPv6 form
 /// with an IPv4 tail) passes, and userspace answers it.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn pod_names_and_ptr_are_answered_in_the_kernel() {
     use dns_userspace::model::{view::PodView, PodMode};
     use tests::differ::{dotted, query, wire, Differ, Verdict};

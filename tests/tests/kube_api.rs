@@ -118,6 +118,7 @@ impl Fixture {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn the_zone_follows_the_api_through_changes_relists_and_an_outage() {
     let Some(f) = fixture("follow") else { return };
     let api = &f.api;
@@ -305,6 +306,7 @@ fn probe(f: &Fixture, port: u16, path: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn servfail_until_the_first_full_list() {
     let Some(f) = fixture("sync") else { return };
     f.api.apply(obj::namespace("shop"));
@@ -339,6 +341,7 @@ fn servfail_until_the_first_full_list() {
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn api_requests_respect_the_client_side_rate_limit() {
     let Some(f) = fixture("qps") else { return };
     f.api.apply(obj::namespace("shop"));
@@ -371,6 +374,7 @@ fn api_requests_respect_the_client_side_rate_limit() {
 /// work (a heartbeat every ~170 ms with `--stale-after 1`): no change may be lost when
 /// another event interrupts the wait for the next one (the bench found this once).
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn sequential_changes_all_arrive_while_the_loop_is_busy() {
     let Some(f) = fixture("seq") else { return };
     f.api.apply(obj::namespace("shop"));
@@ -400,6 +404,7 @@ fn service_ip(i: usize) -> String {
 /// makes it list again from the first page, and the daemon only ever publishes whole lists:
 /// the kernel map never loses the Services a partial list would lack.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_paged_relist_with_an_expired_token_publishes_only_whole_lists() {
     let Some(f) = fixture("page") else { return };
     let api = &f.api;
@@ -480,6 +485,7 @@ fn a_paged_relist_with_an_expired_token_publishes_only_whole_lists() {
 /// Watches capped at 5 s for two minutes: each resumes where it was (bookmarks keep it
 /// current), none relists, and every change arrives.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn capped_watches_resume_for_two_minutes_without_a_relist_or_a_lost_change() {
     let Some(f) = fixture_with(
         "cap",
@@ -544,6 +550,7 @@ fn capped_watches_resume_for_two_minutes_without_a_relist_or_a_lost_change() {
 /// A watch that keeps failing (RBAC lost on one kind) is reported: `/ready` says which,
 /// the metrics count it, and the last good records keep answering; it recovers.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_failing_watch_is_reported_while_the_last_good_state_serves() {
     let Some(f) = fixture("fail") else { return };
     let api = &f.api;
@@ -603,6 +610,7 @@ fn a_failing_watch_is_reported_while_the_last_good_state_serves() {
 /// A first sync slower than `--startup-timeout` (which only warns) still completes: the
 /// daemon's wait for it is woken by the warning and must not lose what arrived before.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_first_sync_slower_than_the_startup_timeout_completes() {
     let Some(f) = fixture("slow") else { return };
     f.api.apply(obj::namespace("bulk"));

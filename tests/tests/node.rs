@@ -94,6 +94,7 @@ fn tc_programs(node: &Netns, iface: &str) -> Vec<(String, u32)> {
 /// the next daemon adopts the pins and swaps its program in; not one query is lost or
 /// answered by anything but the kernel, and the counters run on.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn kill_9_under_load_loses_no_kernel_answer() {
     let Some(f) = fixture("kill", 1) else { return };
     let args = f.args(Some("tc"));
@@ -182,6 +183,7 @@ fn answer_line(pod: &Netns) -> String {
 /// A good config file is applied while queries flow (none lost); a bad one is refused with
 /// its line and field, and the running config stays.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     let Some(f) = fixture("conf", 1) else { return };
     // Beside the manifests, not among them (the daemon reads every file there).
@@ -329,6 +331,7 @@ fn value(series: &std::collections::BTreeMap<String, f64>, name: &str, labels: &
 /// `/metrics` carries every documented name (CoreDNS's, for existing dashboards, and the
 /// kernel path's), and the counters move with traffic on both paths.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn metrics_have_the_documented_names_and_move_with_traffic() {
     let Some(f) = fixture("metr", 1) else { return };
     let mut args = f.args(Some("tc"));
@@ -517,6 +520,7 @@ fn dig(pod: &Netns, extra: &[&str]) -> String {
 /// Someone else's XDP program on an interface stays there: the kernel path goes beside it
 /// on tc, says so, and answers.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_foreign_xdp_program_is_left_in_place() {
     let Some(f) = fixture("forx", 1) else { return };
     let host_if = f.topo.pods[0].host_if.clone();
@@ -570,6 +574,7 @@ fn a_foreign_xdp_program_is_left_in_place() {
 /// service address; the kernel answers what it can in front of it and passes the rest on,
 /// untouched, to it.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn accelerator_answers_in_front_of_the_real_server_and_passes_the_rest() {
     let Some(f) = fixture("accel", 1) else { return };
     let manifests = f.manifests.0.display().to_string();
@@ -636,6 +641,7 @@ fn scrape_at(node: &Netns, port: u16, name: &str) -> (String, f64) {
 /// where the kernel has no dummy driver), serves it from both paths, keeps its traffic out of
 /// conntrack, and takes address and rules away on exit.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn node_local_owns_its_address_and_notrack_rules_until_exit() {
     let Some(f) = fixture("nlocal", 1) else {
         return;
@@ -719,6 +725,7 @@ fn node_local_owns_its_address_and_notrack_rules_until_exit() {
 /// records nobody keeps true any more: queries pass to whatever serves behind it. A new
 /// daemon makes them fresh again.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn records_go_stale_without_a_daemon() {
     let Some(f) = fixture("stale", 1) else { return };
     let mut args = f.args(Some("tc"));
@@ -803,6 +810,7 @@ fn moving_and_more(dir: &std::path::Path, ip: &str, more: usize) {
 /// userspace answers the new address, never the old one; `/ready`, the metric and the
 /// counter say so. Once the zone fits again the kernel answers again.
 #[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn a_full_map_degrades_to_userspace_and_never_answers_stale() {
     let Some(f) = fixture("full", 1) else { return };
     let dir = &f.manifests.0;
@@ -856,5 +864,45 @@ fn a_full_map_degrades_to_userspace_and_never_answers_stale() {
     assert_eq!(answered(), c2 + 1);
     let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
     assert!(metrics.contains("xdns_kernel_degraded 0"), "{metrics}");
+    d.stop().unwrap();
+}
+
+/// A second daemon on the same pin folder refuses to start, naming the folder, and leaves
+/// the first one's maps, links and answers alone.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn a_second_daemon_on_the_same_pins_refuses_to_start() {
+    let Some(f) = fixture("lock", 1) else { return };
+    let args = f.args(Some("tc"));
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let second = f
+        .topo
+        .node
+        .output(
+            tests::netns::daemon_bin().to_str().unwrap(),
+            &[&["run".to_string()], &args[..]]
+                .concat()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .expect("second daemon");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second daemon ran: {err}");
+    assert!(
+        err.contains("another xdns daemon is using the pin folder")
+            && err.contains(&f.pins.pin_dir().display().to_string()),
+        "{err}"
+    );
+    let c0 = f.counters().get(Counter::Answered);
+    assert_eq!(
+        tests::client::dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0 + 1,
+        "still the kernel"
+    );
     d.stop().unwrap();
 }

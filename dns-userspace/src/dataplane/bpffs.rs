@@ -1,6 +1,10 @@
-//! Makes sure the pin folder sits on a bpffs. `ip netns exec` remounts /sys without one,
-//! so the daemon mounts its own where there is none.
-use std::{ffi::CString, os::unix::ffi::OsStrExt, path::Path};
+//! Makes sure the pin folder sits on a bpffs (`ip netns exec` remounts /sys without one,
+//! so the daemon mounts its own where there is none), and that one daemon at a time uses it.
+use std::{
+    ffi::CString,
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    path::Path,
+};
 
 use super::{Error, Result};
 
@@ -43,4 +47,29 @@ pub fn ensure(dir: &Path) -> Result<()> {
         tracing::info!(path = %mount_point.display(), "mounted bpffs");
     }
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))
+}
+
+/// The pin folder held by this daemon: an exclusive `flock` on the folder itself (bpffs
+/// holds no regular files), released when the daemon exits, however it exits.
+pub struct PinLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the pin folder for this daemon. Two daemons on one folder would overwrite each
+/// other's maps and remove each other's pins: the second one refuses to start.
+pub fn lock(dir: &Path) -> Result<PinLock> {
+    ensure(dir)?;
+    let err = |source| Error::Bpffs {
+        path: dir.to_owned(),
+        source,
+    };
+    let folder = std::fs::File::open(dir).map_err(err)?;
+    // SAFETY: a valid descriptor; flock only changes the lock state of its file.
+    if unsafe { libc::flock(folder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::PinsInUse(dir.to_owned())
+        } else {
+            err(e)
+        });
+    }
+    Ok(PinLock(folder))
 }

@@ -52,6 +52,11 @@ pub enum Error {
     },
     #[error("the maps are degraded; waiting for a full sync")]
     Degraded,
+    #[error(
+        "another xdns daemon is using the pin folder {0}: stop it first, or give this one its \
+         own --pin-dir"
+    )]
+    PinsInUse(PathBuf),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

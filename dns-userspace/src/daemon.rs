@@ -15,6 +15,7 @@ use dns_userspace::{
         discover::{LinkEvents, Pattern, CNI_PATTERNS},
         kernel::{Change, Kernel},
         links::Outcome,
+        snapshot::Held,
     },
     forward::loopdetect::LoopProbe,
     model::{
@@ -101,11 +102,17 @@ struct Sinks {
     /// The kernel passes every query: its maps could not be made whole (see
     /// [`dns_common::ZONE_DEGRADED`]); `/ready` reads it.
     degraded: Arc<AtomicBool>,
+    /// The maps' sizes for `/metrics`, kept here so a scrape walks no keys.
+    held: Arc<Held>,
 }
 
 impl Sinks {
-    /// Says when the kernel path degrades or recovers (log; `/ready` and the metric follow).
-    fn note_degraded(&self, kernel: Option<&Kernel>) {
+    /// Notes the maps' sizes for `/metrics`, and says when the kernel path degrades or
+    /// recovers (log; `/ready` and the metric follow).
+    fn note_kernel(&self, kernel: Option<&Kernel>) {
+        if let Some(k) = kernel {
+            self.held.set(k.maps.records_len(), k.maps.targets_len());
+        }
         let now = kernel.is_some_and(|k| k.maps.is_degraded());
         if self.degraded.swap(now, Ordering::SeqCst) != now {
             if now {
@@ -139,7 +146,7 @@ impl Sinks {
                     tracing::error!(error = %e, "kernel map sync failed")
                 }
             }
-            self.note_degraded(Some(k));
+            self.note_kernel(Some(k));
         }
         tracing::info!(
             records = records.len(),
@@ -170,11 +177,14 @@ impl Sinks {
                 .maps
                 .publish_delta(&delta, self.nxdomain && records.synced)
             {
-                Ok(stats) => tracing::debug!(
-                    ?stats,
-                    kernel_us = t.elapsed().as_micros() as u64,
-                    "kernel entries written"
-                ),
+                Ok(stats) => {
+                    tracing::debug!(
+                        ?stats,
+                        kernel_us = t.elapsed().as_micros() as u64,
+                        "kernel entries written"
+                    );
+                    self.held.set(k.maps.records_len(), k.maps.targets_len());
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "kernel map write failed; rewriting the maps whole");
                     return self.publish_full(zone, kernel, live);
@@ -401,6 +411,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
         nxdomain: !args.no_kernel_nxdomain,
         needs_full: false,
         degraded: Arc::new(AtomicBool::new(false)),
+        held: metrics.kernel_held(),
     };
     let degraded = sinks.degraded.clone();
     readiness.check(Arc::new(move || {

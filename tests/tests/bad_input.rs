@@ -286,3 +286,49 @@ fn a_client_that_never_reads_is_closed() {
     );
     d.stop().unwrap();
 }
+
+/// 100 connections to the probe port that never send a request: each is closed by the
+/// server once its first-request time is up (the cap of 64 makes the rest wait their turn),
+/// and `/health` answers once they are gone.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn idle_probe_connections_are_closed_and_probes_get_through() {
+    let Some(f) = tests::fixture::fixture("idle", 1) else {
+        return;
+    };
+    let d = Daemon::start(&f.topo.node, &f.args(None)).expect("daemon");
+    let t0 = std::time::Instant::now();
+    let closed = f
+        .topo
+        .node
+        .within(|| {
+            let conns: Vec<TcpStream> = (0..100)
+                .map(|_| TcpStream::connect("127.0.0.1:8080").expect("connect"))
+                .collect();
+            conns
+                .into_iter()
+                .filter(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut b = [0u8; 1];
+                    // EOF or reset: the server closed it. A timeout: still held.
+                    !matches!(
+                        c.read(&mut b),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut
+                    )
+                })
+                .count()
+        })
+        .unwrap();
+    assert_eq!(closed, 100, "idle connections the server closed");
+    let took = t0.elapsed();
+    assert!(
+        took >= dns_userspace::ops::http::FIRST_REQUEST,
+        "closed before their time: {took:?}"
+    );
+    assert_eq!(
+        tests::client::http_status(&f.topo.node, 8080, "/health"),
+        "200"
+    );
+    d.stop().unwrap();
+}

@@ -375,6 +375,17 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
     );
     assert!(value(&before, "xdns_kernel_records", &[]) >= 5.0);
     assert!(value(&before, "xdns_kernel_target_records", &[]) >= 1.0);
+    // The sizes the daemon keeps as it writes are what the maps hold (a scrape walks no
+    // keys to get them).
+    let pins = f.pins.pin_dir();
+    assert_eq!(
+        value(&before, "xdns_kernel_records", &[]) as usize,
+        dns_userspace::dataplane::maps::pinned_records_len(&pins).unwrap()
+    );
+    assert_eq!(
+        value(&before, "xdns_kernel_target_records", &[]) as usize,
+        dns_userspace::dataplane::maps::pinned_targets_len(&pins).unwrap()
+    );
     traffic(&f);
     let (types, after) = scrape(&f.topo.node);
     // Every documented name, now that both paths have answered.

@@ -10,6 +10,8 @@ use std::{
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 
+use super::http::Capped;
+
 /// Says why the process is not ready, if it is not (a source's health).
 pub type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
@@ -85,11 +87,11 @@ pub async fn serve(
         .with_state(r.clone());
     let ready_app = Router::new().route("/ready", get(ready)).with_state(r);
     if health_addr == ready_addr {
-        let l = tokio::net::TcpListener::bind(health_addr).await?;
+        let l = Capped::bind(health_addr).await?;
         return axum::serve(l, health_app.merge(ready_app)).await;
     }
-    let h = tokio::net::TcpListener::bind(health_addr).await?;
-    let rd = tokio::net::TcpListener::bind(ready_addr).await?;
+    let h = Capped::bind(health_addr).await?;
+    let rd = Capped::bind(ready_addr).await?;
     let (a, b) = tokio::join!(axum::serve(h, health_app), axum::serve(rd, ready_app));
     a.and(b)
 }

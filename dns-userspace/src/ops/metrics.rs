@@ -16,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::dataplane::snapshot::Snapshot;
+use crate::dataplane::snapshot::{Held, Snapshot};
 
 /// CoreDNS labels every series with the server block; ours is the one `.:53` block.
 const SERVER: &str = "dns://:53";
@@ -145,6 +145,8 @@ pub struct Metrics {
     forward_rejects: Counter,
     programming: Family<KindLabel, Histogram>,
     reload_failed: Counter,
+    /// The kernel maps' sizes as the daemon writes them (read by the kernel collector).
+    held: Arc<Held>,
 }
 
 /// A counter family from a list of (labels, value), encoded at scrape time.
@@ -225,13 +227,14 @@ impl Collector for WatchCollector {
 #[derive(Debug)]
 struct KernelCollector {
     pin_dir: PathBuf,
+    held: Arc<Held>,
 }
 
 type Labels = Vec<(&'static str, String)>;
 
 impl Collector for KernelCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Ok(s) = Snapshot::read(&self.pin_dir) else {
+        let Ok(s) = Snapshot::read_with(&self.pin_dir, Some(&self.held)) else {
             // No kernel path yet (or any more): no kernel series, rather than a failed scrape.
             return Ok(());
         };
@@ -316,6 +319,7 @@ impl Metrics {
         watches: Option<Arc<crate::source::kube::WatchHealth>>,
     ) -> Self {
         let mut r = Registry::default();
+        let held = Arc::new(Held::default());
         let requests = Family::default();
         let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(time_buckets())
@@ -446,7 +450,10 @@ impl Metrics {
             reload_failed.clone(),
         );
         if let Some(pin_dir) = pin_dir {
-            r.register_collector(Box::new(KernelCollector { pin_dir }));
+            r.register_collector(Box::new(KernelCollector {
+                pin_dir,
+                held: held.clone(),
+            }));
         }
         if let Some(health) = watches {
             r.register_collector(Box::new(WatchCollector { health }));
@@ -493,7 +500,13 @@ impl Metrics {
             forward_rejects,
             programming,
             reload_failed,
+            held,
         }
+    }
+
+    /// Where the daemon puts the kernel maps' sizes as it writes them.
+    pub fn kernel_held(&self) -> Arc<Held> {
+        self.held.clone()
     }
 
     fn cache_labels() -> CacheLabels {
@@ -669,6 +682,6 @@ pub async fn serve(addr: std::net::SocketAddr, m: Arc<Metrics>) -> std::io::Resu
             }
         }),
     );
-    let l = tokio::net::TcpListener::bind(addr).await?;
+    let l = super::http::Capped::bind(addr).await?;
     axum::serve(l, app).await
 }

@@ -1,3 +1,4 @@
 //! What operators and kubelet probe: liveness and readiness, and metrics, over HTTP.
 pub mod health;
+pub mod http;
 pub mod metrics;

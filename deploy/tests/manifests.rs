@@ -124,6 +124,12 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
         assert_eq!(sc.privileged, Some(false), "{file}");
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
+        // Set, not left to the runtime: its default profile refuses bpf().
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("Unconfined"),
+            "{file}"
+        );
         let caps = sc.capabilities.unwrap();
         assert_eq!(caps.drop.unwrap(), ["ALL"]);
         let mut want = vec!["BPF", "NET_ADMIN", "PERFMON"];
@@ -141,14 +147,23 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
             (ready.path.as_deref(), ready.port),
             (Some("/ready"), IntOrString::Int(8181))
         );
-        // Host mounts: the bpffs, nothing else.
+        // Host mounts: the daemon's folder of the bpffs, nothing else, mounted where the
+        // daemon pins by default.
         let host: Vec<String> = pod
             .volumes
             .unwrap()
             .iter()
             .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
             .collect();
-        assert_eq!(host, ["/sys/fs/bpf"], "{file}");
+        assert_eq!(host, ["/sys/fs/bpf/xdns"], "{file}");
+        let mounted: Vec<&str> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == "bpffs")
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounted, ["/sys/fs/bpf/xdns"], "{file}");
         // The daemon reads the ConfigMap's file, and accepts it.
         let args = c.args.clone().unwrap();
         let at = args.iter().position(|a| a == "--config").unwrap();

@@ -917,3 +917,56 @@ fn a_second_daemon_on_the_same_pins_refuses_to_start() {
     );
     d.stop().unwrap();
 }
+
+/// Without CAP_BPF and CAP_PERFMON (dropped from the bounding set, as a pod spec that
+/// forgets them would), the daemon's error names the missing capabilities beside the errno.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn a_missing_capability_is_named() {
+    let Some(f) = fixture("caps", 1) else { return };
+    let bin = tests::netns::daemon_bin().display().to_string();
+    let mut cmd = vec![
+        "--bounding-set",
+        "-bpf,-perfmon,-sys_admin",
+        "--",
+        bin.as_str(),
+        "run",
+    ];
+    let args = f.args(Some("tc"));
+    cmd.extend(args.iter().map(String::as_str));
+    let out = f.topo.node.output("setpriv", &cmd).expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran without CAP_BPF: {err}");
+    assert!(
+        err.contains("capabilities PERFMON, BPF missing") && err.contains("os error 1"),
+        "{err}"
+    );
+}
+
+/// The pin folder may itself be a bpffs mount (the DaemonSet mounts only the host's
+/// `/sys/fs/bpf/xdns`): the daemon pins there, visible outside its mount namespace, and
+/// mounts nothing over its parent.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn a_pin_folder_that_is_itself_a_bpffs_is_used_as_it_is() {
+    let Some(f) = fixture("ownfs", 1) else { return };
+    let own = f.manifests.0.with_extension("pins");
+    let _cleanup = tests::fixture::TempDir(own.clone());
+    std::fs::create_dir_all(&own).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", own.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let mut args = f.args(Some("tc"));
+    let at = args.iter().position(|a| a == "--pin-dir").unwrap();
+    args[at + 1] = own.display().to_string();
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let records = dns_userspace::dataplane::maps::pinned_records_len(&own);
+    d.stop().unwrap();
+    let _ = std::process::Command::new("umount").arg(&own).status();
+    assert!(
+        records.as_ref().is_ok_and(|n| *n > 5),
+        "the pins are not in the mounted folder: {records:?}"
+    );
+}

@@ -20,8 +20,14 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// Ensures `dir` exists on a bpffs, mounting one on its parent if needed.
+/// Ensures `dir` exists on a bpffs, mounting one on its parent if needed. A `dir` that is
+/// itself on a bpffs (the host's folder mounted alone into a pod) is used as it is:
+/// mounting a fresh bpffs over its parent would hide it, and the pins would not outlive
+/// the pod.
 pub fn ensure(dir: &Path) -> Result<()> {
+    if is_bpffs(dir) {
+        return Ok(());
+    }
     let err = |path: &Path, source| Error::Bpffs {
         path: path.to_owned(),
         source,

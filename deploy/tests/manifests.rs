@@ -102,10 +102,14 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
     ] {
         let m = mode(file);
         let spec = m.daemonset.spec;
-        assert_eq!(
-            spec.update_strategy.unwrap().type_.as_deref(),
-            Some("RollingUpdate")
-        );
+        let strategy = spec.update_strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        if file == "node-local.yaml" {
+            // Zero-drop: the next pod beside the old one, which then leaves.
+            let r = strategy.rolling_update.unwrap();
+            assert_eq!(r.max_surge, Some(IntOrString::Int(1)), "{file}");
+            assert_eq!(r.max_unavailable, Some(IntOrString::Int(0)), "{file}");
+        }
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true), "{file}");
         assert_eq!(
@@ -168,6 +172,13 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
         let args = c.args.clone().unwrap();
         let at = args.iter().position(|a| a == "--config").unwrap();
         assert_eq!(args[at + 1], "/etc/xdns/config.yaml");
+        if file == "node-local.yaml" {
+            let at = args.iter().position(|a| a == "--pin-wait").unwrap();
+            assert!(
+                args[at + 1].parse::<u64>().unwrap() > 5,
+                "waits out lameduck"
+            );
+        }
         let text = &m.configmap.data.unwrap()["config.yaml"];
         let conf =
             dns_userspace::config::parse(file, text).unwrap_or_else(|e| panic!("{file}: {e}"));

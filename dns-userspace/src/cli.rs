@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// Shortest time an upstream answer is cached, seconds.
     #[arg(long, default_value_t = 5)]
     pub cache_min_ttl: u32,
+    /// If another daemon holds the pin folder, serve userspace and take the kernel path over
+    /// when it exits, waiting up to this many seconds (a rollout with the new pod beside the
+    /// old one); 0: refuse to start.
+    #[arg(long, default_value_t = 0)]
+    pub pin_wait: u64,
     /// Names the kernel's records map holds at most. A zone that does not fit degrades the
     /// kernel path (every query passes to userspace) rather than answering from a partial
     /// map. A pinned map keeps the size it was made with.

@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _};
 use dns_userspace::{
     answer::server::{self, Swap, Zone},
     dataplane::{
+        self, bpffs,
         discover::{LinkEvents, Pattern, CNI_PATTERNS},
         kernel::{Change, Kernel},
         links::Outcome,
@@ -200,6 +201,34 @@ impl Sinks {
     }
 }
 
+/// Loads the kernel path on the pins this daemon holds (not attached yet).
+fn load_kernel(pins: bpffs::PinLock, args: &RunArgs) -> anyhow::Result<Kernel> {
+    let mut k = Kernel::load(
+        pins,
+        &args.pin_dir,
+        &args.served_addrs(),
+        args.ifaces.clone(),
+        patterns(args),
+        args.attach,
+        args.kernel_records_max,
+    )
+    .map_err(|e| {
+        let e = anyhow::Error::new(e);
+        // EPERM: a privilege (capability, seccomp), not a bug; say which.
+        match format!("{e:#}").contains("os error 1)") {
+            true => e.context(privilege_hint()),
+            false => e,
+        }
+    })
+    .context("loading the kernel path")?;
+    k.maps
+        .set_fresh_for(Duration::from_secs(args.stale_after.max(1)));
+    for (prog, n) in k.verified_insns() {
+        tracing::info!(program = prog, verified_insns = n, "loaded");
+    }
+    Ok(k)
+}
+
 /// What a refused `bpf()` usually means in a pod, said next to the bare errno: which
 /// capabilities the process lacks, and whether seccomp is in the way.
 fn privilege_hint() -> String {
@@ -295,18 +324,39 @@ pub async fn run(flags: RunArgs) -> anyhow::Result<()> {
         bail!("--accelerate, --iface and --iface-pattern need the kernel path; drop --no-kernel");
     }
     let mut node = NodeChanges::default();
-    let result = serve(flags, args, &mut node).await;
-    node.undo().await;
+    let result = serve(flags, &args, &mut node).await;
+    // Left for the next daemon (a rollout, a restart): removing them would fail every
+    // query userspace answers until it is up (kubernetes/dns#732).
+    if args.detach_on_exit {
+        node.undo().await;
+    } else if node.local.is_some() || node.notrack {
+        tracing::info!("node-local addresses and NOTRACK rules left for the next daemon");
+    }
     result
 }
 
-async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
+async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
+    let args = args.clone();
     // Before any change to the node: a second daemon on these pins must not touch the
-    // first one's addresses, rules or maps on its way out.
-    let _pins = match args.no_kernel {
-        true => None,
-        false => Some(dns_userspace::dataplane::bpffs::lock(&args.pin_dir)?),
-    };
+    // first one's addresses, rules or maps on its way out. With --pin-wait it is the next
+    // one in a rollout: it serves userspace now and takes the kernel path over once the
+    // daemon holding the pins exits.
+    let mut pins = None;
+    let mut pins_wanted_until = None;
+    if !args.no_kernel {
+        match bpffs::lock(&args.pin_dir) {
+            Ok(l) => pins = Some(l),
+            Err(dataplane::Error::PinsInUse(_)) if args.pin_wait > 0 => {
+                tracing::info!(
+                    seconds = args.pin_wait,
+                    "another daemon holds the pins: serving userspace, taking the kernel \
+                     path over when it exits"
+                );
+                pins_wanted_until = Some(Instant::now() + Duration::from_secs(args.pin_wait));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut cfg = args.zone_config()?;
     let mut source = open_source(&args, &cfg).await?;
 
@@ -323,32 +373,10 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
         tracing::info!(table = notrack::TABLE, "NOTRACK rules installed");
     }
 
-    let mut kernel = None;
-    if !args.no_kernel {
-        let mut k = Kernel::load(
-            &args.pin_dir,
-            &args.served_addrs(),
-            args.ifaces.clone(),
-            patterns(&args),
-            args.attach,
-            args.kernel_records_max,
-        )
-        .map_err(|e| {
-            let e = anyhow::Error::new(e);
-            // EPERM: a privilege (capability, seccomp), not a bug; say which.
-            match format!("{e:#}").contains("os error 1)") {
-                true => e.context(privilege_hint()),
-                false => e,
-            }
-        })
-        .context("loading the kernel path")?;
-        k.maps
-            .set_fresh_for(Duration::from_secs(args.stale_after.max(1)));
-        for (prog, n) in k.verified_insns() {
-            tracing::info!(program = prog, verified_insns = n, "loaded");
-        }
-        kernel = Some(k);
-    }
+    let mut kernel = match pins {
+        Some(p) => Some(load_kernel(p, &args)?),
+        None => None,
+    };
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
@@ -409,9 +437,9 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     {
         let (h, r) = (args.health_addr, args.ready_addr);
         // Bind now, so a taken port is a start-up error, not a silent missing probe.
-        drop(std::net::TcpListener::bind(h).with_context(|| format!("binding {h}"))?);
+        drop(ops::http::listen(h).with_context(|| format!("binding {h}"))?);
         if r != h {
-            drop(std::net::TcpListener::bind(r).with_context(|| format!("binding {r}"))?);
+            drop(ops::http::listen(r).with_context(|| format!("binding {r}"))?);
         }
         let rd = readiness.clone();
         supervise(
@@ -419,7 +447,7 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             Box::pin(async move { ops::health::serve(h, r, rd).await }),
         );
         let (m, maddr) = (metrics.clone(), args.metrics_addr);
-        drop(std::net::TcpListener::bind(maddr).with_context(|| format!("binding {maddr}"))?);
+        drop(ops::http::listen(maddr).with_context(|| format!("binding {maddr}"))?);
         supervise(
             format!("metrics listener {maddr}"),
             Box::pin(async move { ops::metrics::serve(maddr, m).await }),
@@ -491,6 +519,9 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
     let mut config_tick = tokio::time::interval(Duration::from_secs(1));
     let mut heartbeat =
         tokio::time::interval(Duration::from_secs(args.stale_after.max(1)).div_f64(6.0));
+    let mut pin_poll = tokio::time::interval(Duration::from_millis(200));
+    let mut node_check = tokio::time::interval(Duration::from_secs(60));
+    node_check.tick().await;
     loop {
         let next = tokio::select! {
             alive = async { events.as_mut()?.next_burst().await.then_some(()) }, if events.is_some() => {
@@ -506,6 +537,42 @@ async fn serve(flags: RunArgs, args: RunArgs, node: &mut NodeChanges) -> anyhow:
             _ = rescan.tick(), if kernel.is_some() => {
                 if let Some(k) = kernel.as_mut() {
                     report(k.rescan());
+                }
+                continue;
+            }
+            _ = pin_poll.tick(), if pins_wanted_until.is_some() => {
+                match bpffs::lock(&args.pin_dir) {
+                    Ok(p) => {
+                        pins_wanted_until = None;
+                        let mut k = load_kernel(p, &args)?;
+                        sinks.publish_full(&zone, Some(&mut k), &live);
+                        events = Some(LinkEvents::subscribe().context("subscribing to link events")?);
+                        report(k.attach_all()?);
+                        kernel = Some(k);
+                        tracing::info!("took the kernel path over");
+                        println!("kernel path taken over");
+                    }
+                    Err(dataplane::Error::PinsInUse(dir))
+                        if pins_wanted_until.is_some_and(|u| Instant::now() >= u) =>
+                    {
+                        bail!(dataplane::Error::PinsInUse(dir));
+                    }
+                    Err(dataplane::Error::PinsInUse(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
+            _ = node_check.tick(), if node.local.is_some() || node.notrack => {
+                // Someone (a CNI, an nft flush) may have taken them away: put them back.
+                if let Some(name) = &args.local_iface {
+                    if let Err(e) = local_iface::ensure(name, &args.listen).await {
+                        tracing::warn!(error = %e, "re-checking the node-local addresses");
+                    }
+                }
+                if node.notrack {
+                    if let Err(e) = notrack::install(&args.listen, args.port) {
+                        tracing::warn!(error = %e, "re-checking the NOTRACK rules");
+                    }
                 }
                 continue;
             }

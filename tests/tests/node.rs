@@ -970,3 +970,130 @@ fn a_pin_folder_that_is_itself_a_bpffs_is_used_as_it_is() {
         "the pins are not in the mounted folder: {records:?}"
     );
 }
+
+/// A node-local rollout drops nothing userspace answers. The new daemon starts beside the
+/// old one (SO_REUSEPORT, `--pin-wait`), the old one leaves through lameduck and the new
+/// one takes the kernel path over; the addresses and NOTRACK rules stay throughout. Then
+/// kill -9 and a restart, which a stub resolver's one retry covers.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn node_local_rollouts_drop_no_userspace_answer() {
+    let Some(f) = fixture("roll", 1) else { return };
+    const LOCAL: &str = "169.254.20.10";
+    let manifests = f.manifests.0.display().to_string();
+    let pin_dir = f.pins.pin_dir().display().to_string();
+    let args: Vec<String> = [
+        "--manifests",
+        &manifests,
+        "--listen",
+        LOCAL,
+        "--local-iface",
+        "nodelocaldns",
+        "--notrack",
+        "--iface",
+        &f.topo.pods[0].host_if,
+        "--attach",
+        "tc",
+        "--pin-dir",
+        &pin_dir,
+        "--no-forward",
+        "--lameduck-secs",
+        "1",
+        "--pin-wait",
+        "30",
+    ]
+    .map(String::from)
+    .to_vec();
+    let has_addr =
+        || tests::client::run(&f.topo.node, "ip", &["-o", "addr", "show"]).contains(LOCAL);
+    let has_rules = || {
+        f.topo
+            .node
+            .output("nft", &["list", "table", "inet", "xdns_notrack"])
+            .unwrap()
+            .status
+            .success()
+    };
+    let old = Daemon::start(&f.topo.node, &args).expect("first daemon");
+
+    // TCP queries (userspace answers them) in a loop, one retry each as a stub resolver.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pod = f.pod(0).name.clone();
+    let loop_stop = stop.clone();
+    let client = std::thread::spawn(move || {
+        Netns { name: pod }
+            .within(move || {
+                let want = std::net::Ipv4Addr::new(10, 96, 12, 7).octets();
+                let q = tests::client::query_bytes(9, "web.shop.svc.cluster.local", 1);
+                let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&q);
+                let ask = || -> bool {
+                    use std::io::{Read, Write};
+                    let addr = format!("{LOCAL}:53").parse().unwrap();
+                    let Ok(mut s) =
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                    else {
+                        return false;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut len = [0u8; 2];
+                    if s.write_all(&framed).is_err() || s.read_exact(&mut len).is_err() {
+                        return false;
+                    }
+                    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+                    s.read_exact(&mut reply).is_ok() && reply.windows(4).any(|w| w == want)
+                };
+                let (mut sent, mut failed) = (0u32, 0u32);
+                while !loop_stop.load(Ordering::Relaxed) {
+                    sent += 1;
+                    if !ask() {
+                        std::thread::sleep(Duration::from_millis(500));
+                        failed += u32::from(!ask());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                (sent, failed)
+            })
+            .unwrap()
+    });
+
+    let mut new = Daemon::start(&f.topo.node, &args).expect("the next daemon, beside");
+    std::thread::sleep(Duration::from_millis(300));
+    old.stop().unwrap();
+    assert!(
+        has_addr() && has_rules(),
+        "kept across the old daemon's exit"
+    );
+    assert_eq!(
+        new.wait_line("kernel path taken over", Duration::from_secs(10))
+            .as_deref(),
+        Some("kernel path taken over")
+    );
+    let c0 = f.counters().get(Counter::Answered);
+    assert_eq!(
+        tests::client::dig(f.pod(0), LOCAL, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    assert_eq!(
+        f.counters().get(Counter::Answered),
+        c0 + 1,
+        "the new one's kernel path"
+    );
+
+    new.kill9();
+    assert!(has_addr() && has_rules(), "kept across kill -9");
+    let last = Daemon::start(&f.topo.node, &args).expect("restart");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed) = client.join().unwrap();
+    assert!(sent > 20, "only {sent} queries sent");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} queries failed even after a retry"
+    );
+    last.stop().unwrap();
+    assert!(
+        has_addr(),
+        "left for the next daemon without --detach-on-exit"
+    );
+}

@@ -73,13 +73,31 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_MAX_CONNECTIONS: usize = 1024;
 
 /// Binds UDP and TCP on `addr` now, so queries (the loop probe's first) reach us from the
-/// moment this returns; [`serve`] then answers on them.
+/// moment this returns; [`serve`] then answers on them. With SO_REUSEPORT, so a new daemon
+/// binds beside the one it replaces and the node is never without a listener in a rollout.
 pub fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
-    let udp = std::net::UdpSocket::bind(addr)?;
-    udp.set_nonblocking(true)?;
-    let tcp = std::net::TcpListener::bind(addr)?;
-    tcp.set_nonblocking(true)?;
-    Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?))
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = |ty: Type, proto: Protocol| -> io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+        s.set_reuse_port(true)?;
+        if ty == Type::STREAM {
+            // Rebinding while old connections sit in TIME_WAIT.
+            s.set_reuse_address(true)?;
+        }
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    let udp = socket(Type::DGRAM, Protocol::UDP)?;
+    let tcp = socket(Type::STREAM, Protocol::TCP)?;
+    tcp.listen(1024)?;
+    Ok((
+        UdpSocket::from_std(udp.into())?,
+        TcpListener::from_std(tcp.into())?,
+    ))
 }
 
 /// Answers on the sockets [`bind`] gave until the task is dropped.

@@ -49,6 +49,8 @@ impl std::fmt::Display for Change {
 }
 
 pub struct Kernel {
+    /// The pin folder, this daemon's alone while the kernel path is (see [`bpffs::lock`]).
+    _pins: super::bpffs::PinLock,
     ebpf: Ebpf,
     pub maps: KernelMaps,
     links: Links,
@@ -62,6 +64,7 @@ impl Kernel {
     /// Loads the programs (not attached yet) with the pinned maps, and points the kernel at
     /// the service addresses it answers for.
     pub fn load(
+        pins: super::bpffs::PinLock,
         pin_dir: &Path,
         addrs: &[IpAddr],
         named: Vec<String>,
@@ -74,6 +77,7 @@ impl Kernel {
         maps.sync_service_addrs(addrs)?;
         let links = Links::open(pin_dir.join("links"))?;
         Ok(Self {
+            _pins: pins,
             ebpf,
             maps,
             links,

@@ -33,10 +33,26 @@ pub struct Capped {
     slots: Arc<Semaphore>,
 }
 
+/// A listening socket with SO_REUSEPORT: in a rollout the next daemon, on the host
+/// network too, binds the same probe and metrics ports beside this one.
+pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    Ok(s.into())
+}
+
 impl Capped {
     pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
         Ok(Self {
-            inner: TcpListener::bind(addr).await?,
+            inner: TcpListener::from_std(listen(addr)?)?,
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         })
     }

@@ -974,7 +974,8 @@ fn a_pin_folder_that_is_itself_a_bpffs_is_used_as_it_is() {
 /// A node-local rollout drops nothing userspace answers. The new daemon starts beside the
 /// old one (SO_REUSEPORT, `--pin-wait`), the old one leaves through lameduck and the new
 /// one takes the kernel path over; the addresses and NOTRACK rules stay throughout. Then
-/// kill -9 and a restart, which a stub resolver's one retry covers.
+/// kill -9 and a restart, which a stub resolver's one retry covers (here after 1 s, where
+/// glibc waits 5 s).
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn node_local_rollouts_drop_no_userspace_answer() {
@@ -1031,11 +1032,11 @@ fn node_local_rollouts_drop_no_userspace_answer() {
                     use std::io::{Read, Write};
                     let addr = format!("{LOCAL}:53").parse().unwrap();
                     let Ok(mut s) =
-                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
                     else {
                         return false;
                     };
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                     let mut len = [0u8; 2];
                     if s.write_all(&framed).is_err() || s.read_exact(&mut len).is_err() {
                         return false;
@@ -1046,8 +1047,10 @@ fn node_local_rollouts_drop_no_userspace_answer() {
                 let (mut sent, mut failed) = (0u32, 0u32);
                 while !loop_stop.load(Ordering::Relaxed) {
                     sent += 1;
+                    // glibc's stub waits its timeout (5 s by default) before it retries;
+                    // one second here is stricter.
                     if !ask() {
-                        std::thread::sleep(Duration::from_millis(500));
+                        std::thread::sleep(Duration::from_secs(1));
                         failed += u32::from(!ask());
                     }
                     std::thread::sleep(Duration::from_millis(10));

@@ -607,6 +607,37 @@ fn a_failing_watch_is_reported_while_the_last_good_state_serves() {
     eventually(SOON, "200".to_string(), || probe(&f, 8181, "/ready"));
 }
 
+/// An API server answering 503 to everything (down behind its load balancer) is seen as
+/// an outage at once: kube-client's own retries of 503 hid it for minutes. `/ready` says
+/// so after `--watch-failing-after`, the errors are counted, the last good state keeps
+/// answering, and it recovers.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn an_api_server_answering_503_is_an_outage_seen_at_once() {
+    let Some(f) = fixture("down") else { return };
+    let api = &f.api;
+    api.apply(obj::namespace("shop"));
+    api.apply(obj::service("shop", "web", &["10.96.5.1"], &[("http", 80)]));
+    let mut args = f.args();
+    args.extend(["--watch-failing-after", "1"].map(String::from));
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert_eq!(probe(&f, 8181, "/ready"), "200");
+
+    api.set_down(true);
+    eventually(SOON, "503".to_string(), || probe(&f, 8181, "/ready"));
+    let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    assert!(
+        !metrics.contains("xdns_kube_watch_errors_total{kind=\"Service\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(f.dig(&["web.shop.svc.cluster.local"]), "10.96.5.1");
+
+    api.set_down(false);
+    eventually(Duration::from_secs(60), "200".to_string(), || {
+        probe(&f, 8181, "/ready")
+    });
+}
+
 /// A first sync slower than `--startup-timeout` (which only warns) still completes: the
 /// daemon's wait for it is woken by the warning and must not lose what arrived before.
 #[test]

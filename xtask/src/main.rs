@@ -45,7 +45,7 @@ enum Cmd {
         /// Seconds of load per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Only this part: program, namespaces, scale (scale-10k, scale-100k), cache or ndots.
+        /// Only this part: program, namespaces, scale (scale-10k, scale-100k), cache, ndots or chaos.
         #[arg(long)]
         only: Option<String>,
     },

@@ -65,6 +65,12 @@ pub async fn client(kubeconfig: Option<&Path>, limits: ApiLimits) -> Result<Clie
         }
         None => Config::infer().await?,
     };
+    // kube-client retries 429, 503 and 504 itself, up to 15 times with delays doubling from
+    // 5 ms: an API server answering 503 through an outage looked healthy for minutes (no
+    // watch error, no metric, `/ready` still 200). The watcher's own backoff retries
+    // instead, and every error is seen and counted.
+    let mut config = config;
+    config.default_retry = false;
     if limits.qps <= 0.0 {
         return Ok(Client::try_from(config)?);
     }

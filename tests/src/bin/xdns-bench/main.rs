@@ -7,6 +7,7 @@
 //!   address; answered queries per second and the share the kernel answered, per attach
 //!   mode and for userspace with no program attached.
 //! - Latency: dnsperf at a moderate rate, per-query latencies (`-v`), sorted.
+mod chaos;
 mod scale;
 
 use std::{fs, net::IpAddr, process::Command, time::Duration};
@@ -53,10 +54,9 @@ fn run() -> Result<(), String> {
                     .ok_or("--seconds N")?
             }
             "--only" => {
-                only =
-                    Some(args.next().ok_or(
-                        "--only program|namespaces|scale|scale-10k|scale-100k|cache|ndots",
-                    )?)
+                only = Some(args.next().ok_or(
+                    "--only program|namespaces|scale|scale-10k|scale-100k|cache|ndots|chaos",
+                )?)
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -87,6 +87,9 @@ fn run() -> Result<(), String> {
     }
     if run("ndots") {
         ndots_workload(seconds)?;
+    }
+    if run("chaos") {
+        chaos::run()?;
     }
     Ok(())
 }

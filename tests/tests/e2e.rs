@@ -521,3 +521,29 @@ fn pod_veths_are_attached_as_they_appear() {
     let out = d.stop().unwrap();
     assert!(out.contains(&"gone veth1h".to_string()), "{out:?}");
 }
+
+/// Another zone than `cluster.local`: answered under it, and the request metrics carry it
+/// as their zone label, as CoreDNS labels them with its server block's zone.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn another_zone_is_served_and_labels_the_metrics() {
+    let Some(f) = fixture("zone", 1) else {
+        return;
+    };
+    let mut args = f.args(None);
+    args.extend(["--zone".into(), "corp.internal".into()]);
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["web.shop.svc.corp.internal"]),
+        "10.96.12.7"
+    );
+    let metrics = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("coredns_dns_requests_total")
+                && l.contains("zone=\"corp.internal.\"")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("zone=\"cluster.local.\""), "{metrics}");
+}

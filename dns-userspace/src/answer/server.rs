@@ -118,10 +118,10 @@ impl Handler {
         if reply.len() < 12 {
             return;
         }
-        let zone = if path == "zone" {
-            "cluster.local."
-        } else {
-            "."
+        // The configured zone, as CoreDNS labels its server block's zone.
+        let zone = match path {
+            "zone" => crate::model::name::dotted(&self.zone.get().cfg.zone),
+            _ => ".".to_owned(),
         };
         let proto = match req.transport {
             Transport::Udp => "udp",
@@ -135,7 +135,7 @@ impl Handler {
             "forward"
         };
         self.metrics.answered(
-            zone,
+            &zone,
             proto,
             req.peer.is_ipv6(),
             qtype,

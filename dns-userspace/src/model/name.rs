@@ -33,6 +33,21 @@ pub fn wire_from_dotted(s: &str) -> Result<Vec<u8>, NameError> {
     Ok(out)
 }
 
+/// A wire name in presentation form with its final dot (`cluster.local.`), as CoreDNS
+/// labels its metrics; the root is `.`.
+pub fn dotted(wire: &[u8]) -> String {
+    let labels = labels(wire);
+    if labels.is_empty() {
+        return ".".into();
+    }
+    let mut out = String::new();
+    for l in labels {
+        out.push_str(&String::from_utf8_lossy(l));
+        out.push('.');
+    }
+    out
+}
+
 /// `labels` (leftmost first) prepended to `base`.
 pub fn child(base: &[u8], labels: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -214,5 +229,18 @@ mod address_names {
         assert_eq!(undash("10-1-2"), None);
         assert_eq!(undash("10-1-2-300"), None);
         assert_eq!(undash("web"), None);
+    }
+
+    #[test]
+    fn dotted_names_end_in_a_dot() {
+        assert_eq!(
+            dotted(&wire_from_dotted("cluster.local").unwrap()),
+            "cluster.local."
+        );
+        assert_eq!(
+            dotted(&wire_from_dotted("corp.internal.").unwrap()),
+            "corp.internal."
+        );
+        assert_eq!(dotted(b"\0"), ".");
     }
 }

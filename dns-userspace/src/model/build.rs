@@ -242,6 +242,27 @@ impl<'a> Builder<'a> {
         for p in &svc.ports {
             self.add_srv(&owner, p, &owner);
         }
+        // CoreDNS answers the reverse name of a ClusterIP Service's endpoints too (its
+        // serviceRecordForIP searches every endpoint once no cluster IP matches), naming
+        // the endpoint as a headless Service's would be named.
+        if !self.cfg.noendpoints {
+            for (_, ep) in ready(svc, slices) {
+                for ip in &ep.addresses {
+                    let host = self.endpoint_host(ep, *ip);
+                    self.add_ptr(*ip, &prefix(&owner, &[&host]));
+                }
+            }
+        }
+    }
+
+    /// An endpoint's label: its hostname, else its pod's name under
+    /// `endpoint_pod_names`, else its address dashed.
+    fn endpoint_host(&self, ep: &EndpointView, ip: IpAddr) -> String {
+        match (&ep.hostname, &ep.pod_name) {
+            (Some(h), _) => h.to_string(),
+            (None, Some(pod)) if self.cfg.endpoint_pod_names => pod.to_string(),
+            _ => dashed(ip),
+        }
     }
 
     fn headless(&mut self, svc: &ServiceView, slices: &[&SliceView]) {
@@ -251,11 +272,7 @@ impl<'a> Builder<'a> {
         let owner = self.owner(svc);
         for (slice, ep) in ready(svc, slices) {
             for ip in &ep.addresses {
-                let host = match (&ep.hostname, &ep.pod_name) {
-                    (Some(h), _) => h.to_string(),
-                    (None, Some(pod)) if self.cfg.endpoint_pod_names => pod.to_string(),
-                    _ => dashed(*ip),
-                };
+                let host = self.endpoint_host(ep, *ip);
                 let ep_owner = prefix(&owner, &[&host]);
                 self.add_addr(&owner, *ip);
                 self.add_addr(&ep_owner, *ip);

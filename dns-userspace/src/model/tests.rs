@@ -145,6 +145,16 @@ fn cluster() -> ClusterView {
         slices: vec![
             slice(
                 "shop",
+                "web-abc",
+                "web",
+                vec![
+                    ep("10.1.1.5", None, true, Some("web-0")),
+                    ep("10.1.1.6", None, false, Some("web-1")),
+                ],
+                vec![port("http", "TCP", 8080)],
+            ),
+            slice(
+                "shop",
                 "db-abc",
                 "db",
                 vec![
@@ -290,6 +300,11 @@ fn spec_rows() {
         ("7.12.96.10.in-addr.arpa", Ptr, &["7.12.96.10.in-addr.arpa. PTR web.shop.svc.cluster.local."]),
         ("7.12.96.10.in-addr.arpa", A, &["NODATA"]),
         ("7.0.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa", Ptr, &["7.0.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa. PTR web.shop.svc.cluster.local."]),
+        // A ClusterIP Service's ready endpoints have their reverse names as CoreDNS gives
+        // them, though the names they point to have no records.
+        ("5.1.1.10.in-addr.arpa", Ptr, &["5.1.1.10.in-addr.arpa. PTR 10-1-1-5.web.shop.svc.cluster.local."]),
+        ("6.1.1.10.in-addr.arpa", Ptr, &["OUT"]),
+        ("10-1-1-5.web.shop.svc.cluster.local", A, &["NXDOMAIN"]),
         // Reverse names we hold nothing for fall through (forwarded once forwarding exists).
         ("8.8.8.8.in-addr.arpa", Ptr, &["OUT"]),
         // 2.4 Headless: A/AAAA per ready endpoint, hostname records, SRV per port per endpoint.

@@ -75,11 +75,12 @@ fn run() -> Result<(), String> {
     let (p1, p2) = (&topo.pods[0].ns.name, &topo.pods[1].ns.name);
     println!(
         "\nxdns is serving the Services in {dir} at {SVC4} and {SVC6}.\nTry, in another shell:\n\
-         \n  ip netns exec {p1} dig @{SVC4} web.shop.svc.cluster.local\
-         \n  ip netns exec {p2} kdig @{SVC6} kube-dns.kube-system.svc.cluster.local\
-         \n  ip netns exec {p1} dig @{SVC4} web.shop.svc.cluster.local AAAA   # userspace answers\
-         \n  ip netns exec {p2} dig @{SVC4} nope.shop.svc.cluster.local       # NXDOMAIN from userspace\
-         \n  ip netns exec {p1} dig @{SVC4} +tcp cart.shop.svc.cluster.local\
+         \n  ip netns exec {p1} dig @{SVC4} web.shop.svc.cluster.local        # the kernel answers\
+         \n  ip netns exec {p2} kdig @{SVC6} kube-dns.kube-system.svc.cluster.local  # the kernel\
+         \n  ip netns exec {p1} dig @{SVC4} web.shop.svc.cluster.local AAAA   # the kernel\
+         \n  ip netns exec {p2} dig @{SVC4} nope.shop.svc.cluster.local       # NXDOMAIN, the kernel\
+         \n  ip netns exec {p1} dig @{SVC4} _http._tcp.web.shop.svc.cluster.local SRV  # userspace\
+         \n  ip netns exec {p1} dig @{SVC4} +tcp cart.shop.svc.cluster.local # userspace (TCP)\
          \n\nEdit a file in {dir} and the change is served within a second.\
          \nCtrl-C stops the demo and prints the kernel path's counters.\n",
         dir = manifests.display()

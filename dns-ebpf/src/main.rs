@@ -291,10 +291,11 @@ fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     if !(2..=255).contains(&len) {
         return Err(Counter::PtrPass);
     }
-    // A PTR answers PTR queries only; a CNAME (to outside the zone) answers every type.
+    // A PTR answers PTR queries only; a CNAME (to outside the zone) every type but A and
+    // AAAA, whose answer carries the target's addresses, which userspace resolves.
     match rec.rtype {
         RTYPE_PTR if q.qtype == TYPE_PTR => {}
-        RTYPE_CNAME => {}
+        RTYPE_CNAME if q.qtype != TYPE_A && q.qtype != TYPE_AAAA => {}
         _ => return Err(Counter::PtrPass),
     }
     // Without EDNS, or with a client payload of 512, a longer answer is truncated by

@@ -634,3 +634,79 @@ fn the_cache_is_bounded_by_bytes() {
         "RSS growth {bounded} KiB with a 4 MiB bound, {entries_only} KiB without"
     );
 }
+
+/// An ExternalName Service pointing outside the zone: an A query gets the CNAME and the
+/// target's address resolved through the forwarder (over UDP and over TCP), every TTL the
+/// smaller one; the target's NXDOMAIN is passed on; the kernel passes these queries to
+/// userspace and still answers the CNAME query itself; glibc resolves the name through the
+/// search path as it would with CoreDNS.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn external_names_resolve_to_their_targets_addresses() {
+    let Some(f) = fixture("extn") else { return };
+    let dir = f.dir.join("manifests");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("ext.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: shop}\n\
+         spec: {type: ExternalName, externalName: www.example.test}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: gone, namespace: shop}\n\
+         spec: {type: ExternalName, externalName: nope.example.test}\n",
+    )
+    .unwrap();
+    let _k = Knot::start(&f.up, &f.dir);
+    let mut args = f.args(&[]);
+    let at = args.iter().position(|a| a == "--manifests").unwrap();
+    args[at + 1] = dir.display().to_string();
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    eventually(Duration::from_secs(5), "192.0.2.10".to_string(), || {
+        dig(f.pod(), SVC4, &["www.example.test"])
+    });
+    let answer = |extra: &[&str]| {
+        let mut a = vec!["@10.96.0.10", "+noall", "+answer", "+time=2", "+tries=1"];
+        a.extend_from_slice(extra);
+        run(f.pod(), "dig", &a)
+    };
+    let passed = || {
+        dns_userspace::dataplane::maps::pinned_counters(&f.pins.pin_dir())
+            .unwrap()
+            .get(dns_common::Counter::PtrPass)
+    };
+    let p0 = passed();
+    let want = "ext.shop.svc.cluster.local. 30\tIN\tCNAME\twww.example.test.\n\
+                www.example.test.\t30\tIN\tA\t192.0.2.10";
+    assert_eq!(answer(&["ext.shop.svc.cluster.local"]), want, "over UDP");
+    assert_eq!(passed(), p0 + 1, "the kernel passed the A query");
+    assert_eq!(
+        answer(&["+tcp", "ext.shop.svc.cluster.local"]),
+        want,
+        "over TCP"
+    );
+    assert_eq!(
+        answer(&["ext.shop.svc.cluster.local", "CNAME"]),
+        "ext.shop.svc.cluster.local. 30\tIN\tCNAME\twww.example.test."
+    );
+    assert_eq!(passed(), p0 + 1, "the kernel answered the CNAME query");
+    assert_eq!(
+        dig_status(f.pod(), SVC4, &["gone.shop.svc.cluster.local"]),
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        answer(&["gone.shop.svc.cluster.local"]),
+        "gone.shop.svc.cluster.local. 30\tIN\tCNAME\tnope.example.test."
+    );
+    f.pod()
+        .set_resolv_conf(&format!(
+            "nameserver {SVC4}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\n\
+             options ndots:5 attempts:1 timeout:2\n"
+        ))
+        .unwrap();
+    let glibc = run(f.pod(), "getent", &["hosts", "ext"]);
+    assert!(glibc.starts_with("192.0.2.10"), "getent hosts ext: {glibc}");
+    let glibc = run(
+        f.pod(),
+        "getent",
+        &["ahostsv4", "ext.shop.svc.cluster.local"],
+    );
+    assert!(glibc.starts_with("192.0.2.10"), "getent ahostsv4: {glibc}");
+}

@@ -38,6 +38,69 @@ pub enum Outcome {
         query: Message,
         refused: Vec<u8>,
     },
+    /// An A or AAAA question whose zone answer ends in a CNAME out of the zone (an
+    /// ExternalName Service): the target's addresses are to be resolved and appended, as
+    /// CoreDNS does; `cname_only` is the reply without them.
+    Chase(Box<Chase>),
+}
+
+/// The zone's part of a chased answer and what remains to resolve.
+pub struct Chase {
+    pub reply: Message,
+    pub query: Message,
+    pub target: Name,
+    pub qtype: RecordType,
+    pub cname_only: Vec<u8>,
+    pub transport: Transport,
+}
+
+impl Chase {
+    /// The question to resolve: the target, the client's type, recursion desired.
+    pub fn target_query(&self) -> Message {
+        let mut m = Message::new();
+        m.set_id(self.query.id())
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(self.target.clone(), self.qtype));
+        m
+    }
+
+    /// The whole reply once the target's reply (if any) is known: the CNAME chain, then
+    /// the target's records of the asked type (and its own CNAMEs), every TTL the smallest
+    /// of them; the target's NXDOMAIN passed on (RFC 6604: the rcode is the chain's end).
+    /// Without a usable reply (no upstream, SERVFAIL), the CNAME alone, as before.
+    pub fn finish(self, target: Option<&Message>) -> Vec<u8> {
+        let Some(t) = target else {
+            return self.cname_only;
+        };
+        let mut reply = self.reply;
+        match t.response_code() {
+            ResponseCode::NoError => {
+                let more: Vec<Record> = t
+                    .answers()
+                    .iter()
+                    .filter(|r| {
+                        r.record_type() == self.qtype || r.record_type() == RecordType::CNAME
+                    })
+                    .cloned()
+                    .collect();
+                let mut answers = reply.take_answers();
+                answers.extend(more);
+                if let Some(ttl) = answers.iter().map(Record::ttl).min() {
+                    for r in &mut answers {
+                        r.set_ttl(ttl);
+                    }
+                }
+                reply.insert_answers(answers);
+            }
+            ResponseCode::NXDomain => {
+                reply.set_response_code(ResponseCode::NXDomain);
+            }
+            _ => return self.cname_only,
+        }
+        encode(reply, &self.query, self.transport).unwrap_or(self.cname_only)
+    }
 }
 
 /// The reply to one query message from the zone alone (out-of-zone names are REFUSED), or
@@ -46,30 +109,35 @@ pub fn respond(query: &[u8], zone: &Records, transport: Transport) -> Option<Vec
     match answer(query, zone, transport) {
         Outcome::Drop => None,
         Outcome::Reply(r) | Outcome::Forward { refused: r, .. } => Some(r),
+        Outcome::Chase(c) => Some(c.cname_only),
     }
 }
 
 /// Answers from the zone what is the zone's; says which questions are someone else's.
 pub fn answer(query: &[u8], zone: &Records, transport: Transport) -> Outcome {
     match answer_inner(query, zone, transport) {
-        Some((bytes, Some(query))) => Outcome::Forward {
+        Some((bytes, Then::Forward(query))) => Outcome::Forward {
             query,
             refused: bytes,
         },
-        Some((bytes, None)) => Outcome::Reply(bytes),
+        Some((_, Then::Chase(c))) => Outcome::Chase(c),
+        Some((bytes, Then::Done)) => Outcome::Reply(bytes),
         None => Outcome::Drop,
     }
 }
 
-fn answer_inner(
-    query: &[u8],
-    zone: &Records,
-    transport: Transport,
-) -> Option<(Vec<u8>, Option<Message>)> {
+/// What follows a reply built from the zone alone.
+enum Then {
+    Done,
+    Forward(Message),
+    Chase(Box<Chase>),
+}
+
+fn answer_inner(query: &[u8], zone: &Records, transport: Transport) -> Option<(Vec<u8>, Then)> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
     }
-    let done = |r: Option<Vec<u8>>| r.map(|b| (b, None));
+    let done = |r: Option<Vec<u8>>| r.map(|b| (b, Then::Done));
     let msg = match Message::from_vec(query) {
         Ok(m) => m,
         Err(_) => return done(Some(header_only(query, ResponseCode::FormErr))),
@@ -101,8 +169,39 @@ fn answer_inner(
     };
     reply.add_query(q.clone());
     let ours = answer_question(&mut reply, q, zone);
+    let chase = ours.then(|| outside_target(&reply, q, zone)).flatten();
+    let kept = chase.as_ref().map(|_| reply.clone());
     let bytes = encode(reply, &msg, transport)?;
-    Some((bytes, (!ours).then_some(msg)))
+    Some(match (ours, chase, kept) {
+        (false, _, _) => (bytes, Then::Forward(msg)),
+        (true, Some(target), Some(reply)) => {
+            let chase = Chase {
+                reply,
+                target,
+                qtype: q.query_type(),
+                cname_only: bytes.clone(),
+                transport,
+                query: msg,
+            };
+            (bytes, Then::Chase(Box::new(chase)))
+        }
+        _ => (bytes, Then::Done),
+    })
+}
+
+/// The target to resolve when an A or AAAA answer ends in a CNAME leaving the zone.
+fn outside_target(reply: &Message, q: &Query, zone: &Records) -> Option<Name> {
+    if !matches!(q.query_type(), RecordType::A | RecordType::AAAA) {
+        return None;
+    }
+    match reply.answers().last()?.data() {
+        RData::CNAME(CNAME(target))
+            if !crate::model::name::is_within(&wire_lower(target), &zone.cfg.zone) =>
+        {
+            Some(target.clone())
+        }
+        _ => None,
+    }
 }
 
 /// Fills in the answer; false when the question is not the zone's (REFUSED filled in).

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
-use super::{encode, random_start, rotate_addresses, wire_lower, Transport, EDNS_PAYLOAD};
+use super::{encode, random_start, rotate_addresses, wire_lower, Chase, Transport, EDNS_PAYLOAD};
 use crate::{
     forward::{cache::Key, stubs, Cache, ForwardError, Forwarder},
     ops::metrics::Metrics,
@@ -20,7 +20,33 @@ pub struct Resolver {
     pub metrics: Arc<Metrics>,
 }
 
+/// What the resolver is to finish for a client.
+pub enum Pending {
+    /// A question outside the zone.
+    Forward(Message),
+    /// An ExternalName answer whose target's addresses are to be appended.
+    Chase(Box<Chase>),
+}
+
 impl Resolver {
+    /// The reply for `pending`, and where it came from (see [`Resolver::resolve`]; a chased
+    /// answer is `zone` plus the target's path).
+    pub async fn settle(
+        self: &Arc<Self>,
+        pending: Pending,
+        transport: Transport,
+    ) -> Option<(Vec<u8>, &'static str)> {
+        match pending {
+            Pending::Forward(query) => self.resolve(query, transport).await,
+            Pending::Chase(c) => {
+                // Over TCP to the resolver: the whole answer, fitted to the client after.
+                let target = self.resolve(c.target_query(), Transport::Tcp).await;
+                let parsed = target.and_then(|(bytes, _)| Message::from_vec(&bytes).ok());
+                Some((c.finish(parsed.as_ref()), "zone"))
+            }
+        }
+    }
+
     /// The reply to a query the zone does not own, and where it came from (`cache`,
     /// `upstream`, `stale`, or `error` when the upstreams gave nothing).
     pub async fn resolve(

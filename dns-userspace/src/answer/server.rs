@@ -13,7 +13,11 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::{answer, resolve::Resolver, Outcome, Transport};
+use super::{
+    answer,
+    resolve::{Pending, Resolver},
+    Outcome, Transport,
+};
 use crate::model::Records;
 use crate::{forward::loopdetect::LoopProbe, ops::metrics::Metrics};
 
@@ -192,7 +196,7 @@ struct Req {
 /// How a query is answered: at once from the zone, or later by the resolver.
 enum Next {
     Now(Vec<u8>, &'static str),
-    Later(hickory_proto::op::Message, Arc<Resolver>),
+    Later(Pending, Arc<Resolver>),
     Nothing,
 }
 
@@ -201,10 +205,14 @@ impl Handler {
         match answer(query, &self.zone.get(), transport) {
             Outcome::Drop => Next::Nothing,
             Outcome::Reply(r) => Next::Now(r, "zone"),
+            Outcome::Chase(c) => match &*self.resolver.get() {
+                None => Next::Now(c.cname_only, "zone"),
+                Some(r) => Next::Later(Pending::Chase(c), r.clone()),
+            },
             Outcome::Forward { query, refused } => match &*self.resolver.get() {
                 None => Next::Now(refused, "refused"),
                 Some(_) if self.is_loop_probe(&query) => Next::Now(servfail(&query), "loop-probe"),
-                Some(r) => Next::Later(query, r.clone()),
+                Some(r) => Next::Later(Pending::Forward(query), r.clone()),
             },
         }
     }
@@ -317,7 +325,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
                 // Upstream round trips must not hold up the zone's answers.
                 let (h, sock) = (h.clone(), sock.clone());
                 tokio::spawn(async move {
-                    if let Some((reply, path)) = resolver.resolve(query, Transport::Udp).await {
+                    if let Some((reply, path)) = resolver.settle(query, Transport::Udp).await {
                         let _ = sock.send_to(&reply, peer).await;
                         h.log(&req, &reply, path);
                     }
@@ -419,7 +427,7 @@ async fn tcp_conn(stream: TcpStream, h: Handler) -> io::Result<()> {
                     };
                     let (h, tx) = (h.clone(), tx.clone());
                     tokio::spawn(async move {
-                        if let Some((reply, path)) = resolver.resolve(query, Transport::Tcp).await {
+                        if let Some((reply, path)) = resolver.settle(query, Transport::Tcp).await {
                             h.log(&req, &reply, path);
                             let _ = tx.send(reply).await;
                         }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use dns_userspace::{
     answer::resolve::Resolver,
-    config::{self, FileConfig},
+    config::{self, FileConfig, ServiceRef},
     dataplane::attach::AttachMode,
     forward::{cache, exchange, stubs, Cache, Forwarder, Policy, Upstreams},
     model::{selector::Selector, PodMode, ZoneConfig},
@@ -147,6 +147,12 @@ pub struct RunArgs {
     /// front of CoreDNS's ClusterIP).
     #[arg(long = "accelerate")]
     pub accelerate: Vec<IpAddr>,
+    /// Accelerate a Service (`NAMESPACE/NAME`, e.g. `kube-system/kube-dns`): its cluster
+    /// IPs and every ready endpoint address, kept current as its pods come and go. With a
+    /// socket-level load balancer (Cilium, Calico eBPF) a pod's query to the ClusterIP
+    /// leaves the pod addressed to a CoreDNS pod; this is how the kernel still sees it.
+    #[arg(long = "accelerate-service", value_parser = ServiceRef::parse)]
+    pub accelerate_services: Vec<ServiceRef>,
     /// Put the --listen addresses on this dummy interface (created if missing, as
     /// NodeLocal DNSCache's `nodelocaldns`); on `lo` if the kernel has no dummy driver.
     #[arg(long)]
@@ -306,6 +312,7 @@ impl RunArgs {
 
 impl RunArgs {
     /// Every address the kernel answers for.
+    /// The served addresses the flags name (see also `accelerate_services`).
     pub fn served_addrs(&self) -> Vec<IpAddr> {
         let mut v = self.listen.clone();
         v.extend(&self.accelerate);
@@ -388,6 +395,7 @@ impl RunArgs {
         if let Some(n) = &f.node {
             set(&mut a.listen, &n.listen);
             set(&mut a.accelerate, &n.accelerate);
+            set(&mut a.accelerate_services, &n.accelerate_services);
             set(&mut a.port, &n.port);
             set(&mut a.ifaces, &n.ifaces);
             set(&mut a.iface_patterns, &n.iface_patterns);
@@ -470,6 +478,7 @@ macro_rules! restart_only {
 restart_only!(
     listen,
     accelerate,
+    accelerate_services,
     port,
     ifaces,
     iface_patterns,

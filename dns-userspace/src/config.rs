@@ -90,6 +90,7 @@ pub struct Health {
 pub struct Node {
     pub listen: Option<Vec<IpAddr>>,
     pub accelerate: Option<Vec<IpAddr>>,
+    pub accelerate_services: Option<Vec<ServiceRef>>,
     pub port: Option<u16>,
     pub ifaces: Option<Vec<String>>,
     pub iface_patterns: Option<Vec<String>>,
@@ -231,6 +232,37 @@ impl ConfigError {
     }
 }
 
+/// A Service named `NAMESPACE/NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl TryFrom<String> for ServiceRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl ServiceRef {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "`{s}`: want NAMESPACE/NAME, as kube-system/kube-dns"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +290,7 @@ health:
 prometheus: 0.0.0.0:9253
 node:
   accelerate: [10.96.0.10]
+  accelerateServices: [kube-system/kube-dns]
   attach: tc
 ";
 
@@ -279,7 +312,12 @@ node:
         assert_eq!((c.loadbalance, c.log), (Some(false), Some(true)));
         let h = c.health.unwrap();
         assert_eq!(h.watch_failing_after, Some(Duration::from_secs(120)));
-        assert_eq!(c.node.unwrap().attach, Some(AttachMode::Tc));
+        let node = c.node.unwrap();
+        assert_eq!(node.attach, Some(AttachMode::Tc));
+        assert_eq!(
+            node.accelerate_services,
+            Some(vec![ServiceRef::parse("kube-system/kube-dns").unwrap()])
+        );
         assert_eq!(parse("e", "").unwrap(), FileConfig::default());
     }
 
@@ -293,6 +331,11 @@ node:
                 "forward.polcy",
             ),
             ("forward:\n  timeout: 5 parsecs\n", 2, "forward.timeout"),
+            (
+                "node:\n  accelerateServices: [kube-dns]\n",
+                2,
+                "node.accelerateServices[0]",
+            ),
             ("kubernetes:\n  pods: sometimes\n", 2, "kubernetes.pods"),
             (
                 "log: true\nnode:\n  listen: [10.0.0.300]\n",

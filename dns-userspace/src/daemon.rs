@@ -1,6 +1,6 @@
 //! `xdns run`: wires source → model → sinks and runs until SIGTERM or Ctrl-C.
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -201,6 +201,33 @@ impl Sinks {
     }
 }
 
+/// Points the kernel at the addresses it answers for: the flags' and those of the
+/// `--accelerate-service` Services as the zone holds them now; written only on a change.
+fn sync_served(
+    args: &RunArgs,
+    live: &LiveZone,
+    kernel: Option<&mut Kernel>,
+    last: &mut Vec<IpAddr>,
+) {
+    let Some(k) = kernel else { return };
+    let mut addrs = args.served_addrs();
+    for s in &args.accelerate_services {
+        addrs.extend(live.service_addrs(&s.namespace, &s.name));
+    }
+    addrs.sort();
+    addrs.dedup();
+    if addrs == *last {
+        return;
+    }
+    match k.maps.sync_service_addrs(&addrs) {
+        Ok(()) => {
+            tracing::info!(?addrs, "served addresses");
+            *last = addrs;
+        }
+        Err(e) => tracing::error!(error = %e, "writing the served addresses"),
+    }
+}
+
 /// Loads the kernel path on the pins this daemon holds (not attached yet).
 fn load_kernel(pins: bpffs::PinLock, args: &RunArgs) -> anyhow::Result<Kernel> {
     let mut k = Kernel::load(
@@ -313,11 +340,12 @@ impl NodeChanges {
 
 pub async fn run(flags: RunArgs) -> anyhow::Result<()> {
     let args = flags.effective()?;
-    if args.listen.is_empty() && args.accelerate.is_empty() {
+    if args.listen.is_empty() && args.accelerate.is_empty() && args.accelerate_services.is_empty() {
         bail!("nothing to serve: give --listen ADDR (node-local) and/or --accelerate ADDR (in front of CoreDNS)");
     }
     if args.no_kernel
         && (!args.accelerate.is_empty()
+            || !args.accelerate_services.is_empty()
             || !args.ifaces.is_empty()
             || !args.iface_patterns.is_empty())
     {
@@ -500,6 +528,8 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
             .then(|| "kernel maps degraded: every query passes to userspace".to_owned())
     }));
     sinks.publish_full(&zone, kernel.as_mut(), &live);
+    let mut served = Vec::new();
+    sync_served(&args, &live, kernel.as_mut(), &mut served);
     release_freed_memory();
     // The kernel path goes on (or takes over from the last daemon's program) only once its
     // maps hold the whole zone.
@@ -546,6 +576,8 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                         pins_wanted_until = None;
                         let mut k = load_kernel(p, &args)?;
                         sinks.publish_full(&zone, Some(&mut k), &live);
+                        served.clear();
+                        sync_served(&args, &live, Some(&mut k), &mut served);
                         events = Some(LinkEvents::subscribe().context("subscribing to link events")?);
                         report(k.attach_all()?);
                         kernel = Some(k);
@@ -648,6 +680,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
             );
             if !touched.is_empty() {
                 sinks.publish(&zone, kernel.as_mut(), &live, &touched);
+                sync_served(&args, &live, kernel.as_mut(), &mut served);
             }
             let since_event = batch.seen.elapsed();
             // The bench reads this line: event arrival to every sink written.

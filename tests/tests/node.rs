@@ -1100,3 +1100,70 @@ fn node_local_rollouts_drop_no_userspace_answer() {
         "left for the next daemon without --detach-on-exit"
     );
 }
+
+/// `--accelerate-service kube-system/kube-dns`: the kernel answers queries addressed to the
+/// Service's cluster IP and to each ready endpoint (where a socket-level load balancer
+/// sends a pod's query), follows the endpoints as they change, and never touches port 53
+/// to any other address (a not-ready endpoint, an unrelated pod).
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn an_accelerated_service_is_answered_at_its_endpoints() {
+    let Some(f) = fixture("accsvc", 1) else {
+        return;
+    };
+    let slice = |ready: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: kube-dns-x, namespace: kube-system, \
+             labels: {{kubernetes.io/service-name: kube-dns}}}}\naddressType: IPv4\n\
+             endpoints:\n- addresses: [{ready}]\n  conditions: {{ready: true}}\n\
+             - addresses: [10.244.0.54]\n  conditions: {{ready: false}}\n\
+             ports: [{{name: dns, port: 53, protocol: UDP}}]\n"
+        )
+    };
+    let file = f.manifests.0.join("kube-dns-slice.yaml");
+    let write = |text: String| {
+        let tmp = f.manifests.0.with_extension("slice.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(slice("10.244.0.53"));
+    let args: Vec<String> = [
+        "--manifests",
+        &f.manifests.0.display().to_string(),
+        "--accelerate-service",
+        "kube-system/kube-dns",
+        "--iface",
+        &f.topo.pods[0].host_if,
+        "--pin-dir",
+        &f.pins.pin_dir().display().to_string(),
+        "--no-loadbalance",
+    ]
+    .map(String::from)
+    .to_vec();
+    let d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    let q = tests::client::query_bytes(3, "web.shop.svc.cluster.local", 1);
+    let ask = |to: &str| {
+        f.pod(0)
+            .udp_exchange(to.parse().unwrap(), 53, &q, Duration::from_millis(300))
+            .is_ok_and(|r| r.windows(4).any(|w| w == [10, 96, 12, 7]))
+    };
+    let answered = || f.counters().get(Counter::Answered);
+    for to in ["10.96.0.10", "10.244.0.53"] {
+        let c0 = answered();
+        assert!(ask(to), "{to} answered");
+        assert_eq!(answered(), c0 + 1, "{to}: by the kernel");
+    }
+    for to in ["10.244.0.54", "10.244.9.9"] {
+        let c0 = answered();
+        assert!(!ask(to), "{to}: nobody there, nothing answered");
+        assert_eq!(answered(), c0, "{to}: untouched by the kernel");
+    }
+    // CoreDNS's pod moves: the new address is served, the old one no longer.
+    write(slice("10.244.0.63"));
+    tests::client::eventually(Duration::from_secs(5), true, || ask("10.244.0.63"));
+    let c0 = answered();
+    assert!(!ask("10.244.0.53"), "the old endpoint is no longer served");
+    assert_eq!(answered(), c0);
+    d.stop().unwrap();
+}

@@ -208,6 +208,28 @@ impl LiveZone {
         })
     }
 
+    /// A Service's cluster IPs and its ready endpoints' addresses (what
+    /// `--accelerate-service` serves), sorted; none for a Service not held.
+    pub fn service_addrs(&self, namespace: &str, name: &str) -> Vec<IpAddr> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut out: Vec<IpAddr> = match self.services.get(&key).map(|s| &s.kind) {
+            Some(super::view::ServiceKind::ClusterIp(ips)) => ips.clone(),
+            Some(_) => Vec::new(),
+            None => return Vec::new(),
+        };
+        for slice in self.by_service.get(&key).into_iter().flatten() {
+            let Some(s) = self.slices.get(&(namespace.to_owned(), slice.clone())) else {
+                continue;
+            };
+            for ep in s.endpoints.iter().filter(|e| e.ready) {
+                out.extend(ep.addresses.iter().copied());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Objects held, by kind (for logs and metrics).
     pub fn counts(&self) -> [usize; 4] {
         [

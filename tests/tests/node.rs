@@ -657,28 +657,7 @@ fn node_local_owns_its_address_and_notrack_rules_until_exit() {
     let Some(f) = fixture("nlocal", 1) else {
         return;
     };
-    const LOCAL: &str = "169.254.20.10";
-    let manifests = f.manifests.0.display().to_string();
-    let pin_dir = f.pins.pin_dir().display().to_string();
-    let args: Vec<String> = [
-        "--manifests",
-        &manifests,
-        "--listen",
-        LOCAL,
-        "--local-iface",
-        "nodelocaldns",
-        "--notrack",
-        "--iface",
-        &f.topo.pods[0].host_if,
-        "--attach",
-        "tc",
-        "--pin-dir",
-        &pin_dir,
-        "--no-forward",
-        "--detach-on-exit",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = node_local_args(&f, &["--detach-on-exit"]);
     // Counts queries conntrack was told to skip (after the raw hook, before conntrack's).
     tests::client::nft(&f.topo.node, "add table inet xdns_test");
     tests::client::nft(
@@ -689,16 +668,8 @@ fn node_local_owns_its_address_and_notrack_rules_until_exit() {
         &f.topo.node,
         "add rule inet xdns_test pre udp dport 53 ct state untracked counter",
     );
-    let has_addr =
-        || tests::client::run(&f.topo.node, "ip", &["-o", "addr", "show"]).contains(LOCAL);
-    let has_rules = || {
-        f.topo
-            .node
-            .output("nft", &["list", "table", "inet", "xdns_notrack"])
-            .unwrap()
-            .status
-            .success()
-    };
+    let has_addr = || node_local_state(&f.topo.node).0;
+    let has_rules = || node_local_state(&f.topo.node).1;
     assert!(!has_addr() && !has_rules());
     let d = Daemon::start(&f.topo.node, &args).expect("daemon");
     assert!(has_addr() && has_rules());
@@ -980,41 +951,9 @@ fn a_pin_folder_that_is_itself_a_bpffs_is_used_as_it_is() {
 #[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn node_local_rollouts_drop_no_userspace_answer() {
     let Some(f) = fixture("roll", 1) else { return };
-    const LOCAL: &str = "169.254.20.10";
-    let manifests = f.manifests.0.display().to_string();
-    let pin_dir = f.pins.pin_dir().display().to_string();
-    let args: Vec<String> = [
-        "--manifests",
-        &manifests,
-        "--listen",
-        LOCAL,
-        "--local-iface",
-        "nodelocaldns",
-        "--notrack",
-        "--iface",
-        &f.topo.pods[0].host_if,
-        "--attach",
-        "tc",
-        "--pin-dir",
-        &pin_dir,
-        "--no-forward",
-        "--lameduck-secs",
-        "1",
-        "--pin-wait",
-        "30",
-    ]
-    .map(String::from)
-    .to_vec();
-    let has_addr =
-        || tests::client::run(&f.topo.node, "ip", &["-o", "addr", "show"]).contains(LOCAL);
-    let has_rules = || {
-        f.topo
-            .node
-            .output("nft", &["list", "table", "inet", "xdns_notrack"])
-            .unwrap()
-            .status
-            .success()
-    };
+    let args = node_local_args(&f, &["--lameduck-secs", "1", "--pin-wait", "30"]);
+    let has_addr = || node_local_state(&f.topo.node).0;
+    let has_rules = || node_local_state(&f.topo.node).1;
     let old = Daemon::start(&f.topo.node, &args).expect("first daemon");
 
     // TCP queries (userspace answers them) in a loop, one retry each as a stub resolver.
@@ -1166,4 +1105,40 @@ fn an_accelerated_service_is_answered_at_its_endpoints() {
     assert!(!ask("10.244.0.53"), "the old endpoint is no longer served");
     assert_eq!(answered(), c0);
     d.stop().unwrap();
+}
+
+const LOCAL: &str = "169.254.20.10";
+
+/// A node-local daemon's arguments for the fixture: 169.254.20.10 on `nodelocaldns`,
+/// NOTRACK rules, the pod's veth on tc, then `extra`.
+fn node_local_args(f: &tests::fixture::Fixture, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--manifests",
+        &f.manifests.0.display().to_string(),
+        "--listen",
+        LOCAL,
+        "--local-iface",
+        "nodelocaldns",
+        "--notrack",
+        "--iface",
+        &f.topo.pods[0].host_if,
+        "--attach",
+        "tc",
+        "--pin-dir",
+        &f.pins.pin_dir().display().to_string(),
+        "--no-forward",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Whether the node holds the node-local address, and the NOTRACK table.
+fn node_local_state(node: &Netns) -> (bool, bool) {
+    let addr = tests::client::run(node, "ip", &["-o", "addr", "show"]).contains(LOCAL);
+    let rules = node
+        .output("nft", &["list", "table", "inet", "xdns_notrack"])
+        .is_ok_and(|o| o.status.success());
+    (addr, rules)
 }

@@ -281,6 +281,20 @@ impl Retry {
         self.pause = (self.pause * 2).min(Self::MOST);
     }
 
+    /// The value of a receive or accept, or `None` once its error has been paused on.
+    async fn take<T>(&mut self, r: io::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.worked();
+                Some(v)
+            }
+            Err(e) => {
+                self.failed(&e).await;
+                None
+            }
+        }
+    }
+
     fn worked(&mut self) {
         if self.failures > 0 {
             tracing::info!(
@@ -297,15 +311,8 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Handler) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     let mut retry = Retry::new("udp");
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(got) => {
-                retry.worked();
-                got
-            }
-            Err(e) => {
-                retry.failed(&e).await;
-                continue;
-            }
+        let Some((n, peer)) = retry.take(sock.recv_from(&mut buf).await).await else {
+            continue;
         };
         let req = Req {
             peer,
@@ -341,15 +348,8 @@ async fn serve_tcp(listener: TcpListener, h: Handler) -> io::Result<()> {
     let mut last_warned = std::time::Instant::now() - Duration::from_secs(3600);
     let mut retry = Retry::new("tcp");
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(got) => {
-                retry.worked();
-                got
-            }
-            Err(e) => {
-                retry.failed(&e).await;
-                continue;
-            }
+        let Some((stream, peer)) = retry.take(listener.accept().await).await else {
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;

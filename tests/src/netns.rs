@@ -298,6 +298,14 @@ impl Daemon {
         Ok(d)
     }
 
+    /// Runs `xdns run` inside `ns` to its exit (a daemon expected to refuse to start).
+    pub fn run_to_exit(ns: &Netns, args: &[String]) -> io::Result<Output> {
+        ns.cmd(daemon_bin().to_str().expect("utf-8 path"))
+            .arg("run")
+            .args(args)
+            .output()
+    }
+
     /// Starts `xdns run` inside `ns` without waiting for it.
     pub fn spawn(ns: &Netns, args: &[String]) -> io::Result<Self> {
         Self::spawn_logging(ns, args, Stdio::inherit())

@@ -284,18 +284,7 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
 
     // At start, a bad file is a start-up error with the same precision.
     std::fs::write(&conf, "forward:\n  polcy: random\n").unwrap();
-    let out = f
-        .topo
-        .node
-        .output(
-            tests::netns::daemon_bin().to_str().unwrap(),
-            &[&["run".to_string()], &args[..]]
-                .concat()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
+    let out = Daemon::run_to_exit(&f.topo.node, &args).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -857,18 +846,7 @@ fn a_second_daemon_on_the_same_pins_refuses_to_start() {
     let Some(f) = fixture("lock", 1) else { return };
     let args = f.args(Some("tc"));
     let d = Daemon::start(&f.topo.node, &args).expect("daemon");
-    let second = f
-        .topo
-        .node
-        .output(
-            tests::netns::daemon_bin().to_str().unwrap(),
-            &[&["run".to_string()], &args[..]]
-                .concat()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
-        .expect("second daemon");
+    let second = Daemon::run_to_exit(&f.topo.node, &args).expect("second daemon");
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "the second daemon ran: {err}");
     assert!(

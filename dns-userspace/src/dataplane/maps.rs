@@ -97,45 +97,43 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     /// Writes a batch of entries (`None`: delete), deletes first; an entry already as
     /// wanted is not written. A batch that would not fit is refused before any write.
     pub fn apply(&mut self, entries: &[(K, Option<V>)]) -> Result<SyncStats> {
+        // What the kernel holds for each key, read once: it decides both whether the batch
+        // fits and what is written.
+        let held: Vec<Option<V>> = entries.iter().map(|(k, _)| self.held(k)).collect();
+        let pairs = || entries.iter().zip(&held);
+        let added = pairs()
+            .filter(|((_, v), h)| v.is_some() && h.is_none())
+            .count();
+        let removed = pairs()
+            .filter(|((_, v), h)| v.is_none() && h.is_some())
+            .count();
         if let Some(count) = self.count {
-            let mut after = count;
-            for (k, v) in entries {
-                match (v.is_some(), self.held(k).is_some()) {
-                    (true, false) => after += 1,
-                    (false, true) => after = after.saturating_sub(1),
-                    _ => {}
-                }
-            }
-            if after > self.capacity {
+            let wanted = (count + added).saturating_sub(removed);
+            if wanted > self.capacity {
                 return Err(Error::Full {
                     name: self.name,
-                    wanted: after,
+                    wanted,
                     capacity: self.capacity,
                 });
             }
         }
         let mut stats = SyncStats::default();
         let count = self.count.take();
-        let mut delta: isize = 0;
-        for (k, _) in entries.iter().filter(|(_, v)| v.is_none()) {
-            if self.held(k).is_some() {
-                self.map.remove(k).map_err(map_err(self.name))?;
-                stats.deleted += 1;
-                delta -= 1;
-            }
+        for ((k, _), _) in pairs().filter(|((_, v), h)| v.is_none() && h.is_some()) {
+            self.map.remove(k).map_err(map_err(self.name))?;
+            stats.deleted += 1;
         }
-        for (k, v) in entries.iter().filter_map(|(k, v)| Some((k, v.as_ref()?))) {
-            match self.held(k) {
-                Some(held) if held == *v => stats.unchanged += 1,
-                held => {
-                    self.map.insert(k, v, 0).map_err(map_err(self.name))?;
-                    stats.upserted += 1;
-                    delta += isize::from(held.is_none());
-                }
+        for ((k, v), h) in pairs() {
+            let Some(v) = v else { continue };
+            if h.as_ref() == Some(v) {
+                stats.unchanged += 1;
+            } else {
+                self.map.insert(k, v, 0).map_err(map_err(self.name))?;
+                stats.upserted += 1;
             }
         }
         // Restored only once every write landed: a failed batch leaves it unknown.
-        self.count = count.map(|c| c.saturating_add_signed(delta));
+        self.count = count.map(|c| (c + added).saturating_sub(removed));
         Ok(stats)
     }
 

@@ -266,8 +266,9 @@ impl Records {
             .collect()
     }
 
-    /// Reverse names with exactly one PTR record; the kernel passes the others (and every
-    /// other query type for them) to userspace.
+    /// Reverse names with exactly one PTR record to a name the zone gives addresses (a
+    /// Service's cluster IP, a headless endpoint), and CNAMEs out of the zone; the kernel
+    /// passes the others (and every other query type for them) to userspace.
     pub fn kernel_targets(&self) -> BTreeMap<NameKey, TargetRecord> {
         KernelEntries::targets(self).collect()
     }
@@ -277,7 +278,9 @@ impl Records {
         let set = self.rrsets.get(owner)?;
         let reverse = name::is_within(owner, IN_ADDR_ARPA) || name::is_within(owner, IP6_ARPA);
         let (rtype, target) = match (set.ptr.as_slice(), self.outside_cname(owner, set)) {
-            ([target], _) if reverse => (RTYPE_PTR, target.as_slice()),
+            ([target], _) if reverse && self.has_addresses(target) => {
+                (RTYPE_PTR, target.as_slice())
+            }
             (_, Some(target)) => (RTYPE_CNAME, target),
             _ => return None,
         };
@@ -300,6 +303,16 @@ impl Records {
 }
 
 impl Records {
+    /// Whether `name` has A or AAAA records. The endpoints of a ClusterIP Service have a
+    /// PTR (as CoreDNS answers) but no name of their own: at 100k Services those are 500k
+    /// reverse names, 290 MiB of kernel memory at 580 bytes a target entry, so they pass to
+    /// userspace and the kernel keeps the reverse names of the names it answers.
+    fn has_addresses(&self, name: &[u8]) -> bool {
+        self.rrsets
+            .get(name)
+            .is_some_and(|t| !t.a.is_empty() || !t.aaaa.is_empty())
+    }
+
     /// The target of a CNAME `owner` (in the zone) has that points outside the zone: the
     /// whole answer for every type, as [`Records::lookup`] gives it, unless the target ends
     /// like the owner (userspace would compress it against the question).

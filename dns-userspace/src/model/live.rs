@@ -480,6 +480,12 @@ impl LiveZone {
         let mut owners: BTreeSet<Name> = old_owners.into_vec().into_iter().collect();
         owners.extend(new_owners.iter().cloned());
         for owner in owners {
+            // Whether a reverse name is in the kernel depends on its target having
+            // addresses, which this unit's other owners decide (a Service turned headless
+            // keeps its endpoints' PTRs and gains their names).
+            if !name::is_within(&owner, &self.records.cfg.zone) {
+                touched.owners.insert(owner.to_vec());
+            }
             self.merge(owner, &unit, &new, touched);
         }
         if !new_owners.is_empty() {

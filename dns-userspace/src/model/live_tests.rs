@@ -331,3 +331,64 @@ proptest! {
         prop_assert_eq!(other.records(), &fresh);
     }
 }
+
+/// A reverse name is in the kernel only while its target has addresses: a Service that
+/// turns headless keeps its endpoint's PTR unchanged but gains the endpoint's name, and
+/// the kernel must follow though no PTR changed.
+#[test]
+fn a_service_turning_headless_moves_its_endpoint_ptrs_into_the_kernel() {
+    let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
+    let svc = |kind| ServiceView {
+        namespace: "a".into(),
+        name: "s0".into(),
+        kind,
+        ports: vec![],
+        publish_not_ready: false,
+        labels: Labels::new(),
+    };
+    let slice = SliceView {
+        namespace: "a".into(),
+        name: "e0".into(),
+        service: "s0".into(),
+        endpoints: vec![EndpointView {
+            addresses: vec!["10.0.0.5".parse().unwrap()].into(),
+            hostname: None,
+            ready: true,
+            pod_name: None,
+        }],
+        ports: vec![],
+    };
+    let ns = NamespaceView {
+        name: "a".into(),
+        labels: Labels::new(),
+    };
+    let mut world = World::default();
+    let mut live = LiveZone::new(&cfg);
+    live.set_synced();
+    let mut kernel = Kernel::start(live.records());
+    let cluster_ip = ServiceKind::ClusterIp(vec!["10.96.0.5".parse().unwrap()]);
+    for (step, kind) in [cluster_ip.clone(), ServiceKind::Headless, cluster_ip]
+        .into_iter()
+        .enumerate()
+    {
+        let batch = vec![
+            Change::Upsert(Object::Namespace(ns.clone())),
+            Change::Upsert(Object::Service(svc(kind))),
+            Change::Upsert(Object::Slice(slice.clone())),
+        ];
+        for c in &batch {
+            world.apply(c);
+        }
+        let touched = live.apply(batch);
+        kernel.apply(&live.records().kernel_delta(&touched));
+        let oracle = Records::build(&cfg, &world.view());
+        assert_eq!(kernel.0, oracle.kernel_view(), "step {step}");
+        let endpoint_ptr = kernel.0.targets.keys().any(|k| {
+            k.wire()
+                == super::wire_from_dotted("5.0.0.10.in-addr.arpa")
+                    .ok()
+                    .as_deref()
+        });
+        assert_eq!(endpoint_ptr, step == 1, "step {step}");
+    }
+}

@@ -690,8 +690,16 @@ fn kernel_ptrs_are_the_single_ptr_reverse_names() {
     assert_eq!(web.sum as u16, super::kernel::ones_sum(&target));
     assert!(
         find("5.0.1.10.in-addr.arpa.").is_some(),
-        "an endpoint's PTR"
+        "a headless endpoint's PTR"
     );
+    // A ClusterIP Service's endpoint has a PTR but no name: userspace answers it.
+    let ep = wire_from_dotted("5.1.1.10.in-addr.arpa").unwrap();
+    assert_eq!(
+        z.rrset(&ep).map(|s| s.ptr.len()),
+        Some(1),
+        "the model answers it"
+    );
+    assert!(find("5.1.1.10.in-addr.arpa.").is_none());
     // A CNAME out of the zone is there too (answered whatever the type); one into the
     // zone is chased by userspace, so it is not.
     let ext = find("ext.shop.svc.cluster.local.").expect("the ExternalName's CNAME");
@@ -718,10 +726,18 @@ fn kernel_ptrs_are_the_single_ptr_reverse_names() {
         flags("alias.shop.svc.cluster.local."),
         Some(dns_common::NAME_PASS)
     );
-    // Every reverse name the model answers with exactly one PTR is there, and the CNAMEs.
+    // Every reverse name the model answers with exactly one PTR to a name with addresses
+    // is there, and the CNAMEs.
+    let addressed = |t: &[u8]| {
+        z.rrset(t)
+            .is_some_and(|s| !s.a.is_empty() || !s.aaaa.is_empty())
+    };
     let single = z
         .owners()
-        .filter(|o| z.rrset(o).is_some_and(|s| s.ptr.len() == 1))
+        .filter(|o| {
+            z.rrset(o)
+                .is_some_and(|s| s.ptr.len() == 1 && addressed(&s.ptr[0]))
+        })
         .count();
     let cnames = targets
         .values()

@@ -2,10 +2,9 @@
 //! source, so the API and manifest files mean the same thing.
 use std::{collections::BTreeSet, net::IpAddr};
 
-use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service, ServicePort},
-    discovery::v1::{EndpointPort, EndpointSlice},
-};
+use k8s_openapi::api::{core::v1::ServicePort, discovery::v1::EndpointPort};
+
+use super::objects::{EndpointSlice, Namespace, Pod, Service};
 
 use crate::model::{
     view::{

@@ -15,10 +15,6 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service},
-    discovery::v1::EndpointSlice,
-};
 use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{watcher, WatchStreamExt},
@@ -27,7 +23,10 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use super::convert::{self, FieldError, Keep};
+use super::{
+    convert::{self, FieldError, Keep},
+    objects::{EndpointSlice, Namespace, Pod, Service},
+};
 use crate::model::live::{Change, Key, Object, ObjectKind};
 
 #[derive(Debug, thiserror::Error)]

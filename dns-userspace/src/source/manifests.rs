@@ -8,16 +8,12 @@ use std::{
     time::SystemTime,
 };
 
-use k8s_openapi::{
-    api::{
-        core::v1::{Namespace, Pod, Service},
-        discovery::v1::EndpointSlice,
-    },
-    serde::de::DeserializeOwned,
-};
-use serde::Deserialize;
+use serde::{de::DeserializeOwned, Deserialize};
 
-use super::convert::{self, FieldError, Keep};
+use super::{
+    convert::{self, FieldError, Keep},
+    objects::{EndpointSlice, Namespace, Pod, Service},
+};
 use crate::model::view::{ClusterView, NamespaceView};
 
 #[derive(Debug, thiserror::Error)]

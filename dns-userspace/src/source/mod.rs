@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod kube;
 pub mod manifests;
+pub mod objects;
 pub mod ratelimit;
 
 use std::{

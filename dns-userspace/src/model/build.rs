@@ -5,12 +5,12 @@ use std::{
 };
 
 use super::{
-    name::{self, child, dashed, reverse},
+    name::{self, child, dashed},
     serial,
     view::{
         ClusterView, EndpointView, NamespaceView, PortView, ServiceKind, ServiceView, SliceView,
     },
-    Name, PodMode, RRSet, Records, Srv, ZoneConfig, SCHEMA_VERSION,
+    Host, Name, PodMode, Ptr, Ptrs, RRSet, Records, Srv, ZoneConfig, SCHEMA_VERSION,
 };
 
 /// What one unit of the cluster contributes to the zone: the records at each owner and
@@ -18,6 +18,7 @@ use super::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Part {
     pub rrsets: BTreeMap<Vec<u8>, RRSet>,
+    pub ptrs: BTreeMap<IpAddr, Ptrs>,
     pub names: BTreeSet<Vec<u8>>,
 }
 
@@ -99,7 +100,11 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
         imbl::OrdSet::new()
     };
 
-    let Part { mut rrsets, names } = b.into_part();
+    let Part {
+        mut rrsets,
+        ptrs,
+        names,
+    } = b.into_part();
     for set in rrsets.values_mut() {
         finish_srv_weights(set);
     }
@@ -111,6 +116,7 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
             .into_iter()
             .map(|(k, v)| (Name::from(k), v))
             .collect(),
+        reverse: ptrs.into_iter().collect(),
         names: names.into_iter().map(Name::from).collect(),
         namespaces: namespaces.into_iter().collect(),
         pod_ips,
@@ -122,6 +128,7 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
 struct Builder<'a> {
     cfg: &'a ZoneConfig,
     rrsets: BTreeMap<Vec<u8>, RRSet>,
+    ptrs: BTreeMap<IpAddr, Ptrs>,
     names: BTreeSet<Vec<u8>>,
 }
 
@@ -130,6 +137,7 @@ impl<'a> Builder<'a> {
         Self {
             cfg,
             rrsets: BTreeMap::new(),
+            ptrs: BTreeMap::new(),
             names: BTreeSet::new(),
         }
     }
@@ -137,6 +145,7 @@ impl<'a> Builder<'a> {
     fn into_part(self) -> Part {
         Part {
             rrsets: self.rrsets,
+            ptrs: self.ptrs,
             names: self.names,
         }
     }
@@ -194,10 +203,10 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn add_ptr(&mut self, ip: IpAddr, target: &[u8]) {
-        let set = self.set(reverse(ip));
-        if !set.ptr.iter().any(|t| t == target) {
-            set.ptr.push(target.to_vec());
+    fn add_ptr(&mut self, ip: IpAddr, ptr: Ptr) {
+        let set = self.ptrs.entry(ip).or_default();
+        if !set.contains(&ptr) {
+            set.push(ptr);
         }
     }
 
@@ -235,9 +244,14 @@ impl<'a> Builder<'a> {
             return;
         }
         let owner = self.owner(svc);
+        let under = Name::from(owner.as_slice());
         for ip in ips {
             self.add_addr(&owner, *ip);
-            self.add_ptr(*ip, &owner);
+            let bare = Ptr {
+                under: under.clone(),
+                host: Host::Bare,
+            };
+            self.add_ptr(*ip, bare);
         }
         for p in &svc.ports {
             self.add_srv(&owner, p, &owner);
@@ -248,20 +262,20 @@ impl<'a> Builder<'a> {
         if !self.cfg.noendpoints {
             for (_, ep) in ready(svc, slices) {
                 for ip in &ep.addresses {
-                    let host = self.endpoint_host(ep, *ip);
-                    self.add_ptr(*ip, &prefix(&owner, &[&host]));
+                    let ptr = Ptr::endpoint(under.clone(), self.endpoint_label(ep), *ip);
+                    self.add_ptr(*ip, ptr);
                 }
             }
         }
     }
 
     /// An endpoint's label: its hostname, else its pod's name under
-    /// `endpoint_pod_names`, else its address dashed.
-    fn endpoint_host(&self, ep: &EndpointView, ip: IpAddr) -> String {
+    /// `endpoint_pod_names`, else (`None`) its address dashed.
+    fn endpoint_label<'e>(&self, ep: &'e EndpointView) -> Option<&'e str> {
         match (&ep.hostname, &ep.pod_name) {
-            (Some(h), _) => h.to_string(),
-            (None, Some(pod)) if self.cfg.endpoint_pod_names => pod.to_string(),
-            _ => dashed(ip),
+            (Some(h), _) => Some(h),
+            (None, Some(pod)) if self.cfg.endpoint_pod_names => Some(pod),
+            _ => None,
         }
     }
 
@@ -270,14 +284,18 @@ impl<'a> Builder<'a> {
             return;
         }
         let owner = self.owner(svc);
+        let under = Name::from(owner.as_slice());
         for (slice, ep) in ready(svc, slices) {
             for ip in &ep.addresses {
-                let host = self.endpoint_host(ep, *ip);
+                let host = self
+                    .endpoint_label(ep)
+                    .map_or_else(|| dashed(*ip), str::to_owned);
                 let ep_owner = prefix(&owner, &[&host]);
                 self.add_addr(&owner, *ip);
                 self.add_addr(&ep_owner, *ip);
                 // PTR for every endpoint address (CoreDNS reverted the hostname-only reading).
-                self.add_ptr(*ip, &ep_owner);
+                let ptr = Ptr::endpoint(under.clone(), self.endpoint_label(ep), *ip);
+                self.add_ptr(*ip, ptr);
                 for p in &slice.ports {
                     self.add_srv(&owner, p, &ep_owner);
                 }

@@ -11,7 +11,7 @@ use dns_common::{
     ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
 };
 
-use super::{live::Touched, name, PodMode, RRSet, Records, IN_ADDR_ARPA, IP6_ARPA};
+use super::{live::Touched, name, PodMode, RRSet, Records};
 
 /// The kernel entries one batch of changes rewrites (see [`Records::kernel_delta`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,10 +95,14 @@ impl KernelEntries for Records {
         self.kernel_target(key.wire()?).map(|(_, v)| v)
     }
     fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
+        let reverse = self.reverse.keys().map(|ip| name::reverse(*ip));
         Box::new(
             self.rrsets
-                .keys()
-                .filter_map(|owner| self.kernel_target(owner)),
+                .iter()
+                .filter(|(_, set)| set.cname.is_some())
+                .map(|(owner, _)| owner.to_vec())
+                .chain(reverse)
+                .filter_map(|owner| self.kernel_target(&owner)),
         )
     }
     fn pod_namespaces(&self) -> BTreeSet<PodKey> {
@@ -275,15 +279,20 @@ impl Records {
 
     /// The targets map's entry for one name, if it has one.
     pub fn kernel_target(&self, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
-        let set = self.rrsets.get(owner)?;
-        let reverse = name::is_within(owner, IN_ADDR_ARPA) || name::is_within(owner, IP6_ARPA);
-        let (rtype, target) = match (set.ptr.as_slice(), self.outside_cname(owner, set)) {
-            ([target], _) if reverse && self.has_addresses(target) => {
-                (RTYPE_PTR, target.as_slice())
+        let (rtype, target) = match name::unreverse(owner) {
+            Some(ip) => match self.reverse.get(&ip)?.as_slice() {
+                [ptr] => (RTYPE_PTR, ptr.target(ip)),
+                _ => return None,
+            },
+            None => {
+                let set = self.rrsets.get(owner)?;
+                (RTYPE_CNAME, self.outside_cname(owner, set)?.to_vec())
             }
-            (_, Some(target)) => (RTYPE_CNAME, target),
-            _ => return None,
         };
+        if rtype == RTYPE_PTR && !self.has_addresses(&target) {
+            return None;
+        }
+        let target = target.as_slice();
         if owner.len() > MAX_NAME_LEN || target.len() > MAX_NAME_LEN || shares_suffix(owner, target)
         {
             return None;

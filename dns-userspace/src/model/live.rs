@@ -13,7 +13,7 @@ use super::{
     build::{self, Part},
     name, serial,
     view::{ClusterView, NamespaceView, PodView, ServiceView, SliceView},
-    Name, PodMode, RRSet, Records, ZoneConfig,
+    Name, PodMode, Ptr, Ptrs, Records, ZoneConfig,
 };
 
 /// One object of the cluster view, as a source delivers it.
@@ -125,6 +125,13 @@ enum Unit {
     Service(String, String),
 }
 
+/// Where a unit has records: a name in the zone, or an address's PTRs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Name(Name),
+    Addr(IpAddr),
+}
+
 pub struct LiveZone {
     records: Records,
     /// The serial's running sum (see [`serial`]).
@@ -138,7 +145,7 @@ pub struct LiveZone {
     pods: BTreeMap<Key, PodView>,
     /// The owners each unit has records at (no copy of the records: a unit's part is
     /// computed again from the objects when a merge needs it).
-    unit_owners: HashMap<Unit, Box<[Name]>>,
+    unit_owners: HashMap<Unit, Box<[Owner]>>,
     /// The names the fixed and namespace units make exist beyond their owners' (empty
     /// non-terminals such as `<ns>.svc.<zone>`).
     unit_names: HashMap<Unit, Box<[Name]>>,
@@ -157,6 +164,7 @@ impl LiveZone {
             serial: 0,
             synced: false,
             rrsets: imbl::OrdMap::new(),
+            reverse: imbl::OrdMap::new(),
             names: imbl::OrdSet::new(),
             namespaces: imbl::OrdSet::new(),
             pod_ips: imbl::OrdSet::new(),
@@ -430,7 +438,7 @@ impl LiveZone {
 
     /// The names a unit's records make exist: its in-zone owners and their ancestors
     /// (what [`build`] registers for each owner), plus the unit's own empty non-terminals.
-    fn names_of(&self, unit: &Unit, owners: &[Name]) -> BTreeSet<Vec<u8>> {
+    fn names_of(&self, unit: &Unit, owners: &[Owner]) -> BTreeSet<Vec<u8>> {
         let zone = &self.records.cfg.zone;
         let mut out: BTreeSet<Vec<u8>> = self
             .unit_names
@@ -439,7 +447,11 @@ impl LiveZone {
             .flatten()
             .map(|n| n.to_vec())
             .collect();
-        for o in owners.iter().filter(|o| name::is_within(o, zone)) {
+        let in_zone = owners.iter().filter_map(|o| match o {
+            Owner::Name(n) if name::is_within(n, zone) => Some(n),
+            _ => None,
+        });
+        for o in in_zone {
             let mut n: &[u8] = o;
             while n.len() > zone.len() && out.insert(n.to_vec()) {
                 n = name::parent(n);
@@ -463,7 +475,12 @@ impl LiveZone {
         for n in new.names.difference(&old_names) {
             self.name_ref(n, true, touched);
         }
-        let new_owners: Box<[Name]> = new.rrsets.keys().map(|o| self.intern(o)).collect();
+        let new_owners: Box<[Owner]> = new
+            .rrsets
+            .keys()
+            .map(|o| Owner::Name(self.intern(o)))
+            .chain(new.ptrs.keys().map(|ip| Owner::Addr(*ip)))
+            .collect();
         if !matches!(unit, Unit::Service(..)) {
             // Names not under an owner (empty non-terminals) are kept to undo them later.
             let derived = self.names_of(&unit, &new_owners);
@@ -477,16 +494,19 @@ impl LiveZone {
                 self.unit_names.insert(unit.clone(), extra);
             }
         }
-        let mut owners: BTreeSet<Name> = old_owners.into_vec().into_iter().collect();
+        let mut owners: BTreeSet<Owner> = old_owners.into_vec().into_iter().collect();
         owners.extend(new_owners.iter().cloned());
         for owner in owners {
-            // Whether a reverse name is in the kernel depends on its target having
-            // addresses, which this unit's other owners decide (a Service turned headless
-            // keeps its endpoints' PTRs and gains their names).
-            if !name::is_within(&owner, &self.records.cfg.zone) {
-                touched.owners.insert(owner.to_vec());
+            match owner {
+                Owner::Name(n) => self.merge(n, &new, touched),
+                Owner::Addr(ip) => {
+                    self.merge_ptrs(ip, &unit, &new);
+                    // Whether a reverse name is in the kernel depends on its target having
+                    // addresses, which this unit's other owners decide (a Service turned
+                    // headless keeps its endpoints' PTRs and gains their names).
+                    touched.owners.insert(name::reverse(ip));
+                }
             }
-            self.merge(owner, &unit, &new, touched);
         }
         if !new_owners.is_empty() {
             self.unit_owners.insert(unit, new_owners);
@@ -567,33 +587,10 @@ impl LiveZone {
         }
     }
 
-    /// The records at `owner` after `unit`'s part became `part`: every contributing
-    /// unit's, in unit order, duplicates dropped as [`Records::build`] drops them. Only
-    /// reverse names have several contributors; their PTR targets name them.
-    fn merge(&mut self, owner: Name, unit: &Unit, part: &Part, touched: &mut Touched) {
-        let held = self.records.rrsets.get(&owner[..]);
-        let mut units: BTreeSet<Unit> = held
-            .into_iter()
-            .flat_map(|set| set.ptr.iter())
-            .filter_map(|t| self.unit_of_target(t))
-            .collect();
-        units.remove(unit);
-        if part.rrsets.contains_key(&owner[..]) {
-            units.insert(unit.clone());
-        }
-        let mut merged: Option<RRSet> = None;
-        for u in &units {
-            let other;
-            let p = if u == unit {
-                part
-            } else {
-                other = self.part_of(u);
-                &other
-            };
-            if let Some(set) = p.rrsets.get(&owner[..]) {
-                merge_into(merged.get_or_insert_with(RRSet::default), set);
-            }
-        }
+    /// The records at an in-zone `owner` now that the unit holding it has `part`: one unit
+    /// holds each name in the zone (the fixed names, a namespace's, a Service's subtree).
+    fn merge(&mut self, owner: Name, part: &Part, touched: &mut Touched) {
+        let mut merged = part.rrsets.get(&owner[..]).cloned();
         if let Some(m) = merged.as_mut() {
             build::finish_srv_weights(m);
         }
@@ -614,6 +611,53 @@ impl LiveZone {
             }
         }
         touched.owners.insert(owner.to_vec());
+    }
+
+    /// The PTR records of `ip` after `unit`'s part became `part`: every contributing
+    /// unit's, in unit order, duplicates dropped as [`Records::build`] drops them. Several
+    /// Services may hold one address (a pod behind two); each record names its Service.
+    fn merge_ptrs(&mut self, ip: IpAddr, unit: &Unit, part: &Part) {
+        let held = self.records.reverse.get(&ip);
+        let mut units: BTreeSet<Unit> = held
+            .into_iter()
+            .flatten()
+            .filter_map(|p| self.unit_of_target(&p.under))
+            .collect();
+        units.remove(unit);
+        if part.ptrs.contains_key(&ip) {
+            units.insert(unit.clone());
+        }
+        let mut merged = Ptrs::new();
+        for u in &units {
+            let other;
+            let p = if u == unit {
+                part
+            } else {
+                other = self.part_of(u);
+                &other
+            };
+            for ptr in p.ptrs.get(&ip).into_iter().flatten() {
+                if !merged.contains(ptr) {
+                    // Shares the Service name's one copy rather than the part's.
+                    merged.push(Ptr {
+                        under: self.intern(&ptr.under),
+                        host: ptr.host.clone(),
+                    });
+                }
+            }
+        }
+        if held == Some(&merged) || (held.is_none() && merged.is_empty()) {
+            return;
+        }
+        if let Some(o) = held {
+            self.sum = self.sum.wrapping_sub(serial::ptrs(ip, o));
+        }
+        if merged.is_empty() {
+            self.records.reverse.remove(&ip);
+        } else {
+            self.sum = self.sum.wrapping_add(serial::ptrs(ip, &merged));
+            self.records.reverse.insert(ip, merged);
+        }
     }
 
     /// One Pod's (namespace, address) pairs for `pods verified`.
@@ -649,32 +693,4 @@ impl LiveZone {
             self.pod_parts.insert(key.clone(), new);
         }
     }
-}
-
-/// Adds one unit's records at an owner after the others', as the one-pass build does.
-fn merge_into(set: &mut RRSet, part: &RRSet) {
-    for a in &part.a {
-        if !set.a.contains(a) {
-            set.a.push(*a);
-        }
-    }
-    for a in &part.aaaa {
-        if !set.aaaa.contains(a) {
-            set.aaaa.push(*a);
-        }
-    }
-    for s in &part.srv {
-        if !set.srv.contains(s) {
-            set.srv.push(s.clone());
-        }
-    }
-    for p in &part.ptr {
-        if !set.ptr.contains(p) {
-            set.ptr.push(p.clone());
-        }
-    }
-    if part.cname.is_some() {
-        set.cname.clone_from(&part.cname);
-    }
-    set.txt.extend(part.txt.iter().cloned());
 }

@@ -31,9 +31,6 @@ pub const SOA_RETRY: u32 = 1800;
 pub const SOA_EXPIRE: u32 = 86400;
 /// The schema version `dns-version.<zone>` announces.
 pub const SCHEMA_VERSION: &str = "1.1.0";
-/// The reverse zones, in wire form.
-const IN_ADDR_ARPA: &[u8] = b"\x07in-addr\x04arpa\x00";
-const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
 /// CNAMEs followed inside the zone before giving up on a chain.
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -61,18 +58,60 @@ pub struct Srv {
     pub target: Vec<u8>,
 }
 
-/// All records of one owner name. Most owners hold one record of one type: thin vectors
-/// keep an empty type at one pointer with no allocation, which at 100k Services is the
-/// difference between the zone fitting a small pod or not.
+/// All records of one owner name in the zone. Most owners hold one record of one type:
+/// thin vectors keep an empty type at one pointer with no allocation, which at 100k
+/// Services is the difference between the zone fitting a small pod or not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RRSet {
     pub a: ThinVec<Ipv4Addr>,
     pub aaaa: ThinVec<Ipv6Addr>,
     pub srv: ThinVec<Srv>,
-    pub ptr: ThinVec<Vec<u8>>,
     pub cname: Option<Box<[u8]>>,
     pub txt: ThinVec<String>,
 }
+
+/// One PTR record of an address: the name it points to, held as the Service name it is
+/// under (shared with that name's records) and the label in front. Every endpoint of the
+/// cluster has one (500k at 100k Services): kept this way, a reverse name costs no name
+/// of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ptr {
+    pub under: Name,
+    pub host: Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// The target is `under` itself (a cluster IP names its Service).
+    Bare,
+    /// The address dashed (`10-1-0-5`), an endpoint with no hostname.
+    Dashed,
+    Label(Box<str>),
+}
+
+impl Ptr {
+    /// An endpoint's record, `host` in front of `under`; a label equal to the dashed
+    /// address is held as [`Host::Dashed`], so equal targets are equal records.
+    pub fn endpoint(under: Name, host: Option<&str>, ip: IpAddr) -> Self {
+        let host = match host {
+            Some(h) if h != name::dashed(ip) => Host::Label(h.into()),
+            _ => Host::Dashed,
+        };
+        Self { under, host }
+    }
+
+    /// The target name in wire form, for the address `ip` the record is at.
+    pub fn target(&self, ip: IpAddr) -> Vec<u8> {
+        match &self.host {
+            Host::Bare => self.under.to_vec(),
+            Host::Dashed => name::child(&self.under, &[&name::dashed(ip)]),
+            Host::Label(l) => name::child(&self.under, &[l]),
+        }
+    }
+}
+
+/// The PTR records of one address: one in practice, held inline.
+pub type Ptrs = smallvec::SmallVec<[Ptr; 1]>;
 
 /// One answer record; owners and targets are lower-case wire names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +175,8 @@ pub struct Records {
     // Persistent maps: a snapshot for the answer path is a cheap clone, and a change to a
     // few names copies only their paths.
     rrsets: imbl::OrdMap<Name, RRSet>,
+    /// The reverse zones: PTR records by address.
+    reverse: imbl::OrdMap<IpAddr, Ptrs>,
     /// Every in-zone name that exists, empty non-terminals included.
     names: imbl::OrdSet<Name>,
     /// Namespaces served (existing, and passing the namespace filters).
@@ -173,18 +214,28 @@ impl Records {
         self.rrsets.get(owner)
     }
 
-    /// Every owner name with records (reverse names included), lower-case wire form.
+    /// The PTR records of an address.
+    pub fn ptrs(&self, ip: IpAddr) -> Option<&Ptrs> {
+        self.reverse.get(&ip)
+    }
+
+    /// Every owner name in the zone with records, lower-case wire form.
     pub fn owners(&self) -> impl Iterator<Item = &[u8]> {
         self.rrsets.keys().map(|k| &k[..])
     }
 
+    /// Every address with PTR records.
+    pub fn reverse_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.reverse.keys().copied()
+    }
+
     /// Number of owner names with records (reverse names included).
     pub fn len(&self) -> usize {
-        self.rrsets.len()
+        self.rrsets.len() + self.reverse.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rrsets.is_empty()
+        self.len() == 0
     }
 
     /// Looks up a lower-case wire name.
@@ -192,13 +243,13 @@ impl Records {
         if name::is_within(qname, &self.cfg.zone) {
             return self.lookup_in_zone(qname, qtype, 0);
         }
-        let reverse = name::is_within(qname, IN_ADDR_ARPA) || name::is_within(qname, IP6_ARPA);
-        match self.rrsets.get(qname) {
-            Some(set) if reverse && !set.ptr.is_empty() => match qtype {
-                QType::Ptr => answer(set.ptr.iter().map(|t| rec(qname, RData::Ptr(t.clone())))),
+        let found = name::unreverse(qname).and_then(|ip| Some((ip, self.reverse.get(&ip)?)));
+        match found {
+            Some((ip, ptrs)) => match qtype {
+                QType::Ptr => answer(ptrs.iter().map(|p| rec(qname, RData::Ptr(p.target(ip))))),
                 _ => Lookup::NoData,
             },
-            _ => Lookup::OutOfZone,
+            None => Lookup::OutOfZone,
         }
     }
 

@@ -125,6 +125,28 @@ mod tests {
     }
 }
 
+/// The address a full reverse-lookup name stands for, when `name` is exactly
+/// [`reverse`]'s form of it (lower case, no leading zeros): other spellings name nothing.
+pub fn unreverse(name: &[u8]) -> Option<std::net::IpAddr> {
+    let l = labels(name);
+    let ip: std::net::IpAddr = match l.as_slice() {
+        [d, c, b, a, in_addr, arpa] if *in_addr == b"in-addr" && *arpa == b"arpa" => {
+            let o = |x: &[u8]| std::str::from_utf8(x).ok()?.parse::<u8>().ok();
+            std::net::Ipv4Addr::new(o(a)?, o(b)?, o(c)?, o(d)?).into()
+        }
+        [nibbles @ .., ip6, arpa] if nibbles.len() == 32 && *ip6 == b"ip6" && *arpa == b"arpa" => {
+            let mut v = 0u128;
+            for n in nibbles.iter().rev() {
+                let [d] = n else { return None };
+                v = v << 4 | u128::from(char::from(*d).to_digit(16)?);
+            }
+            std::net::Ipv6Addr::from(v).into()
+        }
+        _ => return None,
+    };
+    (reverse(ip) == name).then_some(ip)
+}
+
 /// The reverse-lookup name of an address: `d.c.b.a.in-addr.arpa.` or the nibble form
 /// under `ip6.arpa.` (RFC 1035 §3.5, RFC 3596 §2.5).
 pub fn reverse(ip: std::net::IpAddr) -> Vec<u8> {
@@ -213,6 +235,23 @@ mod address_names {
         assert!(r6.starts_with(b"\x011\x010\x010"));
         assert!(r6.ends_with(b"\x01d\x01f\x03ip6\x04arpa\x00"));
         assert_eq!(labels(&r6).len(), 34);
+        for ip in ["10.96.0.1", "0.0.0.0", "fd00::1", "2001:db8::abcd:1"] {
+            let ip = ip.parse().unwrap();
+            assert_eq!(unreverse(&reverse(ip)), Some(ip));
+        }
+        for other in [
+            "01.0.96.10.in-addr.arpa",
+            "0.96.10.in-addr.arpa",
+            "256.0.96.10.in-addr.arpa",
+            "1.0.96.10.in-addr.arpa.example",
+            "1.0.ip6.arpa",
+        ] {
+            assert_eq!(
+                unreverse(&wire_from_dotted(other).unwrap()),
+                None,
+                "{other}"
+            );
+        }
         assert_eq!(dashed("10.1.2.3".parse().unwrap()), "10-1-2-3");
         assert_eq!(dashed("fd00::".parse().unwrap()), "fd00--0");
         assert_eq!(dashed("fd00::1".parse().unwrap()), "fd00--1");

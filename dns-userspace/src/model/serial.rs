@@ -3,7 +3,9 @@
 //! not depend on which daemon, or which path, gave them. It is a wrapping sum of one hash
 //! per owner, name and namespace, so a change to a few names updates it without a walk of
 //! the zone.
-use super::{RRSet, Records};
+use std::net::IpAddr;
+
+use super::{Ptrs, RRSet, Records};
 
 /// FNV-1a 64: stable across builds and platforms, unlike std's hasher.
 struct Fnv(u64);
@@ -47,12 +49,22 @@ pub(super) fn rrset(owner: &[u8], set: &RRSet) -> u64 {
         );
         h.eat(&s.target);
     }
-    h.eat(&(set.ptr.len() as u32).to_be_bytes());
-    set.ptr.iter().for_each(|p| h.eat(p));
     h.eat(&[u8::from(set.cname.is_some())]);
     set.cname.iter().for_each(|c| h.eat(c));
     h.eat(&(set.txt.len() as u32).to_be_bytes());
     set.txt.iter().for_each(|t| h.eat(t.as_bytes()));
+    h.finish()
+}
+
+/// An address's PTR records, hashed as their reverse name and targets.
+pub(super) fn ptrs(ip: IpAddr, ptrs: &Ptrs) -> u64 {
+    let mut h = Fnv::new(b'P');
+    h.eat(&super::name::reverse(ip));
+    for p in ptrs {
+        let target = p.target(ip);
+        h.eat(&(target.len() as u32).to_be_bytes());
+        h.eat(&target);
+    }
     h.finish()
 }
 
@@ -89,6 +101,9 @@ pub(super) fn sum(r: &Records) -> u64 {
     let mut s = base(r.cfg.ttl);
     for (owner, set) in r.rrsets.iter() {
         s = s.wrapping_add(rrset(owner, set));
+    }
+    for (ip, p) in r.reverse.iter() {
+        s = s.wrapping_add(ptrs(*ip, p));
     }
     for n in r.names.iter() {
         s = s.wrapping_add(name(n));

@@ -693,10 +693,10 @@ fn kernel_ptrs_are_the_single_ptr_reverse_names() {
         "a headless endpoint's PTR"
     );
     // A ClusterIP Service's endpoint has a PTR but no name: userspace answers it.
-    let ep = wire_from_dotted("5.1.1.10.in-addr.arpa").unwrap();
+    let ep: IpAddr = "10.1.1.5".parse().unwrap();
     assert_eq!(
-        z.rrset(&ep).map(|s| s.ptr.len()),
-        Some(1),
+        z.ptrs(ep).map(|p| p[0].target(ep)),
+        Some(wire_from_dotted("10-1-1-5.web.shop.svc.cluster.local").unwrap()),
         "the model answers it"
     );
     assert!(find("5.1.1.10.in-addr.arpa.").is_none());
@@ -733,10 +733,10 @@ fn kernel_ptrs_are_the_single_ptr_reverse_names() {
             .is_some_and(|s| !s.a.is_empty() || !s.aaaa.is_empty())
     };
     let single = z
-        .owners()
-        .filter(|o| {
-            z.rrset(o)
-                .is_some_and(|s| s.ptr.len() == 1 && addressed(&s.ptr[0]))
+        .reverse_addrs()
+        .filter(|ip| {
+            z.ptrs(*ip)
+                .is_some_and(|p| p.len() == 1 && addressed(&p[0].target(*ip)))
         })
         .count();
     let cnames = targets

@@ -42,7 +42,7 @@ fn ip(base: u8, n: usize) -> std::net::IpAddr {
 fn port(name: &str, port: u16) -> PortView {
     PortView {
         name: name.into(),
-        protocol: "TCP".into(),
+        protocol: "TCP",
         port,
     }
 }
@@ -53,20 +53,20 @@ fn service(i: usize, namespaces: usize, addr: u8) -> (ServiceView, SliceView) {
     let kind = if i.is_multiple_of(10) {
         ServiceKind::Headless
     } else {
-        ServiceKind::ClusterIp(vec![ip(addr, i)])
+        ServiceKind::ClusterIp(Box::new([ip(addr, i)]))
     };
     let svc = ServiceView {
-        namespace: ns.clone(),
-        name: name.clone(),
+        namespace: ns.as_str().into(),
+        name: name.as_str().into(),
         kind,
-        ports: vec![port("http", 80)],
+        ports: Box::new([port("http", 80)]),
         publish_not_ready: false,
         labels: Default::default(),
     };
     let slice = SliceView {
-        namespace: ns,
-        name: format!("{name}-abcde"),
-        service: name,
+        namespace: ns.into(),
+        name: format!("{name}-abcde").into(),
+        service: name.into(),
         endpoints: (0..5)
             .map(|j| EndpointView {
                 addresses: [ip(200, i * 5 + j)].into(),
@@ -75,7 +75,7 @@ fn service(i: usize, namespaces: usize, addr: u8) -> (ServiceView, SliceView) {
                 pod_name: Some(format!("svc-{i}-{j}").into()),
             })
             .collect(),
-        ports: vec![port("http", 8080)],
+        ports: Box::new([port("http", 8080)]),
     };
     (svc, slice)
 }
@@ -94,7 +94,7 @@ fn main() {
     let mut v = ClusterView::default();
     for k in 0..namespaces {
         v.namespaces.push(NamespaceView {
-            name: format!("ns-{k}"),
+            name: format!("ns-{k}").into(),
             labels: Default::default(),
         });
     }

@@ -68,7 +68,7 @@ fn services() -> ClusterView {
         namespace: ns.into(),
         name: name.into(),
         kind: ServiceKind::ClusterIp(ips.iter().map(|i| i.parse().unwrap()).collect()),
-        ports: vec![],
+        ports: Box::default(),
         publish_not_ready: false,
         labels: Default::default(),
     };
@@ -627,7 +627,7 @@ fn removed_records_are_no_longer_answered() {
     k.assert_answers(Hook::Xdp, &frame4(&q), &q, "before");
     let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
     let mut fewer = services();
-    fewer.services.retain(|s| s.name != "web");
+    fewer.services.retain(|s| &*s.name != "web");
     let zone = Records::build(&cfg, &fewer);
     let stats = k.maps.sync_records(&zone.kernel_records()).unwrap();
     assert_eq!((stats.deleted, stats.upserted), (1, 0));
@@ -946,10 +946,10 @@ fn pod_names_and_ptr_are_answered_in_the_kernel() {
     view.pods.push(PodView {
         namespace: "shop".into(),
         name: "web-1".into(),
-        ips: vec![
+        ips: Box::new([
             "10.244.1.5".parse().unwrap(),
             "fd00:244::5".parse().unwrap(),
-        ],
+        ]),
     });
     const NOERROR: Verdict = Verdict::Answered(0);
     const NXDOMAIN: Verdict = Verdict::Answered(3);
@@ -1099,7 +1099,7 @@ fn pod_names_and_ptr_are_answered_in_the_kernel() {
         namespace: "shop".into(),
         name: "legacy".into(),
         kind: ServiceKind::ExternalName("db.corp.local".into()),
-        ports: vec![],
+        ports: Box::default(),
         publish_not_ready: false,
         labels: Default::default(),
     });

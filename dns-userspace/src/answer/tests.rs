@@ -11,14 +11,14 @@ use crate::model::{
 
 fn zone() -> Records {
     let cfg = ZoneConfig::new("cluster.local", 30).unwrap();
-    let many = (0..100u8)
+    let many: Vec<std::net::IpAddr> = (0..100u8)
         .map(|i| format!("fd00::{i:x}").parse().unwrap())
         .collect();
     let svc = |name: &str, kind| ServiceView {
         namespace: "shop".into(),
         name: name.into(),
         kind,
-        ports: vec![],
+        ports: Box::default(),
         publish_not_ready: false,
         labels: Default::default(),
     };
@@ -26,12 +26,12 @@ fn zone() -> Records {
         services: vec![
             svc(
                 "web",
-                ServiceKind::ClusterIp(vec![
+                ServiceKind::ClusterIp(Box::new([
                     "10.96.1.2".parse().unwrap(),
                     "fd00::12".parse().unwrap(),
-                ]),
+                ])),
             ),
-            svc("many", ServiceKind::ClusterIp(many)),
+            svc("many", ServiceKind::ClusterIp(many.into())),
             svc(
                 "alias",
                 ServiceKind::ExternalName("web.shop.svc.cluster.local".into()),

@@ -24,7 +24,7 @@ pub(super) struct Part {
 
 /// Whether the zone serves a namespace (`--namespaces`, `--namespace-labels`).
 pub(super) fn serves_namespace(cfg: &ZoneConfig, ns: &NamespaceView) -> bool {
-    (cfg.namespaces.is_empty() || cfg.namespaces.contains(&ns.name))
+    (cfg.namespaces.is_empty() || cfg.namespaces.iter().any(|n| **n == *ns.name))
         && cfg.namespace_labels.matches(&ns.labels)
 }
 
@@ -54,11 +54,11 @@ pub(super) fn service_part(cfg: &ZoneConfig, svc: &ServiceView, slices: &[&Slice
 /// ([`super::live`]) is checked against.
 pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
     let mut b = Builder::new(cfg);
-    let namespaces: BTreeSet<String> = view
+    let namespaces: BTreeSet<&str> = view
         .namespaces
         .iter()
         .filter(|ns| serves_namespace(cfg, ns))
-        .map(|ns| ns.name.clone())
+        .map(|ns| &*ns.name)
         .collect();
     b.statics();
     for ns in &namespaces {
@@ -80,11 +80,11 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
     let mut services: Vec<&ServiceView> = view.services.iter().collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for svc in services {
-        if !namespaces.contains(&svc.namespace) {
+        if !namespaces.contains(&*svc.namespace) {
             continue;
         }
         let svc_slices = slices
-            .get(&(svc.namespace.as_str(), svc.name.as_str()))
+            .get(&(&*svc.namespace, &*svc.name))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         b.service(svc, svc_slices);
@@ -93,8 +93,8 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
     let pod_ips = if cfg.pods == PodMode::Verified {
         view.pods
             .iter()
-            .filter(|p| namespaces.contains(&p.namespace))
-            .flat_map(|p| p.ips.iter().map(move |ip| (p.namespace.clone(), *ip)))
+            .filter(|p| namespaces.contains(&*p.namespace))
+            .flat_map(|p| p.ips.iter().map(move |ip| (p.namespace.to_string(), *ip)))
             .collect()
     } else {
         imbl::OrdSet::new()
@@ -118,7 +118,7 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
             .collect(),
         reverse: ptrs.into_iter().collect(),
         names: names.into_iter().map(Name::from).collect(),
-        namespaces: namespaces.into_iter().collect(),
+        namespaces: namespaces.into_iter().map(str::to_owned).collect(),
         pod_ips,
     };
     r.serial = serial::of(&r);

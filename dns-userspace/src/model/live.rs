@@ -5,14 +5,14 @@
 //! (the property tests hold it to that), and says which names it touched so the kernel
 //! maps are written for those alone.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
 };
 
 use super::{
     build::{self, Part},
     name, serial,
-    view::{ClusterView, NamespaceView, PodView, ServiceView, SliceView},
+    view::{ClusterView, NamespaceView, PodView, ServiceView, SliceView, SmallVec, Str},
     Name, PodMode, Ptr, Ptrs, Records, ZoneConfig,
 };
 
@@ -46,7 +46,7 @@ impl ObjectKind {
 }
 
 /// (namespace, name); a Namespace's namespace is "".
-pub type Key = (String, String);
+pub type Key = (Str, Str);
 
 impl Object {
     pub fn kind(&self) -> ObjectKind {
@@ -62,7 +62,7 @@ impl Object {
         match self {
             Object::Service(s) => (s.namespace.clone(), s.name.clone()),
             Object::Slice(s) => (s.namespace.clone(), s.name.clone()),
-            Object::Namespace(n) => (String::new(), n.name.clone()),
+            Object::Namespace(n) => ("".into(), n.name.clone()),
             Object::Pod(p) => (p.namespace.clone(), p.name.clone()),
         }
     }
@@ -122,7 +122,7 @@ impl Touched {
 enum Unit {
     Static,
     Namespace(String),
-    Service(String, String),
+    Service(Str, Str),
 }
 
 /// Where a unit has records: a name in the zone, or an address's PTRs.
@@ -140,8 +140,10 @@ pub struct LiveZone {
     slices: BTreeMap<Key, SliceView>,
     /// (namespace, service) → its slices' names, sorted (a Service has one or a few: a
     /// vector, not a tree node per Service).
-    by_service: HashMap<Key, Vec<String>>,
-    namespaces: BTreeMap<String, NamespaceView>,
+    by_service: HashMap<Key, SmallVec<[Str; 1]>>,
+    namespaces: BTreeMap<Str, NamespaceView>,
+    /// Every namespace name seen (a few hundred): the one copy objects share.
+    namespace_names: HashSet<Str>,
     pods: BTreeMap<Key, PodView>,
     /// The owners each unit has records at (no copy of the records: a unit's part is
     /// computed again from the objects when a merge needs it).
@@ -176,6 +178,7 @@ impl LiveZone {
             slices: BTreeMap::new(),
             by_service: HashMap::new(),
             namespaces: BTreeMap::new(),
+            namespace_names: HashSet::new(),
             pods: BTreeMap::new(),
             unit_owners: HashMap::new(),
             unit_names: HashMap::new(),
@@ -219,14 +222,14 @@ impl LiveZone {
     /// A Service's cluster IPs and its ready endpoints' addresses (what
     /// `--accelerate-service` serves), sorted; none for a Service not held.
     pub fn service_addrs(&self, namespace: &str, name: &str) -> Vec<IpAddr> {
-        let key = (namespace.to_owned(), name.to_owned());
+        let key: Key = (namespace.into(), name.into());
         let mut out: Vec<IpAddr> = match self.services.get(&key).map(|s| &s.kind) {
-            Some(super::view::ServiceKind::ClusterIp(ips)) => ips.clone(),
+            Some(super::view::ServiceKind::ClusterIp(ips)) => ips.to_vec(),
             Some(_) => Vec::new(),
             None => return Vec::new(),
         };
         for slice in self.by_service.get(&key).into_iter().flatten() {
-            let Some(s) = self.slices.get(&(namespace.to_owned(), slice.clone())) else {
+            let Some(s) = self.slices.get(&(key.0.clone(), slice.clone())) else {
                 continue;
             };
             for ep in s.endpoints.iter().filter(|e| e.ready) {
@@ -288,7 +291,7 @@ impl LiveZone {
             ObjectKind::Namespace => self
                 .namespaces
                 .keys()
-                .map(|n| (String::new(), n.clone()))
+                .map(|n| ("".into(), n.clone()))
                 .collect(),
             ObjectKind::Pod => self.pods.keys().cloned().collect(),
         }
@@ -303,20 +306,60 @@ impl LiveZone {
     /// A namespace's served status may have changed: its names, Services and Pods follow.
     fn namespace_moved(&self, ns: &str, dirty: &mut BTreeSet<Unit>, pods: &mut BTreeSet<Key>) {
         dirty.insert(Unit::Namespace(ns.to_owned()));
-        let from = (ns.to_owned(), String::new());
+        let from: Key = (ns.into(), "".into());
         for (k, _) in self
             .services
             .range(from.clone()..)
-            .take_while(|(k, _)| k.0 == ns)
+            .take_while(|(k, _)| *k.0 == *ns)
         {
             dirty.insert(Unit::Service(k.0.clone(), k.1.clone()));
         }
-        for (k, _) in self.pods.range(from..).take_while(|(k, _)| k.0 == ns) {
+        for (k, _) in self.pods.range(from..).take_while(|(k, _)| *k.0 == *ns) {
             pods.insert(k.clone());
         }
     }
 
+    /// The held copy of a namespace's name (every object of a namespace shares one).
+    fn namespace_name(&mut self, ns: &Str) -> Str {
+        match self.namespace_names.get(ns) {
+            Some(held) => held.clone(),
+            None => {
+                self.namespace_names.insert(ns.clone());
+                ns.clone()
+            }
+        }
+    }
+
+    /// The object with its names shared with what the zone holds already.
+    fn shared(&mut self, o: Object) -> Object {
+        match o {
+            Object::Service(mut s) => {
+                s.namespace = self.namespace_name(&s.namespace);
+                Object::Service(s)
+            }
+            Object::Slice(mut s) => {
+                s.namespace = self.namespace_name(&s.namespace);
+                let svc = (s.namespace.clone(), s.service.clone());
+                if let Some((held, _)) = self.services.get_key_value(&svc) {
+                    s.service = held.1.clone();
+                } else if let Some((held, _)) = self.by_service.get_key_value(&svc) {
+                    s.service = held.1.clone();
+                }
+                Object::Slice(s)
+            }
+            Object::Pod(mut p) => {
+                p.namespace = self.namespace_name(&p.namespace);
+                Object::Pod(p)
+            }
+            Object::Namespace(mut n) => {
+                n.name = self.namespace_name(&n.name);
+                Object::Namespace(n)
+            }
+        }
+    }
+
     fn upsert(&mut self, o: Object, dirty: &mut BTreeSet<Unit>, pods: &mut BTreeSet<Key>) {
+        let o = self.shared(o);
         let key = o.key();
         match o {
             Object::Service(s) => {
@@ -349,7 +392,7 @@ impl LiveZone {
                 dirty.insert(Unit::Service(new_svc.0, new_svc.1));
             }
             Object::Namespace(n) => {
-                if self.namespaces.get(&key.1) == Some(&n) {
+                if self.namespaces.get(&*key.1) == Some(&n) {
                     return;
                 }
                 let was = self.served(&key.1);
@@ -369,7 +412,7 @@ impl LiveZone {
 
     fn unlink_slice(&mut self, svc: &Key, slice: &str) {
         if let Some(set) = self.by_service.get_mut(svc) {
-            set.retain(|s| s != slice);
+            set.retain(|s| **s != *slice);
             if set.is_empty() {
                 self.by_service.remove(svc);
             }
@@ -398,7 +441,7 @@ impl LiveZone {
             }
             ObjectKind::Namespace => {
                 let was = self.served(&key.1);
-                if self.namespaces.remove(&key.1).is_some() && was {
+                if self.namespaces.remove(&*key.1).is_some() && was {
                     self.namespace_moved(&key.1, dirty, pods);
                 }
             }
@@ -527,7 +570,7 @@ impl LiveZone {
                 .and_then(|i| std::str::from_utf8(labels[i]).ok())
         };
         (label(1)? == "svc").then_some(())?;
-        Some(Unit::Service(label(2)?.to_owned(), label(3)?.to_owned()))
+        Some(Unit::Service(label(2)?.into(), label(3)?.into()))
     }
 
     fn set_namespace_served(&mut self, ns: &str, served: bool, touched: &mut Touched) {
@@ -664,7 +707,11 @@ impl LiveZone {
     fn refresh_pod(&mut self, key: &Key, touched: &mut Touched) {
         let new: Vec<(String, IpAddr)> = match self.pods.get(key) {
             Some(p) if self.records.cfg.pods == PodMode::Verified && self.served(&p.namespace) => {
-                let mut v: Vec<_> = p.ips.iter().map(|ip| (p.namespace.clone(), *ip)).collect();
+                let mut v: Vec<_> = p
+                    .ips
+                    .iter()
+                    .map(|ip| (p.namespace.to_string(), *ip))
+                    .collect();
                 v.sort();
                 v.dedup();
                 v

@@ -52,7 +52,7 @@ fn ports() -> impl Strategy<Value = Vec<PortView>> {
         )
             .prop_map(|(n, p, port)| PortView {
                 name: n.into(),
-                protocol: p.into(),
+                protocol: p,
                 port,
             }),
         0..3,
@@ -61,7 +61,7 @@ fn ports() -> impl Strategy<Value = Vec<PortView>> {
 
 fn service() -> impl Strategy<Value = ServiceView> {
     let kind = prop_oneof![
-        prop::collection::vec(ip(), 0..3).prop_map(ServiceKind::ClusterIp),
+        prop::collection::vec(ip(), 0..3).prop_map(|v| ServiceKind::ClusterIp(v.into())),
         Just(ServiceKind::Headless),
         prop_oneof![
             Just("db.example.com"),
@@ -73,10 +73,10 @@ fn service() -> impl Strategy<Value = ServiceView> {
     ];
     (ns(), 0..4u8, kind, ports(), any::<bool>(), labels()).prop_map(
         |(namespace, n, kind, ports, publish_not_ready, labels)| ServiceView {
-            namespace,
-            name: format!("s{n}"),
+            namespace: namespace.into(),
+            name: format!("s{n}").into(),
             kind,
-            ports,
+            ports: ports.into(),
             publish_not_ready,
             labels,
         },
@@ -104,23 +104,26 @@ fn slice() -> impl Strategy<Value = SliceView> {
         ports(),
     )
         .prop_map(|(namespace, n, svc, endpoints, ports)| SliceView {
-            namespace,
-            name: format!("e{n}"),
-            service: format!("s{svc}"),
-            endpoints,
-            ports,
+            namespace: namespace.into(),
+            name: format!("e{n}").into(),
+            service: format!("s{svc}").into(),
+            endpoints: endpoints.into(),
+            ports: ports.into(),
         })
 }
 
 fn namespace() -> impl Strategy<Value = NamespaceView> {
-    (ns(), labels()).prop_map(|(name, labels)| NamespaceView { name, labels })
+    (ns(), labels()).prop_map(|(name, labels)| NamespaceView {
+        name: name.into(),
+        labels,
+    })
 }
 
 fn pod() -> impl Strategy<Value = PodView> {
     (ns(), 0..3u8, prop::collection::vec(ip(), 0..2)).prop_map(|(namespace, n, ips)| PodView {
-        namespace,
-        name: format!("p{n}"),
-        ips,
+        namespace: namespace.into(),
+        name: format!("p{n}").into(),
+        ips: ips.into(),
     })
 }
 
@@ -153,7 +156,7 @@ fn change() -> impl Strategy<Value = Change> {
                 ObjectKind::Namespace => NAMESPACES[n as usize % 3].to_owned(),
             };
             let ns = if k == ObjectKind::Namespace { String::new() } else { ns };
-            Change::Delete(k, (ns, name))
+            Change::Delete(k, (ns.into(), name.into()))
         }),
         1 => (kind(), prop::collection::vec(object(), 0..6)).prop_map(|(k, objs)| {
             Change::Relist(k, objs.into_iter().filter(|o| o.kind() == k).collect())
@@ -342,7 +345,7 @@ fn a_service_turning_headless_moves_its_endpoint_ptrs_into_the_kernel() {
         namespace: "a".into(),
         name: "s0".into(),
         kind,
-        ports: vec![],
+        ports: Box::default(),
         publish_not_ready: false,
         labels: Labels::new(),
     };
@@ -350,13 +353,13 @@ fn a_service_turning_headless_moves_its_endpoint_ptrs_into_the_kernel() {
         namespace: "a".into(),
         name: "e0".into(),
         service: "s0".into(),
-        endpoints: vec![EndpointView {
+        endpoints: Box::new([EndpointView {
             addresses: vec!["10.0.0.5".parse().unwrap()].into(),
             hostname: None,
             ready: true,
             pod_name: None,
-        }],
-        ports: vec![],
+        }]),
+        ports: Box::default(),
     };
     let ns = NamespaceView {
         name: "a".into(),
@@ -366,7 +369,7 @@ fn a_service_turning_headless_moves_its_endpoint_ptrs_into_the_kernel() {
     let mut live = LiveZone::new(&cfg);
     live.set_synced();
     let mut kernel = Kernel::start(live.records());
-    let cluster_ip = ServiceKind::ClusterIp(vec!["10.96.0.5".parse().unwrap()]);
+    let cluster_ip = ServiceKind::ClusterIp(Box::new(["10.96.0.5".parse().unwrap()]));
     for (step, kind) in [cluster_ip.clone(), ServiceKind::Headless, cluster_ip]
         .into_iter()
         .enumerate()

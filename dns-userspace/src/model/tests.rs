@@ -19,10 +19,10 @@ fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceView {
     }
 }
 
-fn port(name: &str, protocol: &str, port: u16) -> PortView {
+fn port(name: &str, protocol: &'static str, port: u16) -> PortView {
     PortView {
         name: name.into(),
-        protocol: protocol.into(),
+        protocol,
         port,
     }
 }
@@ -32,7 +32,7 @@ fn svc(ns: &str, name: &str, kind: ServiceKind, ports: Vec<PortView>) -> Service
         namespace: ns.into(),
         name: name.into(),
         kind,
-        ports,
+        ports: ports.into(),
         publish_not_ready: false,
         labels: Default::default(),
     }
@@ -62,8 +62,8 @@ fn slice(
         namespace: ns.into(),
         name: name.into(),
         service: service.into(),
-        endpoints,
-        ports,
+        endpoints: endpoints.into(),
+        ports: ports.into(),
     }
 }
 
@@ -73,7 +73,7 @@ fn cluster() -> ClusterView {
     let mut labelled = svc(
         "shop",
         "labelled",
-        ServiceKind::ClusterIp(ips(&["10.96.12.30"])),
+        ServiceKind::ClusterIp(ips(&["10.96.12.30"]).into()),
         vec![],
     );
     labelled.labels.insert("tier".into(), "internal".into());
@@ -88,13 +88,13 @@ fn cluster() -> ClusterView {
             svc(
                 "default",
                 "kubernetes",
-                ServiceKind::ClusterIp(ips(&["10.96.0.1"])),
+                ServiceKind::ClusterIp(ips(&["10.96.0.1"]).into()),
                 vec![port("https", "TCP", 443)],
             ),
             svc(
                 "shop",
                 "web",
-                ServiceKind::ClusterIp(ips(&["10.96.12.7", "fd00:10:96::c07"])),
+                ServiceKind::ClusterIp(ips(&["10.96.12.7", "fd00:10:96::c07"]).into()),
                 vec![
                     port("http", "TCP", 80),
                     port("", "TCP", 8080),
@@ -134,11 +134,16 @@ fn cluster() -> ClusterView {
             svc("shop", "empty", ServiceKind::Headless, vec![]),
             notready,
             labelled,
-            svc("shop", "pending", ServiceKind::ClusterIp(vec![]), vec![]),
+            svc(
+                "shop",
+                "pending",
+                ServiceKind::ClusterIp(Box::default()),
+                vec![],
+            ),
             svc(
                 "ghost",
                 "orphan",
-                ServiceKind::ClusterIp(ips(&["10.96.99.1"])),
+                ServiceKind::ClusterIp(ips(&["10.96.99.1"]).into()),
                 vec![],
             ),
         ],
@@ -189,7 +194,7 @@ fn cluster() -> ClusterView {
         pods: vec![PodView {
             namespace: "shop".into(),
             name: "p1".into(),
-            ips: ips(&["10.1.0.20", "fd00::20"]),
+            ips: ips(&["10.1.0.20", "fd00::20"]).into(),
         }],
     }
 }
@@ -594,7 +599,7 @@ fn serial_follows_content_only() {
     let a = Records::build(&cfg(), &cluster());
     let b = Records::build(&cfg(), &cluster());
     let mut changed = cluster();
-    changed.services[0].kind = ServiceKind::ClusterIp(ips(&["10.96.0.2"]));
+    changed.services[0].kind = ServiceKind::ClusterIp(ips(&["10.96.0.2"]).into());
     let c = Records::build(&cfg(), &changed);
     assert_eq!(a.serial, b.serial);
     assert_ne!(a.serial, c.serial);
@@ -611,7 +616,7 @@ fn kernel_pod_maps_follow_the_pods_mode() {
     view.pods.push(PodView {
         namespace: "shop".into(),
         name: "web-1".into(),
-        ips: ips(&["10.244.1.5", "fd00:244::5"]),
+        ips: ips(&["10.244.1.5", "fd00:244::5"]).into(),
     });
     let ns_names = |keys: &std::collections::BTreeSet<dns_common::PodKey>| -> Vec<String> {
         keys.iter()
@@ -658,7 +663,7 @@ fn kernel_pod_maps_follow_the_pods_mode() {
                         IpAddr::V4(v4) => dns_common::ServiceAddr::v4(v4.octets()),
                         IpAddr::V6(v6) => dns_common::ServiceAddr::v6(v6.octets()),
                     };
-                    (p.namespace.clone(), addr.addr)
+                    (p.namespace.to_string(), addr.addr)
                 })
                 .collect();
             want.sort();

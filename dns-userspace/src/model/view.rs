@@ -1,10 +1,15 @@
 //! The cluster as the record model sees it: Kubernetes objects trimmed on arrival to the
 //! fields DNS needs. Sources (API reflectors, manifest files) produce these.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 pub use smallvec::SmallVec;
 
 pub type Labels = BTreeMap<String, String>;
+
+/// A namespace or object name. Shared, not copied: the zone keys its maps by the same
+/// allocation the view holds, and every object of a namespace shares its name (a node
+/// holds every Service and EndpointSlice of the cluster).
+pub type Str = Arc<str>;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
@@ -17,10 +22,10 @@ pub struct ClusterView {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Str,
+    pub name: Str,
     pub kind: ServiceKind,
-    pub ports: Vec<PortView>,
+    pub ports: Box<[PortView]>,
     pub publish_not_ready: bool,
     pub labels: Labels,
 }
@@ -28,7 +33,7 @@ pub struct ServiceView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
     /// Allocated cluster IPs, in `spec.clusterIPs` order (empty until allocated).
-    ClusterIp(Vec<IpAddr>),
+    ClusterIp(Box<[IpAddr]>),
     /// `clusterIP: None`: records come from the endpoints.
     Headless,
     ExternalName(String),
@@ -37,20 +42,20 @@ pub enum ServiceKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortView {
     /// Empty for an unnamed port, which gets no SRV record.
-    pub name: String,
-    /// `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
+    pub name: Box<str>,
+    /// `TCP`, `UDP` or `SCTP`: one of the three, not a copy per port.
+    pub protocol: &'static str,
     pub port: u16,
 }
 
 /// One EndpointSlice, keyed to its service by the `kubernetes.io/service-name` label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SliceView {
-    pub namespace: String,
-    pub name: String,
-    pub service: String,
-    pub endpoints: Vec<EndpointView>,
-    pub ports: Vec<PortView>,
+    pub namespace: Str,
+    pub name: Str,
+    pub service: Str,
+    pub endpoints: Box<[EndpointView]>,
+    pub ports: Box<[PortView]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,13 +72,13 @@ pub struct EndpointView {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceView {
-    pub name: String,
+    pub name: Str,
     pub labels: Labels,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodView {
-    pub namespace: String,
-    pub name: String,
-    pub ips: Vec<IpAddr>,
+    pub namespace: Str,
+    pub name: Str,
+    pub ips: Box<[IpAddr]>,
 }

@@ -8,7 +8,8 @@ use super::objects::{EndpointSlice, Namespace, Pod, Service};
 
 use crate::model::{
     view::{
-        EndpointView, Labels, NamespaceView, PodView, PortView, ServiceKind, ServiceView, SliceView,
+        EndpointView, Labels, NamespaceView, PodView, PortView, ServiceKind, ServiceView,
+        SliceView, Str,
     },
     ZoneConfig,
 };
@@ -62,12 +63,6 @@ fn kept(labels: Option<&Labels>, keys: &Option<BTreeSet<String>>) -> Labels {
         .collect()
 }
 
-/// A vector that holds no spare capacity: views live as long as their objects.
-fn tight<T>(mut v: Vec<T>) -> Vec<T> {
-    v.shrink_to_fit();
-    v
-}
-
 fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
@@ -100,15 +95,15 @@ pub fn check_label(field: &str, s: &str) -> Result<(), FieldError> {
 
 fn name_and_namespace(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Result<(String, String), FieldError> {
+) -> Result<(Str, Str), FieldError> {
     let name = meta
         .name
-        .clone()
+        .as_deref()
         .ok_or_else(|| bad("metadata.name", "missing"))?;
     // `kubectl apply` puts an object without a namespace in `default`.
-    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    check_label("metadata.namespace", &namespace)?;
-    Ok((name, namespace))
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    check_label("metadata.namespace", namespace)?;
+    Ok((name.into(), namespace.into()))
 }
 
 fn port(
@@ -117,9 +112,18 @@ fn port(
     protocol: Option<&String>,
     port: i32,
 ) -> Result<PortView, FieldError> {
+    let protocol = match protocol.map(String::as_str) {
+        None | Some("TCP") => "TCP",
+        Some("UDP") => "UDP",
+        Some("SCTP") => "SCTP",
+        Some(other) => {
+            let field = field.replace(".port", ".protocol");
+            return Err(bad(field, format!("`{other}` is not TCP, UDP or SCTP")));
+        }
+    };
     Ok(PortView {
-        name: name.cloned().unwrap_or_default(),
-        protocol: protocol.cloned().unwrap_or_else(|| "TCP".into()),
+        name: name.map_or_else(Box::default, |n| n.as_str().into()),
+        protocol,
         port: u16::try_from(port).map_err(|_| bad(field, format!("port {port} out of range")))?,
     })
 }
@@ -147,7 +151,7 @@ pub fn service(svc: &Service, keys: &Keep) -> Result<ServiceView, FieldError> {
                 ips.push(ip(format!("{field}[{n}]"), s)?);
             }
         }
-        ServiceKind::ClusterIp(tight(ips))
+        ServiceKind::ClusterIp(ips.into())
     };
     let ports = spec
         .ports
@@ -167,7 +171,7 @@ pub fn service(svc: &Service, keys: &Keep) -> Result<ServiceView, FieldError> {
         namespace,
         name,
         kind,
-        ports: tight(ports),
+        ports,
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
         labels: kept(svc.metadata.labels.as_ref(), &keys.services),
     })
@@ -181,7 +185,7 @@ pub fn slice(s: &EndpointSlice, keep: &Keep) -> Result<Option<SliceView>, FieldE
         .labels
         .as_ref()
         .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        .cloned()
+        .map(|s| Str::from(s.as_str()))
     else {
         return Ok(None);
     };
@@ -225,8 +229,8 @@ pub fn slice(s: &EndpointSlice, keep: &Keep) -> Result<Option<SliceView>, FieldE
         namespace,
         name,
         service,
-        endpoints: tight(endpoints),
-        ports: tight(ports),
+        endpoints: endpoints.into(),
+        ports: ports.into(),
     }))
 }
 
@@ -234,11 +238,11 @@ pub fn namespace(ns: &Namespace, keys: &Keep) -> Result<NamespaceView, FieldErro
     let name = ns
         .metadata
         .name
-        .clone()
+        .as_deref()
         .ok_or_else(|| bad("metadata.name", "missing"))?;
-    check_label("metadata.name", &name)?;
+    check_label("metadata.name", name)?;
     Ok(NamespaceView {
-        name,
+        name: name.into(),
         labels: kept(ns.metadata.labels.as_ref(), &keys.namespaces),
     })
 }
@@ -262,6 +266,6 @@ pub fn pod(p: &Pod) -> Result<PodView, FieldError> {
     Ok(PodView {
         namespace,
         name,
-        ips: tight(ips),
+        ips: ips.into(),
     })
 }

@@ -229,7 +229,7 @@ fn key_of<K: Resource>(kind: ObjectKind, obj: &K) -> Key {
     } else {
         obj.namespace().unwrap_or_default()
     };
-    (ns, obj.name_any())
+    (ns.into(), obj.name_any().into())
 }
 
 /// Objects the model cannot use are skipped and logged (the API server validated them, so

@@ -14,7 +14,7 @@ use super::{
     convert::{self, FieldError, Keep},
     objects::{EndpointSlice, Namespace, Pod, Service},
 };
-use crate::model::view::{ClusterView, NamespaceView};
+use crate::model::view::{ClusterView, NamespaceView, Str};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,8 +59,8 @@ pub fn load_dir_keeping(dir: &Path, keys: &Keep) -> Result<ClusterView> {
         })?;
         parse_keeping(&path, &text, keys, &mut view)?;
     }
-    let declared: BTreeSet<String> = view.namespaces.iter().map(|n| n.name.clone()).collect();
-    let used: BTreeSet<String> = view
+    let declared: BTreeSet<Str> = view.namespaces.iter().map(|n| n.name.clone()).collect();
+    let used: BTreeSet<Str> = view
         .services
         .iter()
         .map(|s| s.namespace.clone())
@@ -224,12 +224,12 @@ mod tests {
         .expect("parses");
         assert_eq!(
             v.services[0].kind,
-            ServiceKind::ClusterIp(ips(&["10.96.1.2", "fd00::12"]))
+            ServiceKind::ClusterIp(ips(&["10.96.1.2", "fd00::12"]).into())
         );
         assert_eq!(
             (
-                v.services[0].ports[0].name.as_str(),
-                v.services[0].ports[0].protocol.as_str(),
+                &*v.services[0].ports[0].name,
+                v.services[0].ports[0].protocol,
                 v.services[0].ports[0].port
             ),
             ("http", "TCP", 80)
@@ -240,7 +240,7 @@ mod tests {
         );
         assert_eq!(
             (
-                v.services[1].namespace.as_str(),
+                &*v.services[1].namespace,
                 &v.services[1].kind,
                 v.services[1].publish_not_ready
             ),
@@ -270,7 +270,7 @@ mod tests {
             "a slice without a service label is skipped"
         );
         let s = &v.slices[0];
-        assert_eq!((s.service.as_str(), s.ports[0].port), ("db", 5432));
+        assert_eq!((&*s.service, s.ports[0].port), ("db", 5432));
         assert_eq!(
             s.endpoints.iter().map(|e| e.ready).collect::<Vec<_>>(),
             [true, false, true],
@@ -281,7 +281,7 @@ mod tests {
             v.namespaces[0].labels.get("team").map(String::as_str),
             Some("a")
         );
-        assert_eq!(v.pods[0].ips, ips(&["10.1.0.20", "fd00::20"]));
+        assert_eq!(*v.pods[0].ips, *ips(&["10.1.0.20", "fd00::20"]));
     }
 
     #[test]
@@ -325,7 +325,7 @@ mod tests {
         .unwrap();
         fs::write(dir.join("notes.txt"), "ignored").unwrap();
         let v = load_dir(&dir).unwrap();
-        let names: Vec<&str> = v.namespaces.iter().map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> = v.namespaces.iter().map(|n| &*n.name).collect();
         assert_eq!(names, ["x", "y"]);
         fs::remove_dir_all(&dir).unwrap();
     }

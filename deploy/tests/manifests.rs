@@ -46,22 +46,30 @@ struct Mode {
     daemonset: DaemonSet,
     configmap: ConfigMap,
     service: Service,
+    /// Node-local's `kube-dns-upstream`.
+    upstream: Option<Service>,
 }
 
 fn mode(file: &str) -> Mode {
-    let (mut ds, mut cm, mut svc) = (None, None, None);
+    let (mut ds, mut cm, mut svcs) = (None, None, Vec::new());
     for v in documents(file) {
         match v["kind"].as_str() {
             Some("DaemonSet") => ds = Some(typed::<DaemonSet>(file, &v)),
             Some("ConfigMap") => cm = Some(typed::<ConfigMap>(file, &v)),
-            Some("Service") => svc = Some(typed::<Service>(file, &v)),
+            Some("Service") => svcs.push(typed::<Service>(file, &v)),
             other => panic!("{file}: unexpected kind {other:?}"),
         }
     }
+    let named = |n: &str| {
+        svcs.iter()
+            .find(|s| s.metadata.name.as_deref() == Some(n))
+            .cloned()
+    };
     Mode {
         daemonset: ds.expect("a DaemonSet"),
         configmap: cm.expect("a ConfigMap"),
-        service: svc.expect("a metrics Service"),
+        service: named("xdns-metrics").expect("a metrics Service"),
+        upstream: named("kube-dns-upstream"),
     }
 }
 
@@ -191,6 +199,28 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
                 .unwrap()
                 .contains(&"169.254.20.10".parse().unwrap()));
             assert_eq!(node.notrack, Some(true));
+            // Names outside the zone go to CoreDNS through the Service the file ships (as
+            // NodeLocal DNSCache does), so a customised Corefile keeps applying to them.
+            let fwd = conf.forward.unwrap();
+            let svc = fwd.upstream_service.unwrap();
+            assert_eq!(
+                (svc.namespace.as_str(), svc.name.as_str()),
+                ("kube-system", "kube-dns-upstream")
+            );
+            let up = m
+                .upstream
+                .clone()
+                .expect("the kube-dns-upstream Service")
+                .spec
+                .unwrap();
+            assert_eq!(up.selector.unwrap()["k8s-app"], "kube-dns");
+            let ports: Vec<(i32, Option<String>)> = up
+                .ports
+                .unwrap()
+                .iter()
+                .map(|p| (p.port, p.protocol.clone()))
+                .collect();
+            assert_eq!(ports, [(53, Some("UDP".into())), (53, Some("TCP".into()))]);
         }
         let port = &m.service.spec.unwrap().ports.unwrap()[0];
         assert_eq!(port.port, 9153);

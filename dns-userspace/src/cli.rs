@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use dns_userspace::{
-    answer::resolve::Resolver,
+    answer::{resolve::Resolver, server::Swap},
     config::{self, FileConfig, ServiceRef},
     dataplane::attach::AttachMode,
     forward::{cache, exchange, stubs, Cache, Forwarder, Policy, Upstreams},
@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// /etc/resolv.conf`).
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// Forward names outside the zone to this Service's ready endpoints (NAMESPACE/NAME;
+    /// NodeLocal DNSCache's `kube-system/kube-dns-upstream`), following them as they
+    /// change; the upstreams above while it has none.
+    #[arg(long = "upstream-service", value_parser = ServiceRef::parse)]
+    pub upstream_service: Option<ServiceRef>,
     /// A stub domain: names under DOMAIN go to these upstreams (DOMAIN=IP[:PORT],...;
     /// repeatable).
     #[arg(long = "stub")]
@@ -184,8 +189,9 @@ pub struct RunArgs {
     /// behind it. Refreshed six times per period.
     #[arg(long, default_value_t = 60)]
     pub stale_after: u64,
-    /// Leave NXDOMAIN to userspace: the kernel answers only names that exist (for
-    /// comparisons; the kernel's NXDOMAIN is byte for byte userspace's).
+    /// Leave NXDOMAIN to the server behind: the kernel answers only names that exist (for
+    /// comparisons, or in accelerator mode to let records a Corefile adds inside the zone
+    /// through; the kernel's NXDOMAIN is byte for byte userspace's).
     #[arg(long)]
     pub no_kernel_nxdomain: bool,
     /// Serve from userspace only: load no kernel program.
@@ -267,8 +273,7 @@ impl RunArgs {
             force_tcp: self.force_tcp,
             prefer_udp: self.prefer_udp,
         };
-        let forwarder =
-            Arc::new(Forwarder::new(upstreams, options()).with_metrics(metrics.clone()));
+        let forwarder = Forwarder::new(upstreams, options()).with_metrics(metrics.clone());
         let mut stub_forwarders = Vec::new();
         for s in stub_list {
             tracing::info!(domain = ?s.domain, upstreams = ?s.upstreams, "stub domain");
@@ -286,7 +291,8 @@ impl RunArgs {
             prefetch_percent: self.prefetch_percent,
         });
         Ok(Some(Resolver {
-            forwarder,
+            forwarder: Swap::new(forwarder),
+            options: options(),
             stubs: stub_forwarders,
             cache,
             loadbalance: !self.no_loadbalance,
@@ -357,6 +363,9 @@ impl RunArgs {
                         a.upstreams.push(t.clone());
                     }
                 }
+            }
+            if let Some(s) = &fw.upstream_service {
+                a.upstream_service = Some(s.clone());
             }
             set(&mut a.policy, &fw.policy);
             set(&mut a.max_concurrent, &fw.max_concurrent);
@@ -441,6 +450,7 @@ impl RunArgs {
             "{:?}",
             (
                 (self.no_forward, &self.upstreams, &self.resolv_conf),
+                &self.upstream_service,
                 (&self.stubs, &self.kube_dns_configmap),
                 self.policy,
                 self.max_concurrent,

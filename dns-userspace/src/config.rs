@@ -50,6 +50,9 @@ pub struct Forward {
     pub enabled: Option<bool>,
     /// Upstreams: `IP`, `IP:port`, or a resolv.conf path whose nameservers are used.
     pub to: Option<Vec<String>>,
+    /// `namespace/name` of a Service whose ready endpoints are the upstreams while it has
+    /// any (`to` otherwise).
+    pub upstream_service: Option<ServiceRef>,
     pub policy: Option<Policy>,
     pub max_concurrent: Option<usize>,
     pub force_tcp: Option<bool>,

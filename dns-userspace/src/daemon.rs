@@ -18,7 +18,7 @@ use dns_userspace::{
         links::Outcome,
         snapshot::Held,
     },
-    forward::loopdetect::LoopProbe,
+    forward::{loopdetect::LoopProbe, upstreams::MAX_UPSTREAMS, Upstreams},
     model::{
         live::{LiveZone, Touched},
         PodMode, Records, ZoneConfig,
@@ -225,6 +225,48 @@ fn sync_served(
             *last = addrs;
         }
         Err(e) => tracing::error!(error = %e, "writing the served addresses"),
+    }
+}
+
+/// `--upstream-service`: its ready endpoints are the upstreams while it has any, the
+/// configured ones (resolv.conf) otherwise; said in the log, changed only on a change.
+/// `last` is what was set (`None`: nothing yet, or a new resolver).
+fn sync_upstreams(
+    args: &RunArgs,
+    live: &LiveZone,
+    handler: &server::Handler,
+    last: &mut Option<Vec<SocketAddr>>,
+) {
+    let (Some(svc), Some(resolver)) = (
+        &args.upstream_service,
+        handler.resolver.get().as_ref().clone(),
+    ) else {
+        return;
+    };
+    let mut endpoints = live.service_endpoints(&svc.namespace, &svc.name);
+    if last.as_ref() == Some(&endpoints) {
+        return;
+    }
+    *last = Some(endpoints.clone());
+    let service = format!("{}/{}", svc.namespace, svc.name);
+    if endpoints.is_empty() {
+        match args.upstream_list() {
+            Ok(u) => {
+                tracing::warn!(%service, upstreams = ?u.0, "the upstream Service has no ready endpoint; forwarding to the configured upstreams");
+                resolver.set_upstreams(u);
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "no upstream to fall back to"),
+        }
+        return;
+    }
+    if endpoints.len() > MAX_UPSTREAMS {
+        tracing::warn!(%service, endpoints = endpoints.len(), "forwarding to the first {MAX_UPSTREAMS} endpoints only");
+        endpoints.truncate(MAX_UPSTREAMS);
+    }
+    tracing::info!(%service, upstreams = ?endpoints, "forwarding to the upstream Service's endpoints");
+    match Upstreams::new(endpoints) {
+        Ok(u) => resolver.set_upstreams(u),
+        Err(e) => tracing::error!(error = %e, "upstream Service endpoints"),
     }
 }
 
@@ -483,7 +525,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
     }
 
     if let (Some(r), Some(p), false) = (&resolver, &probe, args.listen.is_empty()) {
-        if p.run(&r.forwarder).await {
+        if p.run(&r.forwarder.get()).await {
             bail!(
                 "forwarding loop: a query sent to the upstreams came back to this server; \
                  an upstream forwards to us (check --upstream / {})",
@@ -530,6 +572,8 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
     sinks.publish_full(&zone, kernel.as_mut(), &live);
     let mut served = Vec::new();
     sync_served(&args, &live, kernel.as_mut(), &mut served);
+    let mut upstreams = None;
+    sync_upstreams(&args, &live, &handler, &mut upstreams);
     release_freed_memory();
     // The kernel path goes on (or takes over from the last daemon's program) only once its
     // maps hold the whole zone.
@@ -620,7 +664,13 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                     continue;
                 }
                 config_stamp = stamp;
+                let forwarding = running.forwarding();
                 if let Some(new_cfg) = reload(&flags, &mut running, &handler, &metrics) {
+                    if running.forwarding() != forwarding {
+                        // A new resolver starts from the configured upstreams.
+                        upstreams = None;
+                        sync_upstreams(&running, &live, &handler, &mut upstreams);
+                    }
                     if new_cfg != cfg {
                         if Keep::of(&new_cfg) != Keep::of(&cfg) {
                             // The objects held lack fields the new config reads (labels, pod
@@ -681,6 +731,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
             if !touched.is_empty() {
                 sinks.publish(&zone, kernel.as_mut(), &live, &touched);
                 sync_served(&args, &live, kernel.as_mut(), &mut served);
+                sync_upstreams(&running, &live, &handler, &mut upstreams);
             }
             let since_event = batch.seen.elapsed();
             // The bench reads this line: event arrival to every sink written.

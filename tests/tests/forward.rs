@@ -710,3 +710,63 @@ fn external_names_resolve_to_their_targets_addresses() {
     );
     assert!(glibc.starts_with("192.0.2.10"), "getent ahostsv4: {glibc}");
 }
+
+/// `--upstream-service` (NodeLocal DNSCache's `kube-dns-upstream`): names outside the zone
+/// go to the Service's ready endpoints at their slice's port, follow them as they change,
+/// and fall back to the configured upstreams while there are none.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn an_upstream_service_is_forwarded_to_while_it_has_endpoints() {
+    let Some(f) = fixture("upsvc") else { return };
+    let dir = f.dir.join("manifests");
+    fs::create_dir_all(&dir).unwrap();
+    let slice = |endpoints: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-dns-upstream, namespace: kube-system}}\n\
+             spec: {{clusterIP: 10.96.0.11, ports: [{{name: dns, port: 53, protocol: UDP}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: kube-dns-upstream-x, namespace: kube-system,\n  \
+             labels: {{kubernetes.io/service-name: kube-dns-upstream}}}}\n\
+             addressType: IPv4\nendpoints: [{endpoints}]\n\
+             ports: [{{name: dns-tcp, port: 5300, protocol: TCP}}, {{name: dns, port: 5353, protocol: UDP}}]\n"
+        )
+    };
+    let ready = "{addresses: [10.2.0.2], conditions: {ready: true}}";
+    fs::write(dir.join("upstream.yaml"), slice(ready)).unwrap();
+    let _main = Knot::start(&f.up, &f.dir);
+    let _alt = Knot::start_on(&f.up, &f.dir, 5353);
+    for port in ["53", "5353"] {
+        eventually(Duration::from_secs(10), "NOERROR".to_string(), || {
+            dig_status(&f.up, "10.2.0.2", &["-p", port, "www.example.test"])
+        });
+    }
+    let mut args = f.args(&["--upstream-service", "kube-system/kube-dns-upstream"]);
+    let at = args.iter().position(|a| a == "--manifests").unwrap();
+    args[at + 1] = dir.display().to_string();
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    // Which upstream a fresh name (never cached) reached.
+    let mut n = 0;
+    let mut reached = || {
+        n += 1;
+        let (main0, alt0) = (upstream_queries(&f.up), alt_queries(&f.up));
+        let answer = dig(f.pod(), SVC4, &[&format!("q{n}.example.test"), "+short"]);
+        assert_eq!(answer, "", "NXDOMAIN from the upstream");
+        match (upstream_queries(&f.up) > main0, alt_queries(&f.up) > alt0) {
+            (false, true) => "endpoint",
+            (true, false) => "configured",
+            other => panic!("reached {other:?}"),
+        }
+    };
+    eventually(Duration::from_secs(10), "endpoint", &mut reached);
+    assert_eq!(
+        dig(f.pod(), SVC4, &["www.example.test", "+short"]),
+        "192.0.2.10"
+    );
+    // No ready endpoint: the configured upstream (port 53).
+    let not_ready = "{addresses: [10.2.0.2], conditions: {ready: false}}";
+    fs::write(dir.join("upstream.yaml"), slice(not_ready)).unwrap();
+    eventually(Duration::from_secs(10), "configured", &mut reached);
+    // Back: the endpoint again.
+    fs::write(dir.join("upstream.yaml"), slice(ready)).unwrap();
+    eventually(Duration::from_secs(10), "endpoint", &mut reached);
+}

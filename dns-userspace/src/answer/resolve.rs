@@ -4,14 +4,20 @@ use std::{sync::Arc, time::Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
-use super::{encode, random_start, rotate_addresses, wire_lower, Chase, Transport, EDNS_PAYLOAD};
+use super::{
+    encode, random_start, rotate_addresses, server::Swap, wire_lower, Chase, Transport,
+    EDNS_PAYLOAD,
+};
 use crate::{
-    forward::{cache::Key, stubs, Cache, ForwardError, Forwarder},
+    forward::{cache::Key, exchange, stubs, Cache, ForwardError, Forwarder, Upstreams},
     ops::metrics::Metrics,
 };
 
 pub struct Resolver {
-    pub forwarder: Arc<Forwarder>,
+    /// Replaced whole when the upstreams change (`--upstream-service`); the cache stays.
+    pub forwarder: Swap<Forwarder>,
+    /// What a forwarder for new upstreams is made with.
+    pub options: exchange::Options,
     /// Stub domains (lower-case wire name → its forwarder), most specific wins.
     pub stubs: Vec<(Vec<u8>, Arc<Forwarder>)>,
     pub cache: Cache,
@@ -82,7 +88,7 @@ impl Resolver {
                 Ok(hit.msg)
             }
             None => match stubs::pick(&self.stubs, &key.name)
-                .unwrap_or(&self.forwarder)
+                .unwrap_or(&self.forwarder.get())
                 .as_ref()
                 .exchange(&query)
                 .await
@@ -147,7 +153,7 @@ impl Resolver {
     fn prefetch(self: Arc<Self>, key: Key, query: Message) {
         tokio::spawn(async move {
             let f = stubs::pick(&self.stubs, &key.name)
-                .unwrap_or(&self.forwarder)
+                .unwrap_or(&self.forwarder.get())
                 .clone();
             match f.exchange(&query).await {
                 Ok(m) => {
@@ -159,8 +165,19 @@ impl Resolver {
     }
 
     /// Starts the health checks of every forwarder.
+    /// Forwards to `upstreams` from now on; answers cached so far stay.
+    pub fn set_upstreams(&self, upstreams: Upstreams) {
+        let f = Forwarder::new(upstreams, self.options.clone()).with_metrics(self.metrics.clone());
+        self.forwarder.set(f);
+        tokio::spawn(Forwarder::health_checks(Arc::downgrade(
+            &self.forwarder.get(),
+        )));
+    }
+
     pub fn spawn_health_checks(&self) {
-        tokio::spawn(Forwarder::health_checks(Arc::downgrade(&self.forwarder)));
+        tokio::spawn(Forwarder::health_checks(Arc::downgrade(
+            &self.forwarder.get(),
+        )));
         for (_, f) in &self.stubs {
             tokio::spawn(Forwarder::health_checks(Arc::downgrade(f)));
         }

@@ -46,6 +46,7 @@ pub const MAX_FAILS: u32 = 2;
 /// How often an upstream out of rotation is probed (CoreDNS `health_check`).
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(500);
 
+#[derive(Clone, Debug)]
 pub struct Options {
     pub policy: Policy,
     pub timeout: Duration,

@@ -6,13 +6,13 @@
 //! maps are written for those alone.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use super::{
     build::{self, Part},
     name, serial,
-    view::{ClusterView, NamespaceView, PodView, ServiceView, SliceView, SmallVec, Str},
+    view::{ClusterView, NamespaceView, PodView, PortView, ServiceView, SliceView, SmallVec, Str},
     Name, PodMode, Ptr, Ptrs, Records, ZoneConfig,
 };
 
@@ -234,6 +234,33 @@ impl LiveZone {
             };
             for ep in s.endpoints.iter().filter(|e| e.ready) {
                 out.extend(ep.addresses.iter().copied());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A DNS Service's ready endpoints as upstreams (what `--upstream-service` forwards
+    /// to), sorted: each address at its slice's UDP port named `dns` (else its first UDP
+    /// port, else 53).
+    pub fn service_endpoints(&self, namespace: &str, name: &str) -> Vec<SocketAddr> {
+        let key: Key = (namespace.into(), name.into());
+        let mut out = Vec::new();
+        for slice in self.by_service.get(&key).into_iter().flatten() {
+            let Some(s) = self.slices.get(&(key.0.clone(), slice.clone())) else {
+                continue;
+            };
+            let udp = |p: &&PortView| p.protocol == "UDP";
+            let port = s
+                .ports
+                .iter()
+                .filter(udp)
+                .find(|p| &*p.name == "dns")
+                .or_else(|| s.ports.iter().find(udp))
+                .map_or(53, |p| p.port);
+            for ep in s.endpoints.iter().filter(|e| e.ready) {
+                out.extend(ep.addresses.iter().map(|a| SocketAddr::new(*a, port)));
             }
         }
         out.sort();

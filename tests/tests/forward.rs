@@ -770,3 +770,117 @@ fn an_upstream_service_is_forwarded_to_while_it_has_endpoints() {
     fs::write(dir.join("upstream.yaml"), slice(ready)).unwrap();
     eventually(Duration::from_secs(10), "endpoint", &mut reached);
 }
+
+/// musl's getaddrinfo, built from `tests/clients/gai.c` (Debian's musl-tools).
+fn musl_client(dir: &Path) -> PathBuf {
+    let out = dir.join("gai-musl");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/gai.c");
+    let status = std::process::Command::new("musl-gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("musl-gcc (Debian's musl-tools; `cargo xtask setup` installs it)");
+    assert!(status.success(), "musl-gcc failed");
+    out
+}
+
+/// Addresses a client printed, one a line (getent: the first column), sorted, deduplicated.
+fn addresses(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Real stub resolvers through a pod's resolv.conf (search path, ndots:5), as applications
+/// call them: glibc (`getent ahosts`, Python's socket.getaddrinfo) and musl. Each resolves
+/// Services, a headless Service and its pod, an ExternalName out of the zone and an outside
+/// name to the addresses the Kubernetes DNS spec gives a CoreDNS-served pod, and fails a
+/// name that does not exist.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn glibc_python_and_musl_clients_resolve_as_a_coredns_pod() {
+    let Some(f) = fixture("gai") else { return };
+    let dir = f.dir.join("manifests");
+    fs::create_dir_all(&dir).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    for e in fs::read_dir(&examples).unwrap() {
+        let e = e.unwrap().path();
+        fs::copy(&e, dir.join(e.file_name().unwrap())).unwrap();
+    }
+    fs::write(
+        dir.join("ext.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: shop}\n\
+         spec: {type: ExternalName, externalName: www.example.test}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: gone, namespace: shop}\n\
+         spec: {type: ExternalName, externalName: nope.example.test}\n",
+    )
+    .unwrap();
+    let musl = musl_client(&f.dir);
+    let _k = Knot::start(&f.up, &f.dir);
+    let mut args = f.args(&[]);
+    let at = args.iter().position(|a| a == "--manifests").unwrap();
+    args[at + 1] = dir.display().to_string();
+    let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
+    eventually(Duration::from_secs(5), "192.0.2.10".to_string(), || {
+        dig(f.pod(), SVC4, &["www.example.test"])
+    });
+    f.pod()
+        .set_resolv_conf(&format!(
+            "nameserver {SVC4}\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\n\
+             options ndots:5 attempts:2 timeout:2\n"
+        ))
+        .unwrap();
+    let python = "import socket, sys\n\
+                  try:\n    r = socket.getaddrinfo(sys.argv[1], None, type=socket.SOCK_STREAM)\n\
+                  except socket.gaierror as e:\n    print('error:', e)\n    sys.exit(0)\n\
+                  print('\\n'.join(a[4][0] for a in r))\n";
+    let musl = musl.display().to_string();
+    let clients: [(&str, Box<dyn Fn(&str) -> String>); 3] = [
+        (
+            "glibc getent",
+            Box::new(|n| {
+                let out = f.pod().output("getent", &["ahosts", n]).expect("getent");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }),
+        ),
+        (
+            "python getaddrinfo",
+            Box::new(|n| run(f.pod(), "python3", &["-c", python, n])),
+        ),
+        ("musl getaddrinfo", Box::new(|n| run(f.pod(), &musl, &[n]))),
+    ];
+    let cases: [(&str, &[&str]); 8] = [
+        ("web", &["10.96.12.7", "fd00:10:96::c07"]),
+        ("web.shop", &["10.96.12.7", "fd00:10:96::c07"]),
+        ("cart.shop.svc.cluster.local", &["10.96.12.8"]),
+        // Headless: its ready endpoints; a pod by its hostname.
+        ("db", &["10.244.1.5", "10.244.2.7"]),
+        ("db-1.db", &["10.244.2.7"]),
+        ("ext", &["192.0.2.10"]),
+        ("www.example.test", &["192.0.2.10"]),
+        ("nope", &[]),
+    ];
+    for (client, resolve) in &clients {
+        for (name, want) in cases {
+            let out = resolve(name);
+            let got = if out.trim().is_empty() || out.starts_with("error") {
+                Vec::new()
+            } else {
+                addresses(&out)
+            };
+            assert_eq!(got, want, "{client} {name}: {out}");
+        }
+        // An ExternalName to a name that does not exist does not resolve.
+        let out = resolve("gone");
+        assert!(
+            out.trim().is_empty() || out.starts_with("error"),
+            "{client} gone: {out}"
+        );
+    }
+}

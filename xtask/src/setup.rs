@@ -17,6 +17,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("knot", "kxdpgun load generator"),
     ("nftables", "proving answered queries skip netfilter"),
     ("curl", "probing /health and /ready"),
+    ("python3", "Python's getaddrinfo as a client"),
+    ("musl-tools", "musl's getaddrinfo as a client"),
     (
         "unbound",
         "the forwarding cache the benchmark compares with",

@@ -785,6 +785,9 @@ fn musl_client(dir: &Path) -> PathBuf {
     out
 }
 
+/// A client resolving a name, printing what it got.
+type Resolve<'a> = Box<dyn Fn(&str) -> String + 'a>;
+
 /// Addresses a client printed, one a line (getent: the first column), sorted, deduplicated.
 fn addresses(out: &str) -> Vec<String> {
     let mut v: Vec<String> = out
@@ -841,7 +844,7 @@ fn glibc_python_and_musl_clients_resolve_as_a_coredns_pod() {
                   except socket.gaierror as e:\n    print('error:', e)\n    sys.exit(0)\n\
                   print('\\n'.join(a[4][0] for a in r))\n";
     let musl = musl.display().to_string();
-    let clients: [(&str, Box<dyn Fn(&str) -> String>); 3] = [
+    let clients: [(&str, Resolve); 3] = [
         (
             "glibc getent",
             Box::new(|n| {

@@ -1,6 +1,6 @@
 //! The control plane at scale: `services` Services × 5 endpoints from the test API server
 //! (objects as a real cluster has them: uids, managedFields, controller-made slices;
-//! lists paged), one in ten headless. Prints first sync, memory, and how long a change
+//! lists from the watch cache), one in ten headless. Prints first sync, memory, and how long a change
 //! takes to reach the kernel map and an answer in a pod: single changes, a burst as a
 //! rolling update makes, and the daemon's own time per stage from its debug log.
 use std::{
@@ -341,7 +341,7 @@ pub fn run(services: usize) -> Result<(), String> {
     row("  changes per batch", &mut batch, "", 1.0);
     println!("\n| measure | value |\n|---|---:|");
     println!(
-        "| first full sync to ready (paged lists + zone + map fill + attach) | {:.2} s |",
+        "| first full sync to ready (lists + zone + map fill + attach) | {:.2} s |",
         first_sync.as_secs_f64()
     );
     println!("| kernel records | {records} |");

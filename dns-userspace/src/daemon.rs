@@ -552,11 +552,20 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
             _ = term.recv() => return finish(kernel, &args),
         }
     };
+    let built = Instant::now();
     let mut live = LiveZone::new(&cfg);
-    live.apply(first);
+    live.load(first);
     live.set_synced();
     let [services, slices, namespaces, pods] = live.counts();
-    tracing::info!(services, slices, namespaces, pods, "first full view");
+    let build_ms = built.elapsed().as_millis() as u64;
+    tracing::info!(
+        services,
+        slices,
+        namespaces,
+        pods,
+        build_ms,
+        "first full view"
+    );
     let mut sinks = Sinks {
         nxdomain: !args.no_kernel_nxdomain,
         needs_full: false,
@@ -681,7 +690,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                                 Ok((fresh, first)) => {
                                     source = fresh;
                                     live = LiveZone::new(&new_cfg);
-                                    live.apply(first);
+                                    live.load(first);
                                     live.set_synced();
                                     cfg = new_cfg;
                                 }

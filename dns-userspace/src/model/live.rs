@@ -204,7 +204,7 @@ impl LiveZone {
     /// The same objects under another configuration, built afresh.
     pub fn reconfigured(&self, cfg: &ZoneConfig) -> Self {
         let mut z = Self::new(cfg);
-        z.apply(self.objects());
+        z.load(self.objects());
         z.records.synced = self.records.synced;
         z
     }
@@ -278,8 +278,19 @@ impl LiveZone {
         ]
     }
 
+    /// Applies a batch of changes without saying what they touched: for a first view,
+    /// published whole. At 100k Services the touched names alone are 850k copies, a peak
+    /// the heap never gives back.
+    pub fn load(&mut self, changes: impl IntoIterator<Item = Change>) {
+        self.update(changes, false);
+    }
+
     /// Applies a batch of changes; returns what they touched.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> Touched {
+        self.update(changes, true)
+    }
+
+    fn update(&mut self, changes: impl IntoIterator<Item = Change>, track: bool) -> Touched {
         let mut dirty = BTreeSet::new();
         let mut pods = BTreeSet::new();
         for c in changes {
@@ -303,9 +314,15 @@ impl LiveZone {
         let mut touched = Touched::default();
         for unit in dirty {
             self.refresh(unit, &mut touched);
+            if !track {
+                touched = Touched::default();
+            }
         }
         for key in pods {
             self.refresh_pod(&key, &mut touched);
+            if !track {
+                touched = Touched::default();
+            }
         }
         self.records.serial = serial::fold(self.sum);
         touched

@@ -327,6 +327,11 @@ proptest! {
         }
         let oracle = Records::build(&cfg, &world.view());
         assert_same_answers(live.records(), &oracle);
+        // The first view loaded in one go (nothing tracked) is the same zone.
+        let mut loaded = LiveZone::new(&cfg);
+        loaded.load(super::live::relists(world.view()));
+        loaded.set_synced();
+        prop_assert_eq!(loaded.records(), &oracle);
         // A new configuration over the same objects is a fresh build too.
         let other = live.reconfigured(&ZoneConfig::new("cluster.local", 5).unwrap());
         let mut fresh = Records::build(&ZoneConfig::new("cluster.local", 5).unwrap(), &world.view());

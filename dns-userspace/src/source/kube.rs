@@ -302,7 +302,10 @@ where
                         }
                         watcher::Event::InitDone => {
                             health.update(kind, |h| h.lists += 1);
-                            Some(Change::Relist(kind, listing.take().unwrap_or_default()))
+                            let objects = listing.take().unwrap_or_default();
+                            // The bench reads this line: a stage of the first sync.
+                            tracing::info!(kind = kind.name(), objects = objects.len(), "listed");
+                            Some(Change::Relist(kind, objects))
                         }
                         watcher::Event::Apply(o) => Some(match compact(kind, &o, &convert) {
                             Some(c) => Change::Upsert(c),

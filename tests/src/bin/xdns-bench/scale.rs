@@ -103,6 +103,31 @@ fn log_values(log: &str, message: &str, field: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Seconds into the day of a log line's timestamp (`...T15:58:22.997296Z ...`).
+fn log_time(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let hms = t.get(t.find('T')? + 1..)?.trim_end_matches('Z');
+    let mut parts = hms.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// The first sync's stages from the daemon's log: from its first line to the last kind
+/// listed, the zone built from the lists, and the kernel maps filled.
+fn first_sync_stages(log: &str) -> Option<(f64, f64, f64)> {
+    let start = log_time(log.lines().next()?)?;
+    let listed = log
+        .lines()
+        .filter(|l| l.contains(" listed "))
+        .filter_map(log_time)
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))?;
+    let build = *log_values(log, "first full view", "build_ms").first()?;
+    let fill = *log_values(log, "kernel records in sync", "sync_ms").first()?;
+    Some((listed - start, build / 1e3, fill / 1e3))
+}
+
 pub fn run(services: usize) -> Result<(), String> {
     let e = |e: std::io::Error| e.to_string();
     let names = Names { services };
@@ -169,7 +194,9 @@ pub fn run(services: usize) -> Result<(), String> {
         MapData::from_pin(maps_dir(&pins.pin_dir()).join(m::RECORDS)).map_err(|e| e.to_string())?;
     let map: HashMap<_, NameKey, NameRecords> =
         HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
-    let log_mark = fs::read_to_string(&log_path).map_err(e)?.len();
+    let startup_log = fs::read_to_string(&log_path).map_err(e)?;
+    let log_mark = startup_log.len();
+    let stages = first_sync_stages(&startup_log);
 
     // Single changes, one at a time: a ClusterIP Service's address.
     let mut single = Vec::new();
@@ -344,6 +371,11 @@ pub fn run(services: usize) -> Result<(), String> {
         "| first full sync to ready (lists + zone + map fill + attach) | {:.2} s |",
         first_sync.as_secs_f64()
     );
+    if let Some((lists, build, fill)) = stages {
+        println!("|   stage: lists received and parsed (daemon log) | {lists:.2} s |");
+        println!("|   stage: zone built from them (daemon log) | {build:.2} s |");
+        println!("|   stage: kernel maps filled (daemon log) | {fill:.2} s |");
+    }
     println!("| kernel records | {records} |");
     println!(
         "| daemon RSS after sync | {:.1} MiB ({:.0} bytes per Service) |",

@@ -1,4 +1,5 @@
-//! Every document under deploy/manifests parses as its Kubernetes type (k8s-openapi) and
+//! Every document each overlay renders (`kubectl kustomize deploy/overlays/<mode>`, as
+//! `kubectl apply -k` applies it) parses as its Kubernetes type (k8s-openapi) and
 //! serializes back to the same object, so no field is misspelled or misplaced; the
 //! DaemonSets keep the promised security and probe settings; the ConfigMaps hold configs
 //! the daemon accepts.
@@ -15,11 +16,23 @@ use k8s_openapi::{
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
-fn documents(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
+/// The overlay's documents as `kubectl kustomize` renders them.
+fn documents(overlay: &str) -> Vec<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("overlays")
+        .join(overlay);
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl (renders the overlays; `cargo xtask setup` installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| {
             let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
@@ -57,6 +70,8 @@ fn mode(file: &str) -> Mode {
             Some("DaemonSet") => ds = Some(typed::<DaemonSet>(file, &v)),
             Some("ConfigMap") => cm = Some(typed::<ConfigMap>(file, &v)),
             Some("Service") => svcs.push(typed::<Service>(file, &v)),
+            // Checked by rbac_is_read_only_and_minimal.
+            Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding") => {}
             other => panic!("{file}: unexpected kind {other:?}"),
         }
     }
@@ -76,7 +91,13 @@ fn mode(file: &str) -> Mode {
 #[test]
 fn rbac_is_read_only_and_minimal() {
     let mut kinds = Vec::new();
-    for v in documents("rbac.yaml") {
+    let rbac = documents("node-local").into_iter().filter(|v| {
+        matches!(
+            v["kind"].as_str(),
+            Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding")
+        )
+    });
+    for v in rbac {
         match v["kind"].as_str() {
             Some("ServiceAccount") => drop(typed::<ServiceAccount>("rbac.yaml", &v)),
             Some("ClusterRoleBinding") => {
@@ -105,14 +126,14 @@ fn rbac_is_read_only_and_minimal() {
 #[test]
 fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
     for (file, extra_cap) in [
-        ("accelerator.yaml", None),
-        ("node-local.yaml", Some("NET_BIND_SERVICE")),
+        ("accelerator", None),
+        ("node-local", Some("NET_BIND_SERVICE")),
     ] {
         let m = mode(file);
         let spec = m.daemonset.spec;
         let strategy = spec.update_strategy.unwrap();
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
-        if file == "node-local.yaml" {
+        if file == "node-local" {
             // Zero-drop: the next pod beside the old one, which then leaves.
             let r = strategy.rolling_update.unwrap();
             assert_eq!(r.max_surge, Some(IntOrString::Int(1)), "{file}");
@@ -163,8 +184,8 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
         // daemon pins by default.
         let host: Vec<String> = pod
             .volumes
-            .unwrap()
             .iter()
+            .flatten()
             .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
             .collect();
         assert_eq!(host, ["/sys/fs/bpf/xdns"], "{file}");
@@ -180,18 +201,27 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
         let args = c.args.clone().unwrap();
         let at = args.iter().position(|a| a == "--config").unwrap();
         assert_eq!(args[at + 1], "/etc/xdns/config.yaml");
-        if file == "node-local.yaml" {
+        if file == "node-local" {
             let at = args.iter().position(|a| a == "--pin-wait").unwrap();
             assert!(
                 args[at + 1].parse::<u64>().unwrap() > 5,
                 "waits out lameduck"
             );
         }
+        // The volume mounts the ConfigMap the overlay renders.
+        let config_volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "config")
+            .and_then(|v| v.config_map.as_ref())
+            .map(|c| c.name.clone());
+        assert_eq!(config_volume, m.configmap.metadata.name, "{file}");
         let text = &m.configmap.data.unwrap()["config.yaml"];
         let conf =
             dns_userspace::config::parse(file, text).unwrap_or_else(|e| panic!("{file}: {e}"));
         let node = conf.node.unwrap();
-        if file == "accelerator.yaml" {
+        if file == "accelerator" {
             assert!(node.listen.is_none() && node.accelerate.is_some());
         } else {
             assert!(node

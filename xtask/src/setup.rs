@@ -19,6 +19,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "probing /health and /ready"),
     ("python3", "Python's getaddrinfo as a client"),
     ("musl-tools", "musl's getaddrinfo as a client"),
+    ("kubectl", "rendering deploy/overlays (kubectl kustomize)"),
     (
         "unbound",
         "the forwarding cache the benchmark compares with",

@@ -116,7 +116,7 @@ fn main() {
     }
     let t = Instant::now();
     let mut zone = LiveZone::new(&cfg);
-    zone.apply(relists(v));
+    zone.load(relists(v));
     let built = t.elapsed();
     let zone_kib = rss_kib() - before;
     let t = Instant::now();

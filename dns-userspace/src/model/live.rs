@@ -156,6 +156,8 @@ pub struct LiveZone {
     /// What each Pod adds to `pods verified`, and how many Pods hold each pair.
     pod_parts: HashMap<Key, Vec<(String, IpAddr)>>,
     pod_refs: HashMap<(String, IpAddr), u32>,
+    /// Off while a first view loads: what it touched is not collected.
+    tracking: bool,
 }
 
 impl LiveZone {
@@ -185,6 +187,7 @@ impl LiveZone {
             name_refs: HashMap::new(),
             pod_parts: HashMap::new(),
             pod_refs: HashMap::new(),
+            tracking: true,
         };
         z.refresh(Unit::Static, &mut Touched::default());
         z.records.serial = serial::fold(z.sum);
@@ -311,6 +314,7 @@ impl LiveZone {
                 }
             }
         }
+        self.tracking = track;
         let mut touched = Touched::default();
         for unit in dirty {
             self.refresh(unit, &mut touched);
@@ -324,6 +328,7 @@ impl LiveZone {
                 touched = Touched::default();
             }
         }
+        self.tracking = true;
         self.records.serial = serial::fold(self.sum);
         touched
     }
@@ -591,7 +596,9 @@ impl LiveZone {
                     // Whether a reverse name is in the kernel depends on its target having
                     // addresses, which this unit's other owners decide (a Service turned
                     // headless keeps its endpoints' PTRs and gains their names).
-                    touched.owners.insert(name::reverse(ip));
+                    if self.tracking {
+                        touched.owners.insert(name::reverse(ip));
+                    }
                 }
             }
         }

@@ -150,25 +150,36 @@ pub fn unreverse(name: &[u8]) -> Option<std::net::IpAddr> {
 /// The reverse-lookup name of an address: `d.c.b.a.in-addr.arpa.` or the nibble form
 /// under `ip6.arpa.` (RFC 1035 §3.5, RFC 3596 §2.5).
 pub fn reverse(ip: std::net::IpAddr) -> Vec<u8> {
-    let labels: Vec<String> = match ip {
+    // Written byte by byte: a zone holds one per endpoint of the cluster.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(72);
+    match ip {
         std::net::IpAddr::V4(v4) => {
-            let mut l: Vec<String> = v4.octets().iter().rev().map(|o| o.to_string()).collect();
-            l.extend(["in-addr".into(), "arpa".into()]);
-            l
+            for o in v4.octets().iter().rev() {
+                let mut digits = [0u8; 3];
+                let mut n = *o;
+                let mut len = 0;
+                loop {
+                    digits[len] = b'0' + n % 10;
+                    len += 1;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                out.push(len as u8);
+                out.extend(digits[..len].iter().rev());
+            }
+            out.extend_from_slice(b"\x07in-addr\x04arpa\x00");
         }
         std::net::IpAddr::V6(v6) => {
-            let mut l: Vec<String> = v6
-                .octets()
-                .iter()
-                .rev()
-                .flat_map(|b| [format!("{:x}", b & 0xf), format!("{:x}", b >> 4)])
-                .collect();
-            l.extend(["ip6".into(), "arpa".into()]);
-            l
+            for b in v6.octets().iter().rev() {
+                out.extend_from_slice(&[1, HEX[usize::from(b & 0xf)], 1, HEX[usize::from(b >> 4)]]);
+            }
+            out.extend_from_slice(b"\x03ip6\x04arpa\x00");
         }
-    };
-    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-    child(b"\x00", &refs)
+    }
+    out
 }
 
 /// An address as one label, as CoreDNS names endpoints and pods: `10-1-2-3`, and for IPv6

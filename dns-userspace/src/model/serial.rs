@@ -5,7 +5,7 @@
 //! the zone.
 use std::net::IpAddr;
 
-use super::{Ptrs, RRSet, Records};
+use super::{Host, Ptrs, RRSet, Records};
 
 /// FNV-1a 64: stable across builds and platforms, unlike std's hasher.
 struct Fnv(u64);
@@ -56,14 +56,25 @@ pub(super) fn rrset(owner: &[u8], set: &RRSet) -> u64 {
     h.finish()
 }
 
-/// An address's PTR records, hashed as their reverse name and targets.
+/// An address's PTR records, hashed as the address and each record's parts (no name is
+/// built: the zone holds one per endpoint of the cluster).
 pub(super) fn ptrs(ip: IpAddr, ptrs: &Ptrs) -> u64 {
     let mut h = Fnv::new(b'P');
-    h.eat(&super::name::reverse(ip));
+    match ip {
+        IpAddr::V4(v4) => h.eat(&v4.octets()),
+        IpAddr::V6(v6) => h.eat(&v6.octets()),
+    }
     for p in ptrs {
-        let target = p.target(ip);
-        h.eat(&(target.len() as u32).to_be_bytes());
-        h.eat(&target);
+        h.eat(&(p.under.len() as u32).to_be_bytes());
+        h.eat(&p.under);
+        match &p.host {
+            Host::Bare => h.eat(b"B"),
+            Host::Dashed => h.eat(b"D"),
+            Host::Label(l) => {
+                h.eat(&(l.len() as u32).to_be_bytes());
+                h.eat(l.as_bytes());
+            }
+        }
     }
     h.finish()
 }

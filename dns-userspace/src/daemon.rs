@@ -32,6 +32,15 @@ use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
 
+/// A line on stdout for whoever runs the daemon (tests wait on them); a closed stdout (the
+/// reader gone) loses the line, never the daemon: `println!` would panic on EPIPE.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The source the flags name: a manifest directory or the API.
 async fn open_source(args: &RunArgs, cfg: &ZoneConfig) -> anyhow::Result<Source> {
     Ok(match (&args.manifests, &args.kubeconfig, args.in_cluster) {
@@ -90,7 +99,7 @@ fn report(changes: Vec<Change>) {
             }
         }
         // One line per interface on stdout, for scripts and tests.
-        println!("{c}");
+        say!("{c}");
     }
 }
 
@@ -593,7 +602,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         report(k.attach_all()?);
     }
     readiness.set(true);
-    println!("ready");
+    say!("ready");
 
     let mut running = args.clone();
     let mut config_stamp = config_fingerprint(&flags);
@@ -635,7 +644,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                         report(k.attach_all()?);
                         kernel = Some(k);
                         tracing::info!("took the kernel path over");
-                        println!("kernel path taken over");
+                        say!("kernel path taken over");
                     }
                     Err(dataplane::Error::PinsInUse(dir))
                         if pins_wanted_until.is_some_and(|u| Instant::now() >= u) =>
@@ -706,7 +715,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                         }
                         sinks.publish_full(&zone, kernel.as_mut(), &live);
                     }
-                    println!("config reloaded");
+                    say!("config reloaded");
                 }
                 continue;
             }
@@ -791,7 +800,7 @@ fn reload(
             "config rejected; the running config stays"
         );
         metrics.reload_failed();
-        println!("config rejected: {e:#}");
+        say!("config rejected: {e:#}");
     };
     let new = match flags.effective() {
         Ok(a) => a,
@@ -852,7 +861,7 @@ fn finish(kernel: Option<Kernel>, args: &RunArgs) -> anyhow::Result<()> {
             );
         }
         k.finish(args.detach_on_exit, &args.pin_dir);
-        println!("kernel path counters:\n{counters}");
+        say!("kernel path counters:\n{counters}");
     }
     Ok(())
 }

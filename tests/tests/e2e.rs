@@ -548,3 +548,39 @@ fn another_zone_is_served_and_labels_the_metrics() {
     );
     assert!(!metrics.contains("zone=\"cluster.local.\""), "{metrics}");
 }
+
+/// Whoever started the daemon may stop reading its stdout (a wrapper gone, a closed pipe):
+/// the lines it prints are lost, the daemon is not. It exits cleanly on SIGTERM, without
+/// a panic from writing to the broken pipe.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn a_closed_stdout_does_not_kill_the_daemon() {
+    use std::io::BufRead as _;
+    let Some(f) = fixture("epipe", 1) else { return };
+    let mut child = f
+        .topo
+        .node
+        .cmd(tests::netns::daemon_bin().to_str().unwrap())
+        .arg("run")
+        .args(f.args(Some("tc")))
+        .args(["--lameduck-secs", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("xdns");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let ready = lines.by_ref().map_while(Result::ok).any(|l| l == "ready");
+    assert!(ready, "the daemon said ready");
+    // The reader goes: the pipe's read end closes.
+    drop(lines);
+    assert_eq!(
+        dig(f.pod(0), SVC4, &["+tcp", "web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -2,6 +2,7 @@
 //! guards that clean up on drop, and the rule for when root-only tests may skip.
 pub mod apiserver;
 pub mod client;
+pub mod dashboard;
 pub mod differ;
 pub mod fixture;
 pub mod ndots;

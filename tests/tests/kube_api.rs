@@ -630,6 +630,18 @@ fn an_api_server_answering_503_is_an_outage_seen_at_once() {
         !metrics.contains("xdns_kube_watch_errors_total{kind=\"Service\"} 0"),
         "{metrics}"
     );
+    // The dashboard's API watch panel reads series this source exports.
+    let queried = tests::dashboard::queried_metrics();
+    let kube: Vec<&String> = queried
+        .iter()
+        .filter(|n| n.starts_with("xdns_kube_"))
+        .collect();
+    assert!(!kube.is_empty());
+    let missing = tests::dashboard::missing(kube, &metrics);
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}: not exported"
+    );
     assert_eq!(f.dig(&["web.shop.svc.cluster.local"]), "10.96.5.1");
 
     api.set_down(false);

@@ -406,6 +406,18 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
     ] {
         assert!(types.iter().any(|t| t == name), "{name} missing: {types:?}");
     }
+    // The Grafana dashboard reads only what is exported (the API watches' series come
+    // with an API source: checked in kube_api.rs).
+    let scraped = tests::client::http_get(&f.topo.node, 9153, "/metrics");
+    let queried = tests::dashboard::queried_metrics();
+    let missing = tests::dashboard::missing(
+        queried.iter().filter(|n| !n.starts_with("xdns_kube_")),
+        &scraped,
+    );
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}: not exported"
+    );
     let moved =
         |name: &str, labels: &[&str]| value(&after, name, labels) - value(&before, name, labels);
     assert_eq!(

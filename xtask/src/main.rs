@@ -1,5 +1,6 @@
 //! `cargo xtask`: the one entry point. Installs what is missing, builds, tests, runs the
 //! demo and the benchmark.
+mod image;
 mod setup;
 mod sweep;
 
@@ -25,6 +26,11 @@ enum Cmd {
     Setup,
     /// Build the daemon (eBPF object embedded) in release mode.
     Build,
+    /// Build the OCI image with podman, offline: the static daemon (and nft) on scratch.
+    Image {
+        #[arg(long, default_value = "localhost/xdns:0.1.0")]
+        tag: String,
+    },
     /// Format and lint checks, then every test (unit, BPF_PROG_TEST_RUN, namespaces).
     Test {
         /// Skip fmt and clippy.
@@ -66,6 +72,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => Ok(()),
         Cmd::Build => cargo(&["build", "--release", "-p", "dns-userspace"]),
+        Cmd::Image { tag } => image::build(&root(), &tag),
         Cmd::Test {
             no_lint,
             cargo_args,

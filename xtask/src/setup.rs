@@ -21,6 +21,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("musl-tools", "musl's getaddrinfo as a client"),
     ("kubectl", "rendering deploy/overlays (kubectl kustomize)"),
     (
+        "podman",
+        "building and running the image (cargo xtask image)",
+    ),
+    (
+        "runc",
+        "podman's runtime here (crun fails on cgroup v1 hybrid)",
+    ),
+    (
         "unbound",
         "the forwarding cache the benchmark compares with",
     ),

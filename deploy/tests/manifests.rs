@@ -181,7 +181,7 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
             (Some("/ready"), IntOrString::Int(8181))
         );
         // Host mounts: the daemon's folder of the bpffs, nothing else, mounted where the
-        // daemon pins by default.
+        // config tells the daemon to pin (outside /sys, where runc cannot create it).
         let host: Vec<String> = pod
             .volumes
             .iter()
@@ -196,7 +196,12 @@ fn both_modes_are_least_privilege_daemonsets_with_probes_and_a_valid_config() {
             .filter(|m| m.name == "bpffs")
             .map(|m| m.mount_path.as_str())
             .collect();
-        assert_eq!(mounted, ["/sys/fs/bpf/xdns"], "{file}");
+        let text = &m.configmap.data.clone().unwrap()["config.yaml"];
+        let conf =
+            dns_userspace::config::parse(file, text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let pin_dir = conf.node.clone().unwrap().pin_dir.unwrap();
+        assert!(!pin_dir.starts_with("/sys"), "{file}");
+        assert_eq!(mounted, [pin_dir.to_str().unwrap()], "{file}");
         // The daemon reads the ConfigMap's file, and accepts it.
         let args = c.args.clone().unwrap();
         let at = args.iter().position(|a| a == "--config").unwrap();

@@ -1,7 +1,8 @@
 //! `cargo xtask image`: the OCI image, built offline with podman from what this machine
-//! has (no registry to pull a base from): the static `xdns` (eBPF object embedded) and, for
-//! node-local's NOTRACK rules, `nft` with the shared libraries it loads, on `scratch`.
-//! `deploy/Dockerfile` builds the same contents where a registry is at hand.
+//! has (no registry to pull a base from): the release `xdns` (eBPF object embedded) and,
+//! for node-local's NOTRACK rules, `nft`, each with the shared libraries `ldd` lists, on
+//! `scratch`. `deploy/Dockerfile` builds the same contents where a registry is at hand.
+//! `cargo xtask test` builds it first: the pod tests run it.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -10,17 +11,25 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// podman as it works on these machines: vfs storage (no overlay mounts), runc (crun fails
 /// on cgroup v1 hybrid mode and rlimits).
+/// The image the pod tests run (`tests/tests/pod.rs` names it too).
+pub const TEST_TAG: &str = "localhost/xdns:test";
 const PODMAN: &[&str] = &["--storage-driver", "vfs", "--runtime", "runc"];
 
+/// Builds the image from the release daemon.
 pub fn build(root: &Path, tag: &str) -> Result<()> {
-    let binary = static_xdns(root)?;
+    let binary = release_xdns(root)?;
+    assemble(root, &binary, tag)
+}
+
+/// Builds the image around `binary` (the test build's daemon for the pod tests: the pod's
+/// settings are what they check, and it is already built).
+pub fn assemble(root: &Path, binary: &Path, tag: &str) -> Result<()> {
     let ctx = target_dir(root).join("image");
     let _ = fs::remove_dir_all(&ctx);
     let rootfs = ctx.join("rootfs");
-    install(&binary, &rootfs.join("usr/local/bin/xdns"))?;
+    install(binary, &rootfs.join("usr/local/bin/xdns"))?;
     run(
         "strip",
         &[rootfs
@@ -28,6 +37,9 @@ pub fn build(root: &Path, tag: &str) -> Result<()> {
             .to_str()
             .context("utf-8 path")?],
     )?;
+    for lib in shared_libraries(binary)? {
+        install(&lib, &rootfs.join(lib.strip_prefix("/").unwrap_or(&lib)))?;
+    }
     let nft = which("nft")?;
     install(&nft, &rootfs.join(nft.strip_prefix("/").unwrap_or(&nft)))?;
     for lib in shared_libraries(&nft)? {
@@ -86,35 +98,23 @@ pub fn build(root: &Path, tag: &str) -> Result<()> {
     .parse()
     .context("image size")?;
     println!(
-        "xtask: image {tag}: {:.1} MiB (static xdns and nft with its libraries, on scratch)",
+        "xtask: image {tag}: {:.1} MiB (xdns and nft with their libraries, on scratch)",
         size as f64 / 1048576.0
     );
     Ok(())
 }
 
-/// The daemon linked statically (glibc's static-pie): it runs on an empty root.
-fn static_xdns(root: &Path) -> Result<PathBuf> {
+/// The daemon as every other step builds it (shared with the tests' build).
+fn release_xdns(root: &Path) -> Result<PathBuf> {
     let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "dns-userspace",
-            "--bin",
-            "xdns",
-            "--target",
-            TARGET,
-        ])
-        // With --target, the flag reaches only the target's code, not build scripts.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--release", "-p", "dns-userspace", "--bin", "xdns"])
         .current_dir(root)
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("static build of xdns failed ({status})");
+        bail!("building xdns failed ({status})");
     }
-    Ok(target_dir(root).join(TARGET).join("release/xdns"))
+    Ok(target_dir(root).join("release/xdns"))
 }
 
 fn target_dir(root: &Path) -> PathBuf {

@@ -189,8 +189,9 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         )?;
     }
     sweep::stale_fixtures();
-    // The namespace tests start the daemon binary and the demo.
+    // The namespace tests start the daemon binary and the demo; the pod tests its image.
     cargo(&["build", "-p", "dns-userspace", "-p", "tests", "--bins"])?;
+    image::assemble(&root(), &root().join("target/debug/xdns"), image::TEST_TAG)?;
     let mut args = vec!["test"];
     if !extra.is_empty() {
         args.push("--");

@@ -1,0 +1,265 @@
+//! The DaemonSet's own pod, run as a kubelet would run it: its template from the rendered
+//! node-local overlay (the real files under deploy/), turned into a Pod and started with
+//! `podman kube play` from the image `cargo xtask test` builds, with the template's
+//! securityContext, capabilities, read-only root and volumes as written. Its "host network"
+//! is the test topology's node namespace, never the machine's; the bpffs it mounts is the
+//! test's own; its API source is a manifest folder (the test has no in-cluster API).
+use std::{fs, path::Path, process::Command, time::Duration};
+
+use serde_json::{json, Value};
+use tests::{
+    client::{dig, http_status},
+    netns::{Bpffs, Topology, SVC4},
+};
+
+/// What `cargo xtask test` builds (xtask/src/image.rs `TEST_TAG`).
+const IMAGE: &str = "localhost/xdns:test";
+const PODMAN: [&str; 4] = ["--storage-driver", "vfs", "--runtime", "runc"];
+
+fn podman(args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .args(PODMAN)
+        .args(args)
+        .output()
+        .expect("podman (`cargo xtask setup` installs it)")
+}
+
+fn rendered(overlay: &str) -> Vec<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/overlays")
+        .join(overlay);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A kube play Pod from the overlay's DaemonSet template, and the ConfigMap it mounts.
+/// Changed only where this machine is not a node: the bpffs and manifest folder the test
+/// owns, a manifest source for `--in-cluster`, the test image, no port list (with host
+/// networking it only documents); `edit` may change the container further.
+fn pod_from_template(
+    name: &str,
+    bpffs: &Path,
+    manifests: &Path,
+    edit: impl Fn(&mut Value),
+) -> (Value, Value) {
+    let docs = rendered("node-local");
+    let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).cloned().unwrap();
+    let ds = kind("DaemonSet");
+    let cm = kind("ConfigMap");
+    let mut spec = ds["spec"]["template"]["spec"].clone();
+    assert_eq!(spec["hostNetwork"], true);
+    let o = spec.as_object_mut().unwrap();
+    for k in ["serviceAccountName", "priorityClassName", "tolerations"] {
+        o.remove(k);
+    }
+    let c = &mut spec["containers"][0];
+    // With host networking a container's ports only document what it listens on; podman
+    // would turn them into port mappings.
+    c.as_object_mut().unwrap().remove("ports");
+    c["image"] = json!(IMAGE);
+    c["imagePullPolicy"] = json!("Never");
+    let args: Vec<Value> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| match a.as_str() {
+            Some("--in-cluster") => vec![json!("--manifests"), json!("/manifests")],
+            _ => vec![a.clone()],
+        })
+        .collect();
+    c["args"] = json!(args);
+    c["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "manifests", "mountPath": "/manifests", "readOnly": true}));
+    for v in spec["volumes"].as_array_mut().unwrap() {
+        if v["hostPath"]["path"] == "/sys/fs/bpf/xdns" {
+            v["hostPath"]["path"] = json!(bpffs.display().to_string());
+        }
+    }
+    spec["volumes"].as_array_mut().unwrap().push(json!({
+        "name": "manifests",
+        "hostPath": {"path": manifests.display().to_string(), "type": "Directory"}
+    }));
+    edit(&mut spec["containers"][0]);
+    // podman 4.3 reads a container's seccomp profile from the annotation kubelet once used,
+    // not from securityContext: the template's field, translated.
+    let c = &spec["containers"][0];
+    let profile = match c["securityContext"]["seccompProfile"]["type"].as_str() {
+        Some("Unconfined") => "unconfined".to_owned(),
+        Some("Localhost") => format!(
+            "localhost/{}",
+            c["securityContext"]["seccompProfile"]["localhostProfile"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        _ => "runtime/default".to_owned(),
+    };
+    let annotation = format!(
+        "container.seccomp.security.alpha.kubernetes.io/{}",
+        c["name"].as_str().unwrap()
+    );
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": {annotation: profile}},
+        "spec": spec,
+    });
+    (pod, cm)
+}
+
+/// The pod, started in `netns`; removed on drop.
+struct PlayedPod {
+    name: String,
+}
+
+impl PlayedPod {
+    fn play(dir: &Path, name: &str, netns: &str, pod: &Value, cm: &Value) -> (Self, String) {
+        let file = dir.join(format!("{name}.yaml"));
+        let cm_file = dir.join(format!("{name}-cm.yaml"));
+        fs::write(&file, serde_yaml::to_string(pod).unwrap()).unwrap();
+        fs::write(&cm_file, serde_yaml::to_string(cm).unwrap()).unwrap();
+        // podman in the node's network namespace only (nsenter, not `ip netns exec`, which
+        // remounts /sys and hides the cgroups from runc): the pod's host network is that
+        // namespace, never the machine's.
+        // Limits no higher than this machine lets a process raise them (no
+        // CAP_SYS_RESOURCE): podman's defaults fail with EPERM in runc here.
+        let conf = dir.join("containers.conf");
+        fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n",
+        )
+        .unwrap();
+        let out = Command::new("nsenter")
+            .env("CONTAINERS_CONF", &conf)
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg("podman")
+            .args(PODMAN)
+            .args(["kube", "play", "--configmap"])
+            .arg(&cm_file)
+            .arg(&file)
+            .output()
+            .expect("nsenter podman");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            PlayedPod {
+                name: name.to_owned(),
+            },
+            said,
+        )
+    }
+}
+
+impl Drop for PlayedPod {
+    fn drop(&mut self) {
+        let _ = podman(&["pod", "rm", "--force", "--time", "0", &self.name]);
+    }
+}
+
+fn logs(container: &str) -> String {
+    let out = podman(&["logs", container]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF, namespaces and podman")]
+fn the_node_local_pod_runs_with_its_own_privileges_and_no_fewer() {
+    if !tests::require_root("pod") {
+        return;
+    }
+    let present = podman(&["image", "exists", IMAGE]);
+    assert!(
+        present.status.success(),
+        "{IMAGE} missing: `cargo xtask test` builds it (or `cargo xtask image --tag {IMAGE}`)"
+    );
+    let prefix = format!("xpod{}", std::process::id() % 10000);
+    let topo = Topology::new(&prefix, 1).expect("namespaces");
+    let bpf = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
+    let pins = bpf.dir.join("xdns");
+    fs::create_dir_all(&pins).unwrap();
+    let dir = std::env::temp_dir().join(format!("{prefix}-pod"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let manifests = fs::canonicalize(manifests).unwrap();
+
+    let name = format!("{prefix}-ok");
+    let (pod, cm) = pod_from_template(&name, &pins, &manifests, |_| {});
+    let (played, said) = PlayedPod::play(&dir, &name, &topo.node.name, &pod, &cm);
+    let container = format!("{name}-xdns");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http_status(&topo.node, 8181, "/ready") != "200" {
+        if std::time::Instant::now() > deadline {
+            let ps = podman(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+            panic!(
+                "the pod is not ready: {said}\n{}\n{}",
+                String::from_utf8_lossy(&ps.stdout),
+                logs(&container)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Its host network is the node namespace: the node-local address it adds is there
+    // (on its dummy interface, or on lo where the kernel has no dummy driver).
+    let addrs = tests::client::run(&topo.node, "ip", &["-br", "addr"]);
+    assert!(addrs.contains("169.254.20.10"), "{addrs}");
+    // The kernel answers a pod's UDP query; userspace its TCP one.
+    let pod_ns = &topo.pods[0].ns;
+    assert_eq!(
+        dig(pod_ns, SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    assert_eq!(
+        dig(pod_ns, SVC4, &["+tcp", "web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    let counters =
+        dns_userspace::dataplane::maps::pinned_counters(&pins).expect("pins in the mounted bpffs");
+    assert!(counters.get(dns_common::Counter::Answered) >= 1);
+    drop(played);
+
+    // One capability fewer than the template grants: the pod does not come up, and says why.
+    let name = format!("{prefix}-nobpf");
+    let (pod, cm) = pod_from_template(&name, &pins, &manifests, |c| {
+        let add = c["securityContext"]["capabilities"]["add"]
+            .as_array_mut()
+            .unwrap();
+        add.retain(|cap| cap != "BPF");
+    });
+    let (_played, _) = PlayedPod::play(&dir, &name, &topo.node.name, &pod, &cm);
+    let container = format!("{name}-xdns");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !logs(&container).contains("capabilities BPF missing") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no word of the missing capability: {}",
+            logs(&container)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(http_status(&topo.node, 8181, "/ready"), "200");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -52,15 +52,21 @@ fn rendered(overlay: &str) -> Vec<Value> {
 /// owns, a manifest source for `--in-cluster`, the test image, no port list (with host
 /// networking it only documents); `edit` may change the container further.
 fn pod_from_template(
+    overlay: &str,
     name: &str,
     bpffs: &Path,
     manifests: &Path,
     edit: impl Fn(&mut Value),
 ) -> (Value, Value) {
-    let docs = rendered("node-local");
+    let docs = rendered(overlay);
     let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).cloned().unwrap();
     let ds = kind("DaemonSet");
-    let cm = kind("ConfigMap");
+    // podman keeps a ConfigMap as a volume of that name: one per pod, or pods running at
+    // once would share one.
+    let mut cm = kind("ConfigMap");
+    let cm_name = format!("{name}-config");
+    let template_cm = cm["metadata"]["name"].clone();
+    cm["metadata"]["name"] = json!(cm_name);
     let mut spec = ds["spec"]["template"]["spec"].clone();
     assert_eq!(spec["hostNetwork"], true);
     let o = spec.as_object_mut().unwrap();
@@ -90,6 +96,9 @@ fn pod_from_template(
     for v in spec["volumes"].as_array_mut().unwrap() {
         if v["hostPath"]["path"] == "/sys/fs/bpf/xdns" {
             v["hostPath"]["path"] = json!(bpffs.display().to_string());
+        }
+        if v["configMap"]["name"] == template_cm {
+            v["configMap"]["name"] = json!(cm_name);
         }
     }
     spec["volumes"].as_array_mut().unwrap().push(json!({
@@ -172,6 +181,7 @@ impl PlayedPod {
 impl Drop for PlayedPod {
     fn drop(&mut self) {
         let _ = podman(&["pod", "rm", "--force", "--time", "0", &self.name]);
+        let _ = podman(&["volume", "rm", "--force", &format!("{}-config", self.name)]);
     }
 }
 
@@ -184,44 +194,100 @@ fn logs(container: &str) -> String {
     )
 }
 
+/// What both pod tests share: the image, a topology, a bpffs folder and the manifests.
+struct Setup {
+    topo: Topology,
+    _bpf: Bpffs,
+    pins: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    manifests: std::path::PathBuf,
+    prefix: String,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Option<Self> {
+        if !tests::require_root(tag) {
+            return None;
+        }
+        let present = podman(&["image", "exists", IMAGE]);
+        assert!(
+            present.status.success(),
+            "{IMAGE} missing: `cargo xtask test` builds it (or `cargo xtask image --tag {IMAGE}`)"
+        );
+        let prefix = format!("xp{tag}{}", std::process::id() % 10000);
+        let topo = Topology::new(&prefix, 1).expect("namespaces");
+        let bpf = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
+        let pins = bpf.dir.join("xdns");
+        fs::create_dir_all(&pins).unwrap();
+        let dir = std::env::temp_dir().join(format!("{prefix}-pod"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+        let manifests = fs::canonicalize(manifests).unwrap();
+        Some(Self {
+            topo,
+            _bpf: bpf,
+            pins,
+            dir,
+            manifests,
+            prefix,
+        })
+    }
+
+    /// Plays the overlay's pod and waits until `/ready` says 200 (or fails with its logs).
+    fn ready(&self, overlay: &str) -> PlayedPod {
+        let name = format!("{}-{overlay}", self.prefix);
+        let (pod, cm) = pod_from_template(overlay, &name, &self.pins, &self.manifests, |_| {});
+        let (played, said) = PlayedPod::play(&self.dir, &name, &self.topo.node.name, &pod, &cm);
+        let container = format!("{name}-xdns");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while http_status(&self.topo.node, 8181, "/ready") != "200" {
+            if std::time::Instant::now() > deadline {
+                let ps = podman(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+                panic!(
+                    "the pod is not ready: {said}\n{}\n{}",
+                    String::from_utf8_lossy(&ps.stdout),
+                    logs(&container)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        played
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The accelerator's pod: the kernel path on the pod veths, answering queries to the
+/// kube-dns ClusterIP from a pod; nothing listens in userspace.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF, namespaces and podman")]
+fn the_accelerator_pod_runs_with_its_own_privileges() {
+    let Some(s) = Setup::new("acc") else { return };
+    let _pod = s.ready("accelerator");
+    let pod_ns = &s.topo.pods[0].ns;
+    assert_eq!(
+        dig(pod_ns, SVC4, &["web.shop.svc.cluster.local"]),
+        "10.96.12.7"
+    );
+    let counters = dns_userspace::dataplane::maps::pinned_counters(&s.pins)
+        .expect("pins in the mounted bpffs");
+    assert!(counters.get(dns_common::Counter::Answered) >= 1);
+    // Accelerator only: no userspace listener on the node.
+    let listening = tests::client::run(&s.topo.node, "ss", &["-lnu"]);
+    assert!(!listening.contains(":53 "), "{listening}");
+}
+
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: BPF, namespaces and podman")]
 fn the_node_local_pod_runs_with_its_own_privileges_and_no_fewer() {
-    if !tests::require_root("pod") {
-        return;
-    }
-    let present = podman(&["image", "exists", IMAGE]);
-    assert!(
-        present.status.success(),
-        "{IMAGE} missing: `cargo xtask test` builds it (or `cargo xtask image --tag {IMAGE}`)"
-    );
-    let prefix = format!("xpod{}", std::process::id() % 10000);
-    let topo = Topology::new(&prefix, 1).expect("namespaces");
-    let bpf = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
-    let pins = bpf.dir.join("xdns");
-    fs::create_dir_all(&pins).unwrap();
-    let dir = std::env::temp_dir().join(format!("{prefix}-pod"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
-    let manifests = fs::canonicalize(manifests).unwrap();
-
-    let name = format!("{prefix}-ok");
-    let (pod, cm) = pod_from_template(&name, &pins, &manifests, |_| {});
-    let (played, said) = PlayedPod::play(&dir, &name, &topo.node.name, &pod, &cm);
-    let container = format!("{name}-xdns");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while http_status(&topo.node, 8181, "/ready") != "200" {
-        if std::time::Instant::now() > deadline {
-            let ps = podman(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
-            panic!(
-                "the pod is not ready: {said}\n{}\n{}",
-                String::from_utf8_lossy(&ps.stdout),
-                logs(&container)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let Some(s) = Setup::new("nl") else { return };
+    let (topo, pins) = (&s.topo, &s.pins);
+    let played = s.ready("node-local");
     // Its host network is the node namespace: the node-local address it adds is there
     // (on its dummy interface, or on lo where the kernel has no dummy driver).
     let addrs = tests::client::run(&topo.node, "ip", &["-br", "addr"]);
@@ -237,19 +303,19 @@ fn the_node_local_pod_runs_with_its_own_privileges_and_no_fewer() {
         "10.96.12.7"
     );
     let counters =
-        dns_userspace::dataplane::maps::pinned_counters(&pins).expect("pins in the mounted bpffs");
+        dns_userspace::dataplane::maps::pinned_counters(pins).expect("pins in the mounted bpffs");
     assert!(counters.get(dns_common::Counter::Answered) >= 1);
     drop(played);
 
     // One capability fewer than the template grants: the pod does not come up, and says why.
-    let name = format!("{prefix}-nobpf");
-    let (pod, cm) = pod_from_template(&name, &pins, &manifests, |c| {
+    let name = format!("{}-nobpf", s.prefix);
+    let (pod, cm) = pod_from_template("node-local", &name, pins, &s.manifests, |c| {
         let add = c["securityContext"]["capabilities"]["add"]
             .as_array_mut()
             .unwrap();
         add.retain(|cap| cap != "BPF");
     });
-    let (_played, _) = PlayedPod::play(&dir, &name, &topo.node.name, &pod, &cm);
+    let (_played, _) = PlayedPod::play(&s.dir, &name, &topo.node.name, &pod, &cm);
     let container = format!("{name}-xdns");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !logs(&container).contains("capabilities BPF missing") {
@@ -261,5 +327,4 @@ fn the_node_local_pod_runs_with_its_own_privileges_and_no_fewer() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_ne!(http_status(&topo.node, 8181, "/ready"), "200");
-    let _ = fs::remove_dir_all(&dir);
 }

@@ -31,6 +31,13 @@ fn zone_text() -> String {
     z
 }
 
+/// Two ExternalName Services in `shop`: one to a name Knot serves, one to a missing name.
+const EXTERNAL_NAMES: &str =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: shop}\n\
+     spec: {type: ExternalName, externalName: www.example.test}\n---\n\
+     apiVersion: v1\nkind: Service\nmetadata: {name: gone, namespace: shop}\n\
+     spec: {type: ExternalName, externalName: nope.example.test}\n";
+
 /// knotd in `ns`, killed on drop.
 struct Knot(Child);
 
@@ -141,6 +148,17 @@ impl Fixture {
         .map(String::from)
         .to_vec();
         a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// [`Fixture::args`] with `dir` as the manifest folder.
+    fn args_on(&self, dir: &Path, extra: &[&str]) -> Vec<String> {
+        let mut a = self.args(extra);
+        let at = a
+            .iter()
+            .position(|a| a == "--manifests")
+            .expect("--manifests");
+        a[at + 1] = dir.display().to_string();
         a
     }
 
@@ -646,18 +664,9 @@ fn external_names_resolve_to_their_targets_addresses() {
     let Some(f) = fixture("extn") else { return };
     let dir = f.dir.join("manifests");
     fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("ext.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: shop}\n\
-         spec: {type: ExternalName, externalName: www.example.test}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata: {name: gone, namespace: shop}\n\
-         spec: {type: ExternalName, externalName: nope.example.test}\n",
-    )
-    .unwrap();
+    fs::write(dir.join("ext.yaml"), EXTERNAL_NAMES).unwrap();
     let _k = Knot::start(&f.up, &f.dir);
-    let mut args = f.args(&[]);
-    let at = args.iter().position(|a| a == "--manifests").unwrap();
-    args[at + 1] = dir.display().to_string();
+    let args = f.args_on(&dir, &[]);
     let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
     eventually(Duration::from_secs(5), "192.0.2.10".to_string(), || {
         dig(f.pod(), SVC4, &["www.example.test"])
@@ -740,9 +749,10 @@ fn an_upstream_service_is_forwarded_to_while_it_has_endpoints() {
             dig_status(&f.up, "10.2.0.2", &["-p", port, "www.example.test"])
         });
     }
-    let mut args = f.args(&["--upstream-service", "kube-system/kube-dns-upstream"]);
-    let at = args.iter().position(|a| a == "--manifests").unwrap();
-    args[at + 1] = dir.display().to_string();
+    let args = f.args_on(
+        &dir,
+        &["--upstream-service", "kube-system/kube-dns-upstream"],
+    );
     let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
     // Which upstream a fresh name (never cached) reached.
     let mut n = 0;
@@ -816,19 +826,10 @@ fn glibc_python_and_musl_clients_resolve_as_a_coredns_pod() {
         let e = e.unwrap().path();
         fs::copy(&e, dir.join(e.file_name().unwrap())).unwrap();
     }
-    fs::write(
-        dir.join("ext.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: shop}\n\
-         spec: {type: ExternalName, externalName: www.example.test}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata: {name: gone, namespace: shop}\n\
-         spec: {type: ExternalName, externalName: nope.example.test}\n",
-    )
-    .unwrap();
+    fs::write(dir.join("ext.yaml"), EXTERNAL_NAMES).unwrap();
     let musl = musl_client(&f.dir);
     let _k = Knot::start(&f.up, &f.dir);
-    let mut args = f.args(&[]);
-    let at = args.iter().position(|a| a == "--manifests").unwrap();
-    args[at + 1] = dir.display().to_string();
+    let args = f.args_on(&dir, &[]);
     let _d = Daemon::start(&f.topo.node, &args).expect("daemon");
     eventually(Duration::from_secs(5), "192.0.2.10".to_string(), || {
         dig(f.pod(), SVC4, &["www.example.test"])

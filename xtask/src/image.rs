@@ -51,6 +51,14 @@ pub fn assemble(root: &Path, binary: &Path, tag: &str) -> Result<()> {
          ENTRYPOINT [\"/usr/local/bin/xdns\"]\n",
     )?;
     let ctx_s = ctx.to_str().context("utf-8 path")?;
+    // The image this tag named before: untagged by the build, removed after it, so test
+    // runs do not pile up images of 50 MB each.
+    let previous = output(
+        "podman",
+        &[PODMAN, &["image", "inspect", "--format", "{{.Id}}", tag]].concat(),
+    )
+    .ok()
+    .map(|id| id.trim().to_owned());
     podman(&[
         "build",
         "--network",
@@ -61,6 +69,16 @@ pub fn assemble(root: &Path, binary: &Path, tag: &str) -> Result<()> {
         &format!("{ctx_s}/Containerfile"),
         ctx_s,
     ])?;
+    let now = output(
+        "podman",
+        &[PODMAN, &["image", "inspect", "--format", "{{.Id}}", tag]].concat(),
+    )?;
+    if let Some(old) = previous.filter(|old| !old.is_empty() && *old != now.trim()) {
+        // Still used by a container (a pod left running): kept, and said.
+        if let Err(e) = podman(&["rmi", &old]) {
+            println!("xtask: the previous image {old} stays: {e:#}");
+        }
+    }
     // It starts: the entry point runs and knows its subcommands. Limits no higher than
     // this machine lets a process raise them (no CAP_SYS_RESOURCE): podman's defaults, and
     // here even `--ulimit host`, fail with EPERM in runc.

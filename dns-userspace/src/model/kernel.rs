@@ -95,15 +95,17 @@ impl KernelEntries for Records {
         self.kernel_target(key.wire()?).map(|(_, v)| v)
     }
     fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
-        let reverse = self.reverse.keys().map(|ip| name::reverse(*ip));
-        Box::new(
-            self.rrsets
-                .iter()
-                .filter(|(_, set)| set.cname.is_some())
-                .map(|(owner, _)| owner.to_vec())
-                .chain(reverse)
-                .filter_map(|owner| self.kernel_target(&owner)),
-        )
+        let cnames = self
+            .rrsets
+            .iter()
+            .filter(|(_, set)| set.cname.is_some())
+            .filter_map(|(owner, _)| self.kernel_target(owner));
+        // By address: no reverse name parsed back from the one just built.
+        let ptrs = self
+            .reverse
+            .keys()
+            .filter_map(|ip| self.kernel_ptr(*ip, &name::reverse(*ip)));
+        Box::new(cnames.chain(ptrs))
     }
     fn pod_namespaces(&self) -> BTreeSet<PodKey> {
         self.kernel_pod_namespaces()
@@ -279,20 +281,34 @@ impl Records {
 
     /// The targets map's entry for one name, if it has one.
     pub fn kernel_target(&self, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
-        let (rtype, target) = match name::unreverse(owner) {
-            Some(ip) => match self.reverse.get(&ip)?.as_slice() {
-                [ptr] => (RTYPE_PTR, ptr.target(ip)),
-                _ => return None,
-            },
+        match name::unreverse(owner) {
+            Some(ip) => self.kernel_ptr(ip, owner),
             None => {
                 let set = self.rrsets.get(owner)?;
-                (RTYPE_CNAME, self.outside_cname(owner, set)?.to_vec())
+                let target = self.outside_cname(owner, set)?;
+                self.target_entry(owner, RTYPE_CNAME, target)
             }
+        }
+    }
+
+    /// The entry for `ip`'s reverse name `owner`: its one PTR, to a name with addresses.
+    fn kernel_ptr(&self, ip: IpAddr, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
+        let [ptr] = self.reverse.get(&ip)?.as_slice() else {
+            return None;
         };
-        if rtype == RTYPE_PTR && !self.has_addresses(&target) {
+        let target = ptr.target(ip);
+        if !self.has_addresses(&target) {
             return None;
         }
-        let target = target.as_slice();
+        self.target_entry(owner, RTYPE_PTR, &target)
+    }
+
+    fn target_entry(
+        &self,
+        owner: &[u8],
+        rtype: u16,
+        target: &[u8],
+    ) -> Option<(NameKey, TargetRecord)> {
         if owner.len() > MAX_NAME_LEN || target.len() > MAX_NAME_LEN || shares_suffix(owner, target)
         {
             return None;

@@ -231,10 +231,7 @@ impl LiveZone {
             Some(_) => Vec::new(),
             None => return Vec::new(),
         };
-        for slice in self.by_service.get(&key).into_iter().flatten() {
-            let Some(s) = self.slices.get(&(key.0.clone(), slice.clone())) else {
-                continue;
-            };
+        for s in self.slices_of(&key) {
             for ep in s.endpoints.iter().filter(|e| e.ready) {
                 out.extend(ep.addresses.iter().copied());
             }
@@ -244,16 +241,22 @@ impl LiveZone {
         out
     }
 
+    /// The slices held for a Service, in name order.
+    fn slices_of<'a>(&'a self, svc: &'a Key) -> impl Iterator<Item = &'a SliceView> + 'a {
+        self.by_service
+            .get(svc)
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| self.slices.get(&(svc.0.clone(), name.clone())))
+    }
+
     /// A DNS Service's ready endpoints as upstreams (what `--upstream-service` forwards
     /// to), sorted: each address at its slice's UDP port named `dns` (else its first UDP
     /// port, else 53).
     pub fn service_endpoints(&self, namespace: &str, name: &str) -> Vec<SocketAddr> {
         let key: Key = (namespace.into(), name.into());
         let mut out = Vec::new();
-        for slice in self.by_service.get(&key).into_iter().flatten() {
-            let Some(s) = self.slices.get(&(key.0.clone(), slice.clone())) else {
-                continue;
-            };
+        for s in self.slices_of(&key) {
             let udp = |p: &&PortView| p.protocol == "UDP";
             let port = s
                 .ports
@@ -512,13 +515,7 @@ impl LiveZone {
                 let key = (ns.clone(), name.clone());
                 match self.services.get(&key) {
                     Some(svc) => {
-                        let slices: Vec<&SliceView> = self
-                            .by_service
-                            .get(&key)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|s| self.slices.get(&(ns.clone(), s.clone())))
-                            .collect();
+                        let slices: Vec<&SliceView> = self.slices_of(&key).collect();
                         build::service_part(cfg, svc, &slices)
                     }
                     None => Part::default(),

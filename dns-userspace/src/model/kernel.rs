@@ -87,7 +87,7 @@ impl KernelEntries for Records {
     fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
         let apex = std::iter::once(self.cfg.zone.as_slice());
         Box::new(
-            apex.chain(self.names.iter().map(|n| &n[..]))
+            apex.chain(self.names.keys().map(|n| &n[..]))
                 .filter_map(|owner| self.kernel_record(owner)),
         )
     }

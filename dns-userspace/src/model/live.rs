@@ -167,9 +167,9 @@ impl LiveZone {
             cfg: cfg.clone(),
             serial: 0,
             synced: false,
-            rrsets: imbl::OrdMap::new(),
-            reverse: imbl::OrdMap::new(),
-            names: imbl::OrdSet::new(),
+            rrsets: Default::default(),
+            reverse: Default::default(),
+            names: Default::default(),
             namespaces: imbl::OrdSet::new(),
             pod_ips: imbl::OrdSet::new(),
         };
@@ -190,6 +190,7 @@ impl LiveZone {
             tracking: true,
         };
         z.refresh(Unit::Static, &mut Touched::default());
+        z.records.flush();
         z.records.serial = serial::fold(z.sum);
         z
     }
@@ -332,6 +333,7 @@ impl LiveZone {
             }
         }
         self.tracking = true;
+        self.records.flush();
         self.records.serial = serial::fold(self.sum);
         touched
     }
@@ -668,7 +670,7 @@ impl LiveZone {
         if (before == 0) != (after == 0) {
             if add {
                 let name = self.intern(n);
-                self.records.names.insert(name);
+                self.records.names.insert(name, ());
                 self.sum = self.sum.wrapping_add(serial::name(n));
             } else {
                 self.records.names.remove(n);

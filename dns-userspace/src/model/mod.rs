@@ -5,6 +5,7 @@
 //! kubernetes plugin; each such choice is named where it is made.
 mod build;
 pub mod config;
+mod dense;
 mod kernel;
 pub mod live;
 pub mod name;
@@ -20,6 +21,8 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use thin_vec::ThinVec;
+
+use dense::{DenseMap, DenseSet};
 
 pub use config::{PodMode, ZoneConfig};
 pub use kernel::{KernelDelta, KernelEntries, KernelView};
@@ -172,13 +175,13 @@ pub struct Records {
     /// False until the source delivered its first full view: the zone then answers
     /// SERVFAIL rather than a false NXDOMAIN.
     pub synced: bool,
-    // Persistent maps: a snapshot for the answer path is a cheap clone, and a change to a
-    // few names copies only their paths.
-    rrsets: imbl::OrdMap<Name, RRSet>,
+    // Sharded maps: a snapshot for the answer path copies shard pointers, and a change to
+    // a few names copies only their shards.
+    rrsets: DenseMap<Name, RRSet>,
     /// The reverse zones: PTR records by address.
-    reverse: imbl::OrdMap<IpAddr, Ptrs>,
+    reverse: DenseMap<IpAddr, Ptrs>,
     /// Every in-zone name that exists, empty non-terminals included.
-    names: imbl::OrdSet<Name>,
+    names: DenseSet<Name>,
     /// Namespaces served (existing, and passing the namespace filters).
     namespaces: imbl::OrdSet<String>,
     /// `pods verified`: (namespace, address) of every pod.
@@ -196,6 +199,13 @@ impl Records {
         let mut r = build::build(cfg, &view::ClusterView::default());
         r.synced = false;
         r
+    }
+
+    /// Merges a batch's writes into the maps (they read their own writes before this).
+    fn flush(&mut self) {
+        self.rrsets.flush();
+        self.reverse.flush();
+        self.names.flush();
     }
 
     pub fn soa(&self) -> Soa {

@@ -116,7 +116,7 @@ pub(super) fn sum(r: &Records) -> u64 {
     for (ip, p) in r.reverse.iter() {
         s = s.wrapping_add(ptrs(*ip, p));
     }
-    for n in r.names.iter() {
+    for n in r.names.keys() {
         s = s.wrapping_add(name(n));
     }
     for ns in r.namespaces.iter() {

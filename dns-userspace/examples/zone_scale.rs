@@ -133,6 +133,9 @@ fn main() {
     for k in 0..changes {
         // A new address every time: 37 is prime to n, so the first n changes hit n Services.
         let (s, _) = service(((k * 37) % n) | 1, namespaces, 150 + (k / n) as u8);
+        // The answer path holds the last published zone, as in the daemon: a change
+        // copies what it shares with that snapshot.
+        let _published = zone.records().clone();
         let t = Instant::now();
         let touched = zone.apply([Change::Upsert(Object::Service(s))]);
         let _ = zone.records().kernel_delta(&touched);

@@ -125,6 +125,9 @@ enum Unit {
     Service(Str, Str),
 }
 
+/// The units a batch changes, each with the owners it had records at before.
+type Dirty = BTreeMap<Unit, Box<[Owner]>>;
+
 /// Where a unit has records: a name in the zone, or an address's PTRs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Owner {
@@ -145,9 +148,6 @@ pub struct LiveZone {
     /// Every namespace name seen (a few hundred): the one copy objects share.
     namespace_names: HashSet<Str>,
     pods: BTreeMap<Key, PodView>,
-    /// The owners each unit has records at (no copy of the records: a unit's part is
-    /// computed again from the objects when a merge needs it).
-    unit_owners: HashMap<Unit, Box<[Owner]>>,
     /// The names the fixed and namespace units make exist beyond their owners' (empty
     /// non-terminals such as `<ns>.svc.<zone>`).
     unit_names: HashMap<Unit, Box<[Name]>>,
@@ -182,14 +182,13 @@ impl LiveZone {
             namespaces: BTreeMap::new(),
             namespace_names: HashSet::new(),
             pods: BTreeMap::new(),
-            unit_owners: HashMap::new(),
             unit_names: HashMap::new(),
             name_refs: HashMap::new(),
             pod_parts: HashMap::new(),
             pod_refs: HashMap::new(),
             tracking: true,
         };
-        z.refresh(Unit::Static, &mut Touched::default());
+        z.refresh(Unit::Static, Box::default(), &mut Touched::default());
         z.records.flush();
         z.records.serial = serial::fold(z.sum);
         z
@@ -298,7 +297,7 @@ impl LiveZone {
     }
 
     fn update(&mut self, changes: impl IntoIterator<Item = Change>, track: bool) -> Touched {
-        let mut dirty = BTreeSet::new();
+        let mut dirty = Dirty::new();
         let mut pods = BTreeSet::new();
         for c in changes {
             match c {
@@ -320,8 +319,8 @@ impl LiveZone {
         }
         self.tracking = track;
         let mut touched = Touched::default();
-        for unit in dirty {
-            self.refresh(unit, &mut touched);
+        for (unit, before) in dirty {
+            self.refresh(unit, before, &mut touched);
             if !track {
                 touched = Touched::default();
             }
@@ -357,16 +356,36 @@ impl LiveZone {
             .is_some_and(|n| build::serves_namespace(&self.records.cfg, n))
     }
 
-    /// A namespace's served status may have changed: its names, Services and Pods follow.
-    fn namespace_moved(&self, ns: &str, dirty: &mut BTreeSet<Unit>, pods: &mut BTreeSet<Key>) {
-        dirty.insert(Unit::Namespace(ns.to_owned()));
+    /// Notes that `unit`'s part is about to change, and where its records are now: called
+    /// before the objects it is built from change, once per batch (the first call holds
+    /// what the zone holds). Kept only for the batch: no owner list per unit is stored.
+    fn mark(&self, unit: Unit, dirty: &mut Dirty) {
+        if let std::collections::btree_map::Entry::Vacant(e) = dirty.entry(unit) {
+            let owners = self.owners(&self.part_of(e.key()));
+            e.insert(owners);
+        }
+    }
+
+    /// Where a part has records.
+    fn owners(&self, part: &Part) -> Box<[Owner]> {
+        part.rrsets
+            .keys()
+            .map(|o| Owner::Name(self.intern(o)))
+            .chain(part.ptrs.keys().map(|ip| Owner::Addr(*ip)))
+            .collect()
+    }
+
+    /// A namespace's served status is about to change: its names, Services and Pods
+    /// follow.
+    fn namespace_moved(&self, ns: &str, dirty: &mut Dirty, pods: &mut BTreeSet<Key>) {
+        self.mark(Unit::Namespace(ns.to_owned()), dirty);
         let from: Key = (ns.into(), "".into());
         for (k, _) in self
             .services
             .range(from.clone()..)
             .take_while(|(k, _)| *k.0 == *ns)
         {
-            dirty.insert(Unit::Service(k.0.clone(), k.1.clone()));
+            self.mark(Unit::Service(k.0.clone(), k.1.clone()), dirty);
         }
         for (k, _) in self.pods.range(from..).take_while(|(k, _)| *k.0 == *ns) {
             pods.insert(k.clone());
@@ -412,21 +431,29 @@ impl LiveZone {
         }
     }
 
-    fn upsert(&mut self, o: Object, dirty: &mut BTreeSet<Unit>, pods: &mut BTreeSet<Key>) {
+    fn upsert(&mut self, o: Object, dirty: &mut Dirty, pods: &mut BTreeSet<Key>) {
         let o = self.shared(o);
         let key = o.key();
         match o {
             Object::Service(s) => {
                 if self.services.get(&key) != Some(&s) {
-                    self.services.insert(key.clone(), s);
-                    dirty.insert(Unit::Service(key.0, key.1));
+                    self.mark(Unit::Service(key.0.clone(), key.1.clone()), dirty);
+                    self.services.insert(key, s);
                 }
             }
             Object::Slice(s) => {
-                if self.slices.get(&key) == Some(&s) {
+                let held = self.slices.get(&key);
+                if held == Some(&s) {
                     return;
                 }
+                if let Some(old) = held {
+                    self.mark(
+                        Unit::Service(old.namespace.clone(), old.service.clone()),
+                        dirty,
+                    );
+                }
                 let new_svc = (s.namespace.clone(), s.service.clone());
+                self.mark(Unit::Service(new_svc.0.clone(), new_svc.1.clone()), dirty);
                 let old_svc = self
                     .slices
                     .insert(key.clone(), s)
@@ -440,20 +467,15 @@ impl LiveZone {
                         names.insert(at, key.1);
                     }
                 }
-                if let Some(old) = old_svc {
-                    dirty.insert(Unit::Service(old.0, old.1));
-                }
-                dirty.insert(Unit::Service(new_svc.0, new_svc.1));
             }
             Object::Namespace(n) => {
                 if self.namespaces.get(&*key.1) == Some(&n) {
                     return;
                 }
-                let was = self.served(&key.1);
-                self.namespaces.insert(key.1.clone(), n);
-                if was != self.served(&key.1) {
+                if self.served(&key.1) != build::serves_namespace(&self.records.cfg, &n) {
                     self.namespace_moved(&key.1, dirty, pods);
                 }
+                self.namespaces.insert(key.1.clone(), n);
             }
             Object::Pod(p) => {
                 if self.pods.get(&key) != Some(&p) {
@@ -473,31 +495,27 @@ impl LiveZone {
         }
     }
 
-    fn remove(
-        &mut self,
-        kind: ObjectKind,
-        key: &Key,
-        dirty: &mut BTreeSet<Unit>,
-        pods: &mut BTreeSet<Key>,
-    ) {
+    fn remove(&mut self, kind: ObjectKind, key: &Key, dirty: &mut Dirty, pods: &mut BTreeSet<Key>) {
         match kind {
             ObjectKind::Service => {
-                if self.services.remove(key).is_some() {
-                    dirty.insert(Unit::Service(key.0.clone(), key.1.clone()));
+                if self.services.contains_key(key) {
+                    self.mark(Unit::Service(key.0.clone(), key.1.clone()), dirty);
+                    self.services.remove(key);
                 }
             }
             ObjectKind::Slice => {
-                if let Some(old) = self.slices.remove(key) {
-                    let svc = (old.namespace, old.service);
+                if let Some(old) = self.slices.get(key) {
+                    let svc = (old.namespace.clone(), old.service.clone());
+                    self.mark(Unit::Service(svc.0.clone(), svc.1.clone()), dirty);
+                    self.slices.remove(key);
                     self.unlink_slice(&svc, &key.1);
-                    dirty.insert(Unit::Service(svc.0, svc.1));
                 }
             }
             ObjectKind::Namespace => {
-                let was = self.served(&key.1);
-                if self.namespaces.remove(&*key.1).is_some() && was {
+                if self.served(&key.1) {
                     self.namespace_moved(&key.1, dirty, pods);
                 }
+                self.namespaces.remove(&*key.1);
             }
             ObjectKind::Pod => {
                 if self.pods.remove(key).is_some() {
@@ -551,13 +569,14 @@ impl LiveZone {
         out
     }
 
-    /// Recomputes one unit's contribution and merges again every owner it had or has.
-    fn refresh(&mut self, unit: Unit, touched: &mut Touched) {
+    /// Recomputes one unit's contribution and merges again every owner it had (`before`)
+    /// or has.
+    fn refresh(&mut self, unit: Unit, before: Box<[Owner]>, touched: &mut Touched) {
         let new = self.part_of(&unit);
         if let Unit::Namespace(ns) = &unit {
             self.set_namespace_served(ns, self.served(ns), touched);
         }
-        let old_owners = self.unit_owners.remove(&unit).unwrap_or_default();
+        let old_owners = before;
         let old_names = self.names_of(&unit, &old_owners);
         self.unit_names.remove(&unit);
         for n in old_names.difference(&new.names) {
@@ -566,12 +585,7 @@ impl LiveZone {
         for n in new.names.difference(&old_names) {
             self.name_ref(n, true, touched);
         }
-        let new_owners: Box<[Owner]> = new
-            .rrsets
-            .keys()
-            .map(|o| Owner::Name(self.intern(o)))
-            .chain(new.ptrs.keys().map(|ip| Owner::Addr(*ip)))
-            .collect();
+        let new_owners = self.owners(&new);
         if !matches!(unit, Unit::Service(..)) {
             // Names not under an owner (empty non-terminals) are kept to undo them later.
             let derived = self.names_of(&unit, &new_owners);
@@ -600,9 +614,6 @@ impl LiveZone {
                     }
                 }
             }
-        }
-        if !new_owners.is_empty() {
-            self.unit_owners.insert(unit, new_owners);
         }
     }
 

@@ -3,11 +3,15 @@
 //! node sat empty (keys arrive in runs, and a split leaves two half-full nodes), which
 //! cost 140 MiB of the daemon's 360.
 //!
-//! Entries live in a fixed number of shards, each a sorted vector behind an `Arc`: a
+//! Entries live in a fixed number of shards, each sorted vectors behind an `Arc`: a
 //! snapshot for the answer path copies the shard pointers, and a batch of writes copies
 //! only the shards it touches, once each (a change costs a few shards' copies, each
 //! about a four-thousandth of the map); a shard no snapshot shares is written in place.
 //! [`DenseMap::flush`] gives back the growth slack of the shards a batch wrote.
+//!
+//! A shard keeps 32 bits of each key's hash beside the entries and sorts by them first:
+//! a lookup searches those inline and compares one key, rather than following a name's
+//! pointer at every step of the search (five times slower reading the whole zone).
 use std::{
     borrow::Borrow,
     collections::BTreeMap,
@@ -17,14 +21,18 @@ use std::{
 };
 
 /// Shards per map: at 100k Services a reverse shard holds ~150 PTRs (10 KiB to copy for
-/// a change); a small zone pays ~64 bytes a shard.
+/// a change); a small zone pays ~100 bytes a shard.
 const SHARDS: usize = 4096;
 
-/// One shard: entries sorted by key.
-type Shard<K, V> = Arc<Vec<(K, V)>>;
+/// One shard: entries sorted by (tag, key), `tags[i]` the tag of `entries[i]`.
+#[derive(Clone, PartialEq, Eq)]
+struct Shard<K, V> {
+    tags: Vec<u32>,
+    entries: Vec<(K, V)>,
+}
 
 pub struct DenseMap<K, V> {
-    shards: Box<[Shard<K, V>]>,
+    shards: Box<[Arc<Shard<K, V>>]>,
     /// Shards written since the last flush, one bit each.
     written: Box<[u64]>,
     len: usize,
@@ -33,17 +41,40 @@ pub struct DenseMap<K, V> {
 /// A set as a map to nothing: the entries are the keys alone.
 pub type DenseSet<K> = DenseMap<K, ()>;
 
-/// The shard a key lives in. A fixed hasher (SipHash with zero keys): equal maps shard
-/// equally, so two maps compare shard by shard.
-fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
+/// The shard a key lives in and its tag there. A fixed hasher (SipHash with zero keys):
+/// equal maps shard and order equally, so two maps compare shard by shard.
+fn place<Q: Hash + ?Sized>(key: &Q) -> (usize, u32) {
     let mut h = std::hash::DefaultHasher::new();
     key.hash(&mut h);
-    (h.finish() % SHARDS as u64) as usize
+    let h = h.finish();
+    ((h % SHARDS as u64) as usize, (h >> 32) as u32)
+}
+
+impl<K: Ord + Clone, V: Clone> Shard<K, V> {
+    /// Where `key` is (`Ok`) or would go (`Err`).
+    fn find<Q>(&self, tag: u32, key: &Q) -> Result<usize, usize>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let mut i = self.tags.partition_point(|t| *t < tag);
+        while i < self.tags.len() && self.tags[i] == tag {
+            match self.entries[i].0.borrow().cmp(key) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Err(i)
+    }
 }
 
 impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
     pub fn new() -> Self {
-        let empty = Arc::new(Vec::new());
+        let empty = Arc::new(Shard {
+            tags: Vec::new(),
+            entries: Vec::new(),
+        });
         Self {
             shards: (0..SHARDS).map(|_| empty.clone()).collect(),
             written: vec![0; SHARDS / 64].into(),
@@ -55,21 +86,14 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
         self.len
     }
 
-    fn find<Q>(shard: &[(K, V)], key: &Q) -> Result<usize, usize>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        shard.binary_search_by(|(k, _)| k.borrow().cmp(key))
-    }
-
     pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
     where
         K: Borrow<Q>,
         Q: Ord + Hash + ?Sized,
     {
-        let shard = &self.shards[shard_of(key)];
-        let (k, v) = &shard[Self::find(shard, key).ok()?];
+        let (i, tag) = place(key);
+        let shard = &self.shards[i];
+        let (k, v) = &shard.entries[shard.find(tag, key).ok()?];
         Some((k, v))
     }
 
@@ -90,17 +114,19 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
     }
 
     /// The shard for writing: copied first if a snapshot shares it.
-    fn shard_mut(&mut self, i: usize) -> &mut Vec<(K, V)> {
+    fn shard_mut(&mut self, i: usize) -> &mut Shard<K, V> {
         self.written[i / 64] |= 1 << (i % 64);
         Arc::make_mut(&mut self.shards[i])
     }
 
     pub fn insert(&mut self, key: K, value: V) {
-        let i = shard_of(&key);
-        match Self::find(&self.shards[i], &key) {
-            Ok(at) => self.shard_mut(i)[at].1 = value,
+        let (i, tag) = place(&key);
+        match self.shards[i].find(tag, &key) {
+            Ok(at) => self.shard_mut(i).entries[at].1 = value,
             Err(at) => {
-                self.shard_mut(i).insert(at, (key, value));
+                let shard = self.shard_mut(i);
+                shard.tags.insert(at, tag);
+                shard.entries.insert(at, (key, value));
                 self.len += 1;
             }
         }
@@ -111,9 +137,11 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + Hash + ?Sized,
     {
-        let i = shard_of(key);
-        if let Ok(at) = Self::find(&self.shards[i], key) {
-            self.shard_mut(i).remove(at);
+        let (i, tag) = place(key);
+        if let Ok(at) = self.shards[i].find(tag, key) {
+            let shard = self.shard_mut(i);
+            shard.tags.remove(at);
+            shard.entries.remove(at);
             self.len -= 1;
         }
     }
@@ -127,7 +155,8 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 if let Some(shard) = Arc::get_mut(&mut self.shards[i]) {
-                    shard.shrink_to_fit();
+                    shard.tags.shrink_to_fit();
+                    shard.entries.shrink_to_fit();
                 }
             }
         }
@@ -137,7 +166,7 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.shards
             .iter()
-            .flat_map(|s| s.iter())
+            .flat_map(|s| s.entries.iter())
             .map(|(k, v)| (k, v))
     }
 
@@ -236,7 +265,8 @@ mod tests {
             let seen: BTreeMap<u16, u8> = m.iter().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(&seen, &oracle);
             for s in m.shards.iter() {
-                prop_assert!(s.windows(2).all(|w| w[0].0 < w[1].0), "a shard out of order");
+                let order: Vec<(u32, u16)> = s.tags.iter().copied().zip(s.entries.iter().map(|e| e.0)).collect();
+                prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "a shard out of order");
             }
         }
     }

@@ -103,8 +103,8 @@ impl KernelEntries for Records {
         // By address: no reverse name parsed back from the one just built.
         let ptrs = self
             .reverse
-            .keys()
-            .filter_map(|ip| self.kernel_ptr(*ip, &name::reverse(*ip)));
+            .addrs()
+            .filter_map(|ip| self.kernel_ptr(ip, &name::reverse(ip)));
         Box::new(cnames.chain(ptrs))
     }
     fn pod_namespaces(&self) -> BTreeSet<PodKey> {
@@ -293,7 +293,8 @@ impl Records {
 
     /// The entry for `ip`'s reverse name `owner`: its one PTR, to a name with addresses.
     fn kernel_ptr(&self, ip: IpAddr, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
-        let [ptr] = self.reverse.get(&ip)?.as_slice() else {
+        let ptrs = self.reverse.get(ip)?;
+        let [ptr] = ptrs.as_slice() else {
             return None;
         };
         let target = ptr.target(ip);

@@ -751,9 +751,9 @@ impl LiveZone {
     /// unit's, in unit order, duplicates dropped as [`Records::build`] drops them. Several
     /// Services may hold one address (a pod behind two); each record names its Service.
     fn merge_ptrs(&mut self, ip: IpAddr, unit: &Unit, part: &Part) {
-        let held = self.records.reverse.get(&ip);
+        let held = self.records.reverse.get(ip);
         let mut units: BTreeSet<Unit> = held
-            .into_iter()
+            .iter()
             .flatten()
             .filter_map(|p| self.unit_of_target(&p.under))
             .collect();
@@ -780,14 +780,14 @@ impl LiveZone {
                 }
             }
         }
-        if held == Some(&merged) || (held.is_none() && merged.is_empty()) {
+        if held.as_ref() == Some(&merged) || (held.is_none() && merged.is_empty()) {
             return;
         }
-        if let Some(o) = held {
+        if let Some(o) = &held {
             self.sum = self.sum.wrapping_sub(serial::ptrs(ip, o));
         }
         if merged.is_empty() {
-            self.records.reverse.remove(&ip);
+            self.records.reverse.remove(ip);
         } else {
             self.sum = self.sum.wrapping_add(serial::ptrs(ip, &merged));
             self.records.reverse.insert(ip, merged);

@@ -9,6 +9,7 @@ mod dense;
 mod kernel;
 pub mod live;
 pub mod name;
+mod reverse;
 pub mod selector;
 mod serial;
 pub mod view;
@@ -179,7 +180,7 @@ pub struct Records {
     // a few names copies only their shards.
     rrsets: DenseMap<Name, RRSet>,
     /// The reverse zones: PTR records by address.
-    reverse: DenseMap<IpAddr, Ptrs>,
+    reverse: reverse::Reverse,
     /// Every in-zone name that exists, empty non-terminals included.
     names: DenseSet<Name>,
     /// Namespaces served (existing, and passing the namespace filters).
@@ -225,8 +226,8 @@ impl Records {
     }
 
     /// The PTR records of an address.
-    pub fn ptrs(&self, ip: IpAddr) -> Option<&Ptrs> {
-        self.reverse.get(&ip)
+    pub fn ptrs(&self, ip: IpAddr) -> Option<Ptrs> {
+        self.reverse.get(ip)
     }
 
     /// Every owner name in the zone with records, lower-case wire form.
@@ -236,7 +237,7 @@ impl Records {
 
     /// Every address with PTR records.
     pub fn reverse_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.reverse.keys().copied()
+        self.reverse.addrs()
     }
 
     /// Number of owner names with records (reverse names included).
@@ -253,7 +254,7 @@ impl Records {
         if name::is_within(qname, &self.cfg.zone) {
             return self.lookup_in_zone(qname, qtype, 0);
         }
-        let found = name::unreverse(qname).and_then(|ip| Some((ip, self.reverse.get(&ip)?)));
+        let found = name::unreverse(qname).and_then(|ip| Some((ip, self.reverse.get(ip)?)));
         match found {
             Some((ip, ptrs)) => match qtype {
                 QType::Ptr => answer(ptrs.iter().map(|p| rec(qname, RData::Ptr(p.target(ip))))),

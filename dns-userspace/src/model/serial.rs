@@ -114,7 +114,7 @@ pub(super) fn sum(r: &Records) -> u64 {
         s = s.wrapping_add(rrset(owner, set));
     }
     for (ip, p) in r.reverse.iter() {
-        s = s.wrapping_add(ptrs(*ip, p));
+        s = s.wrapping_add(ptrs(ip, &p));
     }
     for n in r.names.keys() {
         s = s.wrapping_add(name(n));

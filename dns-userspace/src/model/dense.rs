@@ -3,11 +3,13 @@
 //! node sat empty (keys arrive in runs, and a split leaves two half-full nodes), which
 //! cost 140 MiB of the daemon's 360.
 //!
-//! Entries live in a fixed number of shards, each sorted vectors behind an `Arc`: a
-//! snapshot for the answer path copies the shard pointers, and a batch of writes copies
-//! only the shards it touches, once each (a change costs a few shards' copies, each
-//! about a four-thousandth of the map); a shard no snapshot shares is written in place.
-//! [`DenseMap::flush`] gives back the growth slack of the shards a batch wrote.
+//! Entries live in shards, each sorted vectors behind an `Arc`: a snapshot for the answer
+//! path copies the shard pointers, and a batch of writes copies only the shards it
+//! touches, once each; a shard no snapshot shares is written in place. The shard count
+//! follows the size (4 to 64 entries a shard), so a change copies a few dozen entries
+//! whatever the zone's size. [`DenseMap::flush`] gives back the growth slack of the shards
+//! a batch wrote. Shards are grouped in pages of 64 behind their own `Arc`, so taking a
+//! snapshot is one reference per page and a write copies one page of pointers.
 //!
 //! A shard keeps 32 bits of each key's hash beside the entries and sorts by them first:
 //! a lookup searches those inline and compares one key, rather than following a name's
@@ -20,9 +22,12 @@ use std::{
     sync::Arc,
 };
 
-/// Shards per map: at 100k Services a reverse shard holds ~150 PTRs (10 KiB to copy for
-/// a change); a small zone pays ~100 bytes a shard.
-const SHARDS: usize = 4096;
+/// Fewest shards a map has (a power of two, as every count is).
+const MIN_SHARDS: usize = 64;
+/// Entries a shard holds on average before the count grows fourfold, and below which
+/// it shrinks fourfold.
+const GROW_AT: usize = 64;
+const SHRINK_AT: usize = 4;
 
 /// One shard: entries sorted by (tag, key), `tags[i]` the tag of `entries[i]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,8 +36,14 @@ struct Shard<K, V> {
     entries: Vec<(K, V)>,
 }
 
+/// Shards per page.
+const PAGE: usize = 64;
+
+#[derive(Clone, PartialEq, Eq)]
+struct Page<K, V>(Vec<Arc<Shard<K, V>>>);
+
 pub struct DenseMap<K, V> {
-    shards: Box<[Arc<Shard<K, V>>]>,
+    pages: Box<[Arc<Page<K, V>>]>,
     /// Shards written since the last flush, one bit each.
     written: Box<[u64]>,
     len: usize,
@@ -41,13 +52,13 @@ pub struct DenseMap<K, V> {
 /// A set as a map to nothing: the entries are the keys alone.
 pub type DenseSet<K> = DenseMap<K, ()>;
 
-/// The shard a key lives in and its tag there. A fixed hasher (SipHash with zero keys):
-/// equal maps shard and order equally, so two maps compare shard by shard.
-fn place<Q: Hash + ?Sized>(key: &Q) -> (usize, u32) {
+/// The shard a key lives in among `shards` and its tag there. A fixed hasher (SipHash
+/// with zero keys): equal maps with equal shard counts shard and order equally.
+fn place<Q: Hash + ?Sized>(key: &Q, shards: usize) -> (usize, u32) {
     let mut h = std::hash::DefaultHasher::new();
     key.hash(&mut h);
     let h = h.finish();
-    ((h % SHARDS as u64) as usize, (h >> 32) as u32)
+    (h as usize & (shards - 1), (h >> 32) as u32)
 }
 
 impl<K: Ord + Clone, V: Clone> Shard<K, V> {
@@ -71,14 +82,56 @@ impl<K: Ord + Clone, V: Clone> Shard<K, V> {
 
 impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
     pub fn new() -> Self {
+        Self::with_shards(MIN_SHARDS)
+    }
+
+    fn with_shards(n: usize) -> Self {
         let empty = Arc::new(Shard {
             tags: Vec::new(),
             entries: Vec::new(),
         });
         Self {
-            shards: (0..SHARDS).map(|_| empty.clone()).collect(),
-            written: vec![0; SHARDS / 64].into(),
+            pages: (0..n / PAGE)
+                .map(|_| Arc::new(Page(vec![empty.clone(); PAGE])))
+                .collect(),
+            written: vec![0; n.div_ceil(64)].into(),
             len: 0,
+        }
+    }
+
+    /// The same entries in `n` shards: each shard sorted once, at its exact size.
+    fn reshard(&mut self, n: usize) {
+        let mut out: Vec<Vec<(u32, K, V)>> = (0..n).map(|_| Vec::new()).collect();
+        for page in std::mem::take(&mut self.pages).into_vec() {
+            let page = Arc::try_unwrap(page).unwrap_or_else(|shared| (*shared).clone());
+            for shard in page.0 {
+                let shard = Arc::try_unwrap(shard).unwrap_or_else(|shared| (*shared).clone());
+                for (k, v) in shard.entries {
+                    let (i, tag) = place(&k, n);
+                    out[i].push((tag, k, v));
+                }
+            }
+        }
+        let len = self.len;
+        *self = Self::with_shards(n);
+        self.len = len;
+        for (i, mut entries) in out.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            entries.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let (tags, entries) = entries.into_iter().map(|(t, k, v)| (t, (k, v))).unzip();
+            *self.shard_mut(i) = Shard { tags, entries };
+        }
+    }
+
+    /// Keeps shards between [`SHRINK_AT`] and [`GROW_AT`] entries on average.
+    fn resize(&mut self) {
+        let n = self.shard_count();
+        if self.len > n * GROW_AT {
+            self.reshard(n * 4);
+        } else if n > MIN_SHARDS && self.len < n * SHRINK_AT {
+            self.reshard(n / 4);
         }
     }
 
@@ -86,13 +139,21 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
         self.len
     }
 
+    fn shard_count(&self) -> usize {
+        self.pages.len() * PAGE
+    }
+
+    fn shard(&self, i: usize) -> &Shard<K, V> {
+        &self.pages[i / PAGE].0[i % PAGE]
+    }
+
     pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
     where
         K: Borrow<Q>,
         Q: Ord + Hash + ?Sized,
     {
-        let (i, tag) = place(key);
-        let shard = &self.shards[i];
+        let (i, tag) = place(key, self.shard_count());
+        let shard = self.shard(i);
         let (k, v) = &shard.entries[shard.find(tag, key).ok()?];
         Some((k, v))
     }
@@ -116,18 +177,20 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
     /// The shard for writing: copied first if a snapshot shares it.
     fn shard_mut(&mut self, i: usize) -> &mut Shard<K, V> {
         self.written[i / 64] |= 1 << (i % 64);
-        Arc::make_mut(&mut self.shards[i])
+        let page = Arc::make_mut(&mut self.pages[i / PAGE]);
+        Arc::make_mut(&mut page.0[i % PAGE])
     }
 
     pub fn insert(&mut self, key: K, value: V) {
-        let (i, tag) = place(&key);
-        match self.shards[i].find(tag, &key) {
+        let (i, tag) = place(&key, self.shard_count());
+        match self.shard(i).find(tag, &key) {
             Ok(at) => self.shard_mut(i).entries[at].1 = value,
             Err(at) => {
                 let shard = self.shard_mut(i);
                 shard.tags.insert(at, tag);
                 shard.entries.insert(at, (key, value));
                 self.len += 1;
+                self.resize();
             }
         }
     }
@@ -137,12 +200,13 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + Hash + ?Sized,
     {
-        let (i, tag) = place(key);
-        if let Ok(at) = self.shards[i].find(tag, key) {
+        let (i, tag) = place(key, self.shard_count());
+        if let Ok(at) = self.shard(i).find(tag, key) {
             let shard = self.shard_mut(i);
             shard.tags.remove(at);
             shard.entries.remove(at);
             self.len -= 1;
+            self.resize();
         }
     }
 
@@ -154,7 +218,8 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if let Some(shard) = Arc::get_mut(&mut self.shards[i]) {
+                let page = Arc::get_mut(&mut self.pages[i / PAGE]);
+                if let Some(shard) = page.and_then(|p| Arc::get_mut(&mut p.0[i % PAGE])) {
                     shard.tags.shrink_to_fit();
                     shard.entries.shrink_to_fit();
                 }
@@ -164,8 +229,9 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
-        self.shards
+        self.pages
             .iter()
+            .flat_map(|p| p.0.iter())
             .flat_map(|s| s.entries.iter())
             .map(|(k, v)| (k, v))
     }
@@ -194,7 +260,7 @@ impl<K: Ord + Hash + Clone, V: Clone> Default for DenseMap<K, V> {
 impl<K, V> Clone for DenseMap<K, V> {
     fn clone(&self) -> Self {
         Self {
-            shards: self.shards.clone(),
+            pages: self.pages.clone(),
             written: self.written.clone(),
             len: self.len,
         }
@@ -218,13 +284,20 @@ impl<K: Ord + Hash + Clone> FromIterator<K> for DenseSet<K> {
     }
 }
 
-impl<K: PartialEq, V: PartialEq> PartialEq for DenseMap<K, V> {
+impl<K: Ord + Hash + Clone, V: Clone + PartialEq> PartialEq for DenseMap<K, V> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.shards == other.shards
+        if self.len != other.len {
+            return false;
+        }
+        if self.pages.len() == other.pages.len() {
+            return self.pages == other.pages;
+        }
+        // Histories differ (the count shrinks later than it grows): compare entries.
+        self.iter().all(|(k, v)| other.get(k) == Some(v))
     }
 }
 
-impl<K: Eq, V: Eq> Eq for DenseMap<K, V> {}
+impl<K: Ord + Hash + Clone, V: Clone + Eq> Eq for DenseMap<K, V> {}
 
 impl<K: Ord + Hash + Clone + fmt::Debug, V: Clone + fmt::Debug> fmt::Debug for DenseMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -264,11 +337,37 @@ mod tests {
             m.flush();
             let seen: BTreeMap<u16, u8> = m.iter().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(&seen, &oracle);
-            for s in m.shards.iter() {
+            for s in m.pages.iter().flat_map(|p| p.0.iter()) {
                 let order: Vec<(u32, u16)> = s.tags.iter().copied().zip(s.entries.iter().map(|e| e.0)).collect();
                 prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "a shard out of order");
             }
         }
+    }
+
+    /// Growing past a shard count and shrinking back keeps every entry readable, and a
+    /// map with another history (another shard count) still compares equal.
+    #[test]
+    fn resharding_keeps_every_entry() {
+        let mut m: DenseMap<u32, u32> = DenseMap::new();
+        let snap = m.clone();
+        for i in 0..20_000 {
+            m.insert(i, i * 2);
+        }
+        assert_eq!(m.shard_count(), MIN_SHARDS * 16);
+        assert!((0..20_000).all(|i| m.get(&i) == Some(&(i * 2))));
+        for i in 2000..20_000 {
+            m.remove(&i);
+        }
+        m.flush();
+        assert!(m.shard_count() < MIN_SHARDS * 16);
+        let fresh: DenseMap<u32, u32> = (0..2000).map(|i| (i, i * 2)).collect();
+        assert_ne!(fresh.shard_count(), m.shard_count());
+        assert_eq!(fresh, m);
+        assert_eq!(
+            (m.len(), m.get(&1999), m.get(&2000)),
+            (2000, Some(&3998), None)
+        );
+        assert_eq!(snap.len(), 0);
     }
 
     #[test]

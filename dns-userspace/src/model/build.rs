@@ -261,10 +261,8 @@ impl<'a> Builder<'a> {
         // the endpoint as a headless Service's would be named.
         if !self.cfg.noendpoints {
             for (_, ep) in ready(svc, slices) {
-                for ip in &ep.addresses {
-                    let ptr = Ptr::endpoint(under.clone(), self.endpoint_label(ep), *ip);
-                    self.add_ptr(*ip, ptr);
-                }
+                let ptr = Ptr::endpoint(under.clone(), self.endpoint_label(ep), ep.address);
+                self.add_ptr(ep.address, ptr);
             }
         }
     }
@@ -272,7 +270,7 @@ impl<'a> Builder<'a> {
     /// An endpoint's label: its hostname, else its pod's name under
     /// `endpoint_pod_names`, else (`None`) its address dashed.
     fn endpoint_label<'e>(&self, ep: &'e EndpointView) -> Option<&'e str> {
-        match (&ep.hostname, &ep.pod_name) {
+        match (ep.hostname(), ep.pod_name()) {
             (Some(h), _) => Some(h),
             (None, Some(pod)) if self.cfg.endpoint_pod_names => Some(pod),
             _ => None,
@@ -286,19 +284,18 @@ impl<'a> Builder<'a> {
         let owner = self.owner(svc);
         let under = Name::from(owner.as_slice());
         for (slice, ep) in ready(svc, slices) {
-            for ip in &ep.addresses {
-                let host = self
-                    .endpoint_label(ep)
-                    .map_or_else(|| dashed(*ip), str::to_owned);
-                let ep_owner = prefix(&owner, &[&host]);
-                self.add_addr(&owner, *ip);
-                self.add_addr(&ep_owner, *ip);
-                // PTR for every endpoint address (CoreDNS reverted the hostname-only reading).
-                let ptr = Ptr::endpoint(under.clone(), self.endpoint_label(ep), *ip);
-                self.add_ptr(*ip, ptr);
-                for p in &slice.ports {
-                    self.add_srv(&owner, p, &ep_owner);
-                }
+            let ip = &ep.address;
+            let host = self
+                .endpoint_label(ep)
+                .map_or_else(|| dashed(*ip), str::to_owned);
+            let ep_owner = prefix(&owner, &[&host]);
+            self.add_addr(&owner, *ip);
+            self.add_addr(&ep_owner, *ip);
+            // PTR for every endpoint address (CoreDNS reverted the hostname-only reading).
+            let ptr = Ptr::endpoint(under.clone(), self.endpoint_label(ep), *ip);
+            self.add_ptr(*ip, ptr);
+            for p in &slice.ports {
+                self.add_srv(&owner, p, &ep_owner);
             }
         }
     }

@@ -11,7 +11,7 @@ use dns_common::{
     ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED, ZONE_ROTATE,
 };
 
-use super::{live::Touched, name, PodMode, RRSet, Records};
+use super::{live::Touched, name, PodMode, Ptrs, RRSet, Records};
 
 /// The kernel entries one batch of changes rewrites (see [`Records::kernel_delta`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,8 +87,9 @@ impl KernelEntries for Records {
     fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
         let apex = std::iter::once(self.cfg.zone.as_slice());
         Box::new(
+            // Every one exists: no lookup to say so.
             apex.chain(self.names.keys().map(|n| &n[..]))
-                .filter_map(|owner| self.kernel_record(owner)),
+                .filter_map(|owner| self.existing_record(owner)),
         )
     }
     fn target(&self, key: &NameKey) -> Option<TargetRecord> {
@@ -100,11 +101,12 @@ impl KernelEntries for Records {
             .iter()
             .filter(|(_, set)| set.cname.is_some())
             .filter_map(|(owner, _)| self.kernel_target(owner));
-        // By address: no reverse name parsed back from the one just built.
+        // By address, with its records: no reverse name parsed back from the one just
+        // built, no second lookup.
         let ptrs = self
             .reverse
-            .addrs()
-            .filter_map(|ip| self.kernel_ptr(ip, &name::reverse(ip)));
+            .iter()
+            .filter_map(|(ip, ptrs)| self.ptr_entry(ip, &ptrs, &name::reverse(ip)));
         Box::new(cnames.chain(ptrs))
     }
     fn pod_namespaces(&self) -> BTreeSet<PodKey> {
@@ -142,10 +144,18 @@ impl Records {
     /// The records map's entry for one name, or `None` where the map has none: the name
     /// does not exist, is longer than a key, or is a pod name (the pod program's).
     pub fn kernel_record(&self, owner: &[u8]) -> Option<(NameKey, NameRecords)> {
+        let exists = owner == self.cfg.zone.as_slice() || self.names.contains(owner);
+        if !exists {
+            return None;
+        }
+        self.existing_record(owner)
+    }
+
+    /// [`Records::kernel_record`] for a name known to exist.
+    fn existing_record(&self, owner: &[u8]) -> Option<(NameKey, NameRecords)> {
         let pod_zone = name::child(&self.cfg.zone, &["pod"]);
         let below_pods = name::is_within(owner, &pod_zone) && owner != pod_zone.as_slice();
-        let exists = owner == self.cfg.zone.as_slice() || self.names.contains(owner);
-        if !exists || owner.len() > MAX_NAME_LEN || below_pods {
+        if owner.len() > MAX_NAME_LEN || below_pods {
             return None;
         }
         let key = NameKey::of(owner)?;
@@ -293,7 +303,11 @@ impl Records {
 
     /// The entry for `ip`'s reverse name `owner`: its one PTR, to a name with addresses.
     fn kernel_ptr(&self, ip: IpAddr, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
-        let ptrs = self.reverse.get(ip)?;
+        self.ptr_entry(ip, &self.reverse.get(ip)?, owner)
+    }
+
+    /// The entry for `ip`'s reverse name `owner` holding `ptrs`.
+    fn ptr_entry(&self, ip: IpAddr, ptrs: &Ptrs, owner: &[u8]) -> Option<(NameKey, TargetRecord)> {
         let [ptr] = ptrs.as_slice() else {
             return None;
         };

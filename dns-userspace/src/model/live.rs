@@ -233,7 +233,7 @@ impl LiveZone {
         };
         for s in self.slices_of(&key) {
             for ep in s.endpoints.iter().filter(|e| e.ready) {
-                out.extend(ep.addresses.iter().copied());
+                out.push(ep.address);
             }
         }
         out.sort();
@@ -266,7 +266,7 @@ impl LiveZone {
                 .or_else(|| s.ports.iter().find(udp))
                 .map_or(53, |p| p.port);
             for ep in s.endpoints.iter().filter(|e| e.ready) {
-                out.extend(ep.addresses.iter().map(|a| SocketAddr::new(*a, port)));
+                out.push(SocketAddr::new(ep.address, port));
             }
         }
         out.sort();

@@ -90,11 +90,12 @@ fn slice() -> impl Strategy<Value = SliceView> {
         any::<bool>(),
         prop_oneof![Just(None), Just(Some("pod-x")), Just(Some("pod-y"))],
     )
-        .prop_map(|(addresses, hostname, ready, pod)| EndpointView {
-            addresses: addresses.into(),
-            hostname: hostname.map(Into::into),
-            ready,
-            pod_name: pod.map(Into::into),
+        // An endpoint of several addresses, flattened as the source does.
+        .prop_map(|(addresses, hostname, ready, pod)| {
+            addresses
+                .into_iter()
+                .map(|a| EndpointView::new(a, ready, hostname, pod))
+                .collect::<Vec<_>>()
         });
     (
         ns(),
@@ -107,7 +108,7 @@ fn slice() -> impl Strategy<Value = SliceView> {
             namespace: namespace.into(),
             name: format!("e{n}").into(),
             service: format!("s{svc}").into(),
-            endpoints: endpoints.into(),
+            endpoints: endpoints.into_iter().flatten().collect(),
             ports: ports.into(),
         })
 }
@@ -358,12 +359,12 @@ fn a_service_turning_headless_moves_its_endpoint_ptrs_into_the_kernel() {
         namespace: "a".into(),
         name: "e0".into(),
         service: "s0".into(),
-        endpoints: Box::new([EndpointView {
-            addresses: vec!["10.0.0.5".parse().unwrap()].into(),
-            hostname: None,
-            ready: true,
-            pod_name: None,
-        }]),
+        endpoints: Box::new([EndpointView::new(
+            "10.0.0.5".parse().unwrap(),
+            true,
+            None,
+            None,
+        )]),
         ports: Box::default(),
     };
     let ns = NamespaceView {

@@ -43,12 +43,7 @@ fn ips(list: &[&str]) -> Vec<IpAddr> {
 }
 
 fn ep(addr: &str, hostname: Option<&str>, ready: bool, pod: Option<&str>) -> EndpointView {
-    EndpointView {
-        addresses: ips(&[addr]).into(),
-        hostname: hostname.map(Into::into),
-        ready,
-        pod_name: pod.map(Into::into),
-    }
+    EndpointView::new(ips(&[addr])[0], ready, hostname, pod)
 }
 
 fn slice(

@@ -58,16 +58,52 @@ pub struct SliceView {
     pub ports: Box<[PortView]>,
 }
 
+/// One address of an endpoint: an endpoint the API lists with several addresses is one
+/// of these per address, as CoreDNS flattens them. A node holds one per endpoint of the
+/// cluster (500k at 100k Services), so the usual one is 32 bytes: the address inline,
+/// the rare names behind one pointer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointView {
-    /// One address in practice (the API allows more): held inline, not on the heap, as a
-    /// node holds one of these per endpoint of the cluster.
-    pub addresses: SmallVec<[IpAddr; 1]>,
-    pub hostname: Option<Box<str>>,
+    pub address: IpAddr,
     /// `conditions.ready`; an absent condition counts as ready, as the API documents.
     pub ready: bool,
+    names: Option<Box<EndpointNames>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EndpointNames {
+    hostname: Option<Box<str>>,
     /// The pod behind the endpoint (`targetRef` of kind Pod), for `endpoint_pod_names`.
-    pub pod_name: Option<Box<str>>,
+    pod_name: Option<Box<str>>,
+}
+
+impl EndpointView {
+    pub fn new(
+        address: IpAddr,
+        ready: bool,
+        hostname: Option<&str>,
+        pod_name: Option<&str>,
+    ) -> Self {
+        let names = (hostname.is_some() || pod_name.is_some()).then(|| {
+            Box::new(EndpointNames {
+                hostname: hostname.map(Into::into),
+                pod_name: pod_name.map(Into::into),
+            })
+        });
+        Self {
+            address,
+            ready,
+            names,
+        }
+    }
+
+    pub fn hostname(&self) -> Option<&str> {
+        self.names.as_ref()?.hostname.as_deref()
+    }
+
+    pub fn pod_name(&self) -> Option<&str> {
+        self.names.as_ref()?.pod_name.as_deref()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

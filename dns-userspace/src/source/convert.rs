@@ -194,24 +194,22 @@ pub fn slice(s: &EndpointSlice, keep: &Keep) -> Result<Option<SliceView>, FieldE
     }
     let mut endpoints = Vec::new();
     for (n, e) in s.endpoints.iter().flatten().enumerate() {
-        let addresses = e
-            .addresses
-            .iter()
-            .enumerate()
-            .map(|(m, a)| ip(format!("endpoints[{n}].addresses[{m}]"), a))
-            .collect::<Result<_, _>>()?;
         let pod_name = e
             .target_ref
             .as_ref()
             .filter(|r| keep.pod_names && r.kind.as_deref() == Some("Pod"))
-            .and_then(|r| r.name.as_deref().map(Into::into));
-        endpoints.push(EndpointView {
-            addresses,
-            hostname: e.hostname.as_deref().map(Into::into),
-            // The API: a nil ready condition is to be read as ready.
-            ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
-            pod_name,
-        });
+            .and_then(|r| r.name.as_deref());
+        // The API: a nil ready condition is to be read as ready.
+        let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+        for (m, a) in e.addresses.iter().enumerate() {
+            let address = ip(format!("endpoints[{n}].addresses[{m}]"), a)?;
+            endpoints.push(EndpointView::new(
+                address,
+                ready,
+                e.hostname.as_deref(),
+                pod_name,
+            ));
+        }
     }
     let mut ports = Vec::new();
     for (n, p) in s.ports.iter().flatten().enumerate() {

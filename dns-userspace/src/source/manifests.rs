@@ -258,7 +258,7 @@ mod tests {
             "kind: List\napiVersion: v1\nitems:\n\
              - apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: db-x, namespace: shop, labels: {kubernetes.io/service-name: db}}\n  addressType: IPv4\n\
              \x20 endpoints:\n  - addresses: [10.1.0.5]\n    hostname: db-0\n    conditions: {ready: true}\n    targetRef: {kind: Pod, name: db-0}\n\
-             \x20 - addresses: [10.1.0.6]\n    conditions: {ready: false}\n  - addresses: [10.1.0.7]\n  ports: [{name: pg, port: 5432, protocol: TCP}]\n\
+             \x20 - addresses: [10.1.0.6]\n    conditions: {ready: false}\n  - addresses: [10.1.0.7, 10.1.0.8]\n    hostname: db-2\n  ports: [{name: pg, port: 5432, protocol: TCP}]\n\
              - apiVersion: v1\n  kind: Namespace\n  metadata: {name: shop, labels: {team: a}}\n\
              - apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: shop}\n  status: {podIP: 10.1.0.20, podIPs: [{ip: 10.1.0.20}, {ip: 'fd00::20'}]}\n\
              - apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: orphan, namespace: shop}\n  addressType: IPv4\n  endpoints: []\n",
@@ -273,10 +273,22 @@ mod tests {
         assert_eq!((&*s.service, s.ports[0].port), ("db", 5432));
         assert_eq!(
             s.endpoints.iter().map(|e| e.ready).collect::<Vec<_>>(),
-            [true, false, true],
+            [true, false, true, true],
             "no condition reads as ready"
         );
-        assert_eq!(s.endpoints[0].pod_name.as_deref(), Some("db-0"));
+        assert_eq!(s.endpoints[0].pod_name(), Some("db-0"));
+        // Two addresses of one endpoint: two endpoints with its hostname, as CoreDNS reads them.
+        let db2: Vec<_> = s.endpoints[2..]
+            .iter()
+            .map(|e| (e.address.to_string(), e.hostname()))
+            .collect();
+        assert_eq!(
+            db2,
+            [
+                ("10.1.0.7".into(), Some("db-2")),
+                ("10.1.0.8".into(), Some("db-2"))
+            ]
+        );
         assert_eq!(
             v.namespaces[0].labels.get("team").map(String::as_str),
             Some("a")

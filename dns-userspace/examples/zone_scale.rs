@@ -1,6 +1,7 @@
 //! The incremental zone's cost at scale, without the API or the kernel: memory after the
 //! first full view and the time one change takes (`apply` + kernel delta), for N Services
-//! × 5 endpoints (one in ten headless). `CHANGES` sets how many changes are timed;
+//! × 5 endpoints (one in ten headless). `CHANGES` sets how many changes are timed
+//! (`SINGLES` fewer single ones), then batches of 30 EndpointSlice changes;
 //! `--oracle` measures the one-pass build instead.
 //! `cargo run --release -p dns-userspace --example zone_scale -- 100000`
 use std::time::Instant;
@@ -130,14 +131,13 @@ fn main() {
     let r = zone.records();
     let entries = KernelEntries::records(r).count() + KernelEntries::targets(r).count();
     println!("kernel entries read: {entries} in {:?}", t.elapsed());
-    if std::env::var("READS").is_ok() {
-        for _ in 0..5 {
-            let _ = KernelEntries::records(r).count() + KernelEntries::targets(r).count();
-        }
-        return;
-    }
     let mut lat = Vec::new();
-    for k in 0..changes {
+    for k in 0..changes.min(
+        std::env::var("SINGLES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(changes),
+    ) {
         // A new address every time: 37 is prime to n, so the first n changes hit n Services.
         let (s, _) = service(((k * 37) % n) | 1, namespaces, 150 + (k / n) as u8);
         // The answer path holds the last published zone, as in the daemon: a change
@@ -154,5 +154,31 @@ fn main() {
         lat[lat.len() / 2],
         lat[lat.len() * 99 / 100],
         rss_kib() - before
+    );
+    // A rolling update's burst: batches of 30 EndpointSlice changes (new endpoint
+    // addresses), as the daemon coalesces them.
+    let mut lat = Vec::new();
+    for b in 0..(changes / 30).max(1) {
+        let batch: Vec<Change> = (0..30)
+            .map(|k| {
+                let (_, mut e) = service(((b * 30 + k) * 37) % n, namespaces, 100);
+                e.endpoints = (0..e.endpoints.len())
+                    .map(|j| EndpointView::new(ip(210, (b * 30 + k) * 5 + j), true, None, None))
+                    .collect();
+                Change::Upsert(Object::Slice(e))
+            })
+            .collect();
+        let _published = zone.records().clone();
+        let t = Instant::now();
+        let touched = zone.apply(batch);
+        let _ = zone.records().kernel_delta(&touched);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "{} batches of 30 slice changes: p50 {:?}, p99 {:?}",
+        lat.len(),
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100]
     );
 }

@@ -114,9 +114,17 @@ struct Sinks {
     degraded: Arc<AtomicBool>,
     /// The maps' sizes for `/metrics`, kept here so a scrape walks no keys.
     held: Arc<Held>,
+    /// The snapshot the answer path served before the last publish, dropped by
+    /// [`Sinks::retire`] once the change is programmed.
+    retired: Option<Arc<Records>>,
 }
 
 impl Sinks {
+    /// Frees what only the previous snapshot held (the records a batch replaced).
+    fn retire(&mut self) {
+        self.retired = None;
+    }
+
     /// Notes the maps' sizes for `/metrics`, and says when the kernel path degrades or
     /// recovers (log; `/ready` and the metric follow).
     fn note_kernel(&self, kernel: Option<&Kernel>) {
@@ -163,7 +171,7 @@ impl Sinks {
             serial = records.serial,
             "zone updated"
         );
-        zone.set(records.clone());
+        self.retired = Some(zone.replace(records.clone()));
     }
 
     /// Makes every sink serve what one batch touched: only those kernel entries are
@@ -201,7 +209,7 @@ impl Sinks {
                 }
             }
         }
-        zone.set(records.clone());
+        self.retired = Some(zone.replace(records.clone()));
         tracing::debug!(
             names = touched.owners.len(),
             serial = records.serial,
@@ -580,6 +588,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         needs_full: false,
         degraded: Arc::new(AtomicBool::new(false)),
         held: metrics.kernel_held(),
+        retired: None,
     };
     let degraded = sinks.degraded.clone();
     readiness.check(Arc::new(move || {
@@ -760,6 +769,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                 "change programmed"
             );
             metrics.programmed(since_event);
+            sinks.retire();
             if relisted {
                 release_freed_memory();
             }

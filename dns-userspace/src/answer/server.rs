@@ -42,10 +42,17 @@ impl<T> Swap<T> {
         }
     }
     pub fn set(&self, value: T) {
+        drop(self.replace(value));
+    }
+
+    /// Swaps in `value` and hands back the old one, to drop outside the lock (and, for a
+    /// zone, after the change is programmed: freeing what the old snapshot alone holds
+    /// is not on a change's path).
+    pub fn replace(&self, value: T) -> Arc<T> {
         let new = Arc::new(value);
         match self.0.write() {
-            Ok(mut g) => *g = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
+            Ok(mut g) => std::mem::replace(&mut *g, new),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
         }
     }
 }

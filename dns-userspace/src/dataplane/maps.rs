@@ -60,22 +60,22 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     ) -> Result<SyncStats> {
         self.count = None;
         let mut stats = SyncStats::default();
-        let stale: Vec<K> = self
+        let held: Vec<K> = self
             .map
             .keys()
             .collect::<std::result::Result<Vec<K>, _>>()
-            .map_err(map_err(self.name))?
-            .into_iter()
-            .filter(|k| wanted(k).is_none())
-            .collect();
-        for k in stale {
+            .map_err(map_err(self.name))?;
+        // A map that held nothing (a first start) needs no read before each write: at
+        // 100k Services that is 490k lookups saved from the first sync.
+        let was_empty = held.is_empty();
+        for k in held.into_iter().filter(|k| wanted(k).is_none()) {
             self.map.remove(&k).map_err(map_err(self.name))?;
             stats.deleted += 1;
         }
         let mut count = 0;
         for (k, v) in all {
             count += 1;
-            if self.held(&k).as_ref() == Some(&v) {
+            if !was_empty && self.held(&k).as_ref() == Some(&v) {
                 stats.unchanged += 1;
                 continue;
             }

@@ -36,6 +36,9 @@ struct Shard<K, V> {
     entries: Vec<(K, V)>,
 }
 
+/// Free entries a copied shard gets.
+const ROOM: usize = 2;
+
 /// Shards per page.
 const PAGE: usize = 64;
 
@@ -62,6 +65,14 @@ fn place<Q: Hash + ?Sized>(key: &Q, shards: usize) -> (usize, u32) {
 }
 
 impl<K: Ord + Clone, V: Clone> Shard<K, V> {
+    fn with_room(&self, room: usize) -> Self {
+        let mut tags = Vec::with_capacity(self.tags.len() + room);
+        tags.extend_from_slice(&self.tags);
+        let mut entries = Vec::with_capacity(self.entries.len() + room);
+        entries.extend_from_slice(&self.entries);
+        Self { tags, entries }
+    }
+
     /// Where `key` is (`Ok`) or would go (`Err`).
     fn find<Q>(&self, tag: u32, key: &Q) -> Result<usize, usize>
     where
@@ -178,7 +189,13 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
     fn shard_mut(&mut self, i: usize) -> &mut Shard<K, V> {
         self.written[i / 64] |= 1 << (i % 64);
         let page = Arc::make_mut(&mut self.pages[i / PAGE]);
-        Arc::make_mut(&mut page.0[i % PAGE])
+        let slot = &mut page.0[i % PAGE];
+        if Arc::get_mut(slot).is_none() {
+            // A snapshot shares it: a copy with room for this batch's first insert, so
+            // the write does not reallocate what was just copied.
+            *slot = Arc::new(slot.with_room(ROOM));
+        }
+        Arc::make_mut(slot)
     }
 
     pub fn insert(&mut self, key: K, value: V) {
@@ -220,8 +237,14 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
                 bits &= bits - 1;
                 let page = Arc::get_mut(&mut self.pages[i / PAGE]);
                 if let Some(shard) = page.and_then(|p| Arc::get_mut(&mut p.0[i % PAGE])) {
-                    shard.tags.shrink_to_fit();
-                    shard.entries.shrink_to_fit();
+                    // A little slack stays (a copy's room): shrinking it would copy the
+                    // shard once more for a few bytes.
+                    if shard.entries.capacity()
+                        > shard.entries.len() + ROOM + shard.entries.len() / 8
+                    {
+                        shard.tags.shrink_to_fit();
+                        shard.entries.shrink_to_fit();
+                    }
                 }
             }
         }

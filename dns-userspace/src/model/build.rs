@@ -223,7 +223,7 @@ impl<'a> Builder<'a> {
             priority: 0,
             weight: 0,
             port: port.port,
-            target: target.to_vec(),
+            target: Name::from(target),
         };
         let set = self.set(owner);
         if !set.srv.contains(&srv) {

@@ -727,6 +727,9 @@ impl LiveZone {
         let mut merged = part.rrsets.get(&owner[..]).cloned();
         if let Some(m) = merged.as_mut() {
             build::finish_srv_weights(m);
+            for s in m.srv.iter_mut() {
+                s.target = self.intern(&s.target);
+            }
         }
         let old = self.records.rrsets.get(&owner[..]);
         if old == merged.as_ref() {

@@ -59,7 +59,9 @@ pub struct Srv {
     pub priority: u16,
     pub weight: u16,
     pub port: u16,
-    pub target: Vec<u8>,
+    /// Shared with the target's own records in a live zone: every ClusterIP Service's SRV
+    /// records name the Service (100k copies at 100k Services otherwise).
+    pub target: Name,
 }
 
 /// All records of one owner name in the zone. Most owners hold one record of one type:

@@ -3,8 +3,6 @@
 //! serializes back to the same object, so no field is misspelled or misplaced; the
 //! DaemonSets keep the promised security and probe settings; the ConfigMaps hold configs
 //! the daemon accepts.
-use std::path::Path;
-
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
@@ -18,28 +16,7 @@ use serde_json::Value;
 
 /// The overlay's documents as `kubectl kustomize` renders them.
 fn documents(overlay: &str) -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("overlays")
-        .join(overlay);
-    let out = std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("kubectl (renders the overlays; `cargo xtask setup` installs it)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
-            serde_json::to_value(v).unwrap()
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    deploy::rendered(overlay).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Parses `v` as `T` and checks nothing was lost or added on the way back.

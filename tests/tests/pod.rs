@@ -25,26 +25,7 @@ fn podman(args: &[&str]) -> std::process::Output {
 }
 
 fn rendered(overlay: &str) -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/overlays")
-        .join(overlay);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
-        .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
-            serde_json::to_value(v).unwrap()
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    deploy::rendered(overlay).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A kube play Pod from the overlay's DaemonSet template, and the ConfigMap it mounts.

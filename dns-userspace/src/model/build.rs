@@ -1,7 +1,7 @@
 //! Cluster view → records.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use super::{
@@ -106,7 +106,7 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
         names,
     } = b.into_part();
     for set in rrsets.values_mut() {
-        finish_srv_weights(set);
+        finish_srv(set, Name::clone);
     }
     let mut r = Records {
         cfg: cfg.clone(),
@@ -125,9 +125,32 @@ pub(super) fn build(cfg: &ZoneConfig, view: &ClusterView) -> Records {
     r
 }
 
+/// A record set while a unit's records are gathered: appended to, then frozen into an
+/// [`RRSet`] whose lists are shared.
+#[derive(Default)]
+struct Draft {
+    a: Vec<Ipv4Addr>,
+    aaaa: Vec<Ipv6Addr>,
+    srv: Vec<Srv>,
+    cname: Option<Box<[u8]>>,
+    txt: Vec<String>,
+}
+
+impl From<Draft> for RRSet {
+    fn from(d: Draft) -> Self {
+        RRSet {
+            a: d.a.into(),
+            aaaa: d.aaaa.into(),
+            srv: d.srv.into(),
+            cname: d.cname,
+            txt: d.txt.into(),
+        }
+    }
+}
+
 struct Builder<'a> {
     cfg: &'a ZoneConfig,
-    rrsets: BTreeMap<Vec<u8>, RRSet>,
+    rrsets: BTreeMap<Vec<u8>, Draft>,
     ptrs: BTreeMap<IpAddr, Ptrs>,
     names: BTreeSet<Vec<u8>>,
 }
@@ -144,7 +167,11 @@ impl<'a> Builder<'a> {
 
     fn into_part(self) -> Part {
         Part {
-            rrsets: self.rrsets,
+            rrsets: self
+                .rrsets
+                .into_iter()
+                .map(|(owner, d)| (owner, d.into()))
+                .collect(),
             ptrs: self.ptrs,
             names: self.names,
         }
@@ -184,7 +211,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The record set at `owner`, registering the name and, in the zone, its ancestors.
-    fn set(&mut self, owner: Vec<u8>) -> &mut RRSet {
+    fn set(&mut self, owner: Vec<u8>) -> &mut Draft {
         if name::is_within(&owner, &self.cfg.zone) {
             let mut n = owner.clone();
             while n.len() > self.cfg.zone.len() && self.names.insert(n.clone()) {
@@ -313,12 +340,22 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Equal weights summing to about 100 per owner, as CoreDNS splits them.
-pub(super) fn finish_srv_weights(set: &mut RRSet) {
-    let n = set.srv.len() as u16;
-    for s in &mut set.srv {
-        s.weight = (100 / n.max(1)).max(1);
+/// Equal weights summing to about 100 per owner, as CoreDNS splits them; `target` gives
+/// each record's target name (the live zone's shared copy).
+pub(super) fn finish_srv(set: &mut RRSet, mut target: impl FnMut(&Name) -> Name) {
+    if set.srv.is_empty() {
+        return;
     }
+    let weight = (100 / set.srv.len() as u16).max(1);
+    set.srv = set
+        .srv
+        .iter()
+        .map(|s| Srv {
+            weight,
+            target: target(&s.target),
+            ..s.clone()
+        })
+        .collect();
 }
 
 /// Endpoints that get records: ready ones, or all with `publishNotReadyAddresses`.

@@ -726,10 +726,7 @@ impl LiveZone {
     fn merge(&mut self, owner: Name, part: &Part, touched: &mut Touched) {
         let mut merged = part.rrsets.get(&owner[..]).cloned();
         if let Some(m) = merged.as_mut() {
-            build::finish_srv_weights(m);
-            for s in m.srv.iter_mut() {
-                s.target = self.intern(&s.target);
-            }
+            build::finish_srv(m, |t| self.intern(t));
         }
         let old = self.records.rrsets.get(&owner[..]);
         if old == merged.as_ref() {

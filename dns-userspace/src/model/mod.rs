@@ -12,6 +12,7 @@ pub mod name;
 mod reverse;
 pub mod selector;
 mod serial;
+mod shared;
 pub mod view;
 
 #[cfg(test)]
@@ -21,9 +22,8 @@ mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use thin_vec::ThinVec;
-
 use dense::{DenseMap, DenseSet};
+pub use shared::Shared;
 
 pub use config::{PodMode, ZoneConfig};
 pub use kernel::{KernelDelta, KernelEntries, KernelView};
@@ -65,15 +65,16 @@ pub struct Srv {
 }
 
 /// All records of one owner name in the zone. Most owners hold one record of one type:
-/// thin vectors keep an empty type at one pointer with no allocation, which at 100k
-/// Services is the difference between the zone fitting a small pod or not.
+/// an empty type is one null pointer with no allocation, which at 100k Services is the
+/// difference between the zone fitting a small pod or not; a held one is shared, so
+/// copying a set for a change is counter increments, not allocations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RRSet {
-    pub a: ThinVec<Ipv4Addr>,
-    pub aaaa: ThinVec<Ipv6Addr>,
-    pub srv: ThinVec<Srv>,
+    pub a: Shared<Ipv4Addr>,
+    pub aaaa: Shared<Ipv6Addr>,
+    pub srv: Shared<Srv>,
     pub cname: Option<Box<[u8]>>,
-    pub txt: ThinVec<String>,
+    pub txt: Shared<String>,
 }
 
 /// One PTR record of an address: the name it points to, held as the Service name it is

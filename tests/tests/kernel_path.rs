@@ -1167,3 +1167,38 @@ fn pod_names_and_ptr_are_answered_in_the_kernel() {
         assert_eq!(got, want, "PTR {name}");
     }
 }
+
+/// The first fill writes the records map in batches (one `bpf()` call per 1024 entries):
+/// the call lands every entry as written, on this kernel, without falling back.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn a_batch_write_lands_every_entry() {
+    use aya::maps::{HashMap, Map};
+    use dns_userspace::{dataplane::batch, model::wire_from_dotted};
+    let mut ebpf = dataplane::load(None).expect("the program loads");
+    let Some(Map::HashMap(data)) = ebpf.take_map(dns_common::maps::RECORDS) else {
+        panic!("the records map is a hash map");
+    };
+    let n = 2500;
+    let keys: Vec<NameKey> = (0..n)
+        .map(|i| {
+            let name = wire_from_dotted(&format!("s{i}.ns.svc.cluster.local")).unwrap();
+            NameKey::of(&name).unwrap()
+        })
+        .collect();
+    let values: Vec<NameRecords> = (0..n)
+        .map(|i| {
+            let mut v = NameRecords::empty(30);
+            v.a_count = 1;
+            v.a[0] = [10, 96, (i / 256) as u8, (i % 256) as u8];
+            v
+        })
+        .collect();
+    batch::update(&data, &keys, &values)
+        .unwrap_or_else(|e| panic!("batch write: {} ({} written)", e.source, e.written));
+    let map: HashMap<_, NameKey, NameRecords> = HashMap::try_from(Map::HashMap(data)).unwrap();
+    assert_eq!(map.keys().count(), n);
+    for (k, v) in keys.iter().zip(&values) {
+        assert!(map.get(k, 0).unwrap() == *v, "an entry differs from what was written");
+    }
+}

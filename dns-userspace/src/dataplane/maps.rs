@@ -7,7 +7,7 @@ use std::{
 
 use aya::Pod;
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
 use dns_common::{
@@ -15,7 +15,11 @@ use dns_common::{
     ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE, ZONE_DEGRADED,
 };
 
-use super::{Error, Result};
+use super::{batch, Error, Result};
+
+/// Entries written per system call on a first fill: a few hundred kilobytes of keys and
+/// values, so the copy the kernel makes stays small.
+const BATCH: usize = 1024;
 use crate::model::{KernelDelta, KernelEntries};
 
 /// A hash map kept equal to the model by writing only the differences. It holds no copy
@@ -73,17 +77,58 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
             stats.deleted += 1;
         }
         let mut count = 0;
-        for (k, v) in all {
-            count += 1;
-            if !was_empty && self.held(&k).as_ref() == Some(&v) {
-                stats.unchanged += 1;
-                continue;
+        if was_empty {
+            let mut all = all;
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            loop {
+                keys.clear();
+                values.clear();
+                for (k, v) in all.by_ref().take(BATCH) {
+                    keys.push(k);
+                    values.push(v);
+                }
+                if keys.is_empty() {
+                    break;
+                }
+                self.write_batch(&keys, &values)?;
+                count += keys.len();
+                stats.upserted += keys.len();
             }
-            self.map.insert(k, v, 0).map_err(map_err(self.name))?;
-            stats.upserted += 1;
+        } else {
+            for (k, v) in all {
+                count += 1;
+                if self.held(&k).as_ref() == Some(&v) {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                self.map.insert(k, v, 0).map_err(map_err(self.name))?;
+                stats.upserted += 1;
+            }
         }
         self.count = Some(count);
         Ok(stats)
+    }
+
+    /// Writes `keys[i] → values[i]` in one system call where the kernel can, else one by
+    /// one.
+    fn write_batch(&mut self, keys: &[K], values: &[V]) -> Result<()> {
+        match batch::update(self.map.map(), keys, values) {
+            Ok(()) => Ok(()),
+            Err(e) if e.unsupported() => {
+                tracing::debug!(map = self.name, error = %e.source, "no batch writes here; one by one");
+                for (k, v) in keys.iter().zip(values) {
+                    self.map.insert(k, v, 0).map_err(map_err(self.name))?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::Map {
+                name: self.name,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_batch",
+                    io_error: e.source,
+                }),
+            }),
+        }
     }
 
     /// Makes the map hold exactly `desired` (see [`Mirror::reconcile`]).

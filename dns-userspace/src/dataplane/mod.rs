@@ -1,5 +1,6 @@
 //! The embedded kernel program: loading with pinned maps, attaching, and the maps' contents.
 pub mod attach;
+pub mod batch;
 pub mod bpffs;
 pub mod discover;
 pub mod kernel;

@@ -128,6 +128,43 @@ fn first_sync_stages(log: &str) -> Option<(f64, f64, f64)> {
     Some((listed - start, build / 1e3, fill / 1e3))
 }
 
+/// How long the API server takes to serve the lists the daemon starts from (Services and
+/// EndpointSlices at once, from the watch cache), read as raw bytes by a client that
+/// parses nothing: the part of the first sync that is the server's and the wire's.
+fn raw_lists(topo: &Topology, api: &ApiServer) -> Result<(Duration, usize), String> {
+    let addr = api.addr;
+    topo.node
+        .within(move || {
+            let t = Instant::now();
+            let fetch = |path: &'static str| {
+                std::thread::spawn(move || -> std::io::Result<usize> {
+                    use std::io::{Read, Write};
+                    let mut s = std::net::TcpStream::connect(addr)?;
+                    write!(
+                        s,
+                        "GET {path}?resourceVersion=0 HTTP/1.0\r\nHost: api\r\n\r\n"
+                    )?;
+                    let mut body = Vec::new();
+                    s.read_to_end(&mut body)?;
+                    Ok(body.len())
+                })
+            };
+            let lists = [
+                fetch("/api/v1/services"),
+                fetch("/apis/discovery.k8s.io/v1/endpointslices"),
+            ];
+            let mut bytes = 0;
+            for l in lists {
+                bytes += l
+                    .join()
+                    .map_err(|_| "list thread panicked".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok((t.elapsed(), bytes))
+        })
+        .map_err(|e| e.to_string())?
+}
+
 pub fn run(services: usize) -> Result<(), String> {
     let e = |e: std::io::Error| e.to_string();
     let names = Names { services };
@@ -154,6 +191,8 @@ pub fn run(services: usize) -> Result<(), String> {
         "bench: {services} services in the API server in {:?}",
         t.elapsed()
     );
+
+    let (served, list_bytes) = raw_lists(&topo, &api)?;
 
     let dir = std::env::temp_dir().join(&tag);
     fs::create_dir_all(&dir).map_err(e)?;
@@ -373,6 +412,11 @@ pub fn run(services: usize) -> Result<(), String> {
     );
     if let Some((lists, build, fill)) = stages {
         println!("|   stage: lists received and parsed (daemon log) | {lists:.2} s |");
+        println!(
+            "|     of which the API server serving them ({:.0} MiB, raw GETs, nothing parsed) | {:.2} s |",
+            list_bytes as f64 / 1048576.0,
+            served.as_secs_f64()
+        );
         println!("|   stage: zone built from them (daemon log) | {build:.2} s |");
         println!("|   stage: kernel maps filled (daemon log) | {fill:.2} s |");
     }

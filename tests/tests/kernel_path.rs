@@ -1199,6 +1199,9 @@ fn a_batch_write_lands_every_entry() {
     let map: HashMap<_, NameKey, NameRecords> = HashMap::try_from(Map::HashMap(data)).unwrap();
     assert_eq!(map.keys().count(), n);
     for (k, v) in keys.iter().zip(&values) {
-        assert!(map.get(k, 0).unwrap() == *v, "an entry differs from what was written");
+        assert!(
+            map.get(k, 0).unwrap() == *v,
+            "an entry differs from what was written"
+        );
     }
 }

@@ -36,7 +36,7 @@ pub struct KernelView {
 
 /// What the kernel maps must hold, entry by entry: a full publish walks it and looks keys
 /// up in it, so the whole zone never has to exist a second time as map entries.
-pub trait KernelEntries {
+pub trait KernelEntries: Sync {
     fn zone(&self) -> ZoneInfo;
     fn zone_name(&self) -> NameKey;
     fn record(&self, key: &NameKey) -> Option<NameRecords>;

@@ -150,6 +150,10 @@ impl<K: Ord + Hash + Clone, V: Clone> DenseMap<K, V> {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn shard_count(&self) -> usize {
         self.pages.len() * PAGE
     }

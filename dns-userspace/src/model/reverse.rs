@@ -55,6 +55,10 @@ impl Reverse {
                 return Some(p.ptrs());
             }
         }
+        // Nearly always empty: skip its lookup (a cache miss per address in a first build).
+        if self.other.is_empty() {
+            return None;
+        }
         self.other.get(&ip).cloned()
     }
 
@@ -62,7 +66,9 @@ impl Reverse {
         match Plain::of(ip, &ptrs) {
             Some((key, plain)) => {
                 self.plain.insert(key, plain);
-                self.other.remove(&ip);
+                if !self.other.is_empty() {
+                    self.other.remove(&ip);
+                }
             }
             None => {
                 if let IpAddr::V4(v4) = ip {
@@ -77,7 +83,9 @@ impl Reverse {
         if let IpAddr::V4(v4) = ip {
             self.plain.remove(&u32::from(v4));
         }
-        self.other.remove(&ip);
+        if !self.other.is_empty() {
+            self.other.remove(&ip);
+        }
     }
 
     /// Ends a batch of writes (see [`DenseMap::flush`]).

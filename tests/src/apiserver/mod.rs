@@ -260,8 +260,11 @@ impl ApiServer {
         });
         let app_state = shared.clone();
         let handle = std::thread::spawn(move || {
+            // Requests are served side by side, as the real server serves them: a daemon
+            // lists Services and EndpointSlices at once, and one worker would build one
+            // list's body only after the other's (seconds at 100k Services).
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");

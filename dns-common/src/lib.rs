@@ -120,9 +120,33 @@ pub struct ZoneInfo {
     pub fresh_until_ns: u64,
     /// TTL of positive answers the kernel computes itself (pod names).
     pub record_ttl: u32,
-    pub _pad: u32,
+    /// One kernel answer in this many is written to [`maps::KERNEL_LOG`] for the query
+    /// log (`--log-kernel-sample`); 0 writes none and costs one comparison an answer.
+    pub log_sample: u32,
 }
 const _: () = assert!(size_of::<ZoneInfo>() == 48);
+
+/// One answer the kernel gave, sampled for the query log (see [`ZoneInfo::log_sample`]):
+/// the question as answered (the lower-cased wire name), the response code and who asked
+/// on which interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLogEntry {
+    pub ifindex: u32,
+    pub qtype: u16,
+    /// The reply's RCODE (0 NOERROR, 3 NXDOMAIN).
+    pub rcode: u8,
+    /// 1: `client` is an IPv6 address; 0: IPv4 in its first four bytes.
+    pub v6: u8,
+    pub client: [u8; 16],
+    /// The client's UDP port, in network byte order.
+    pub port: u16,
+    /// Wire length of `name`, root label included.
+    pub qlen: u16,
+    pub _pad: u32,
+    pub name: NameKey,
+}
+const _: () = assert!(size_of::<KernelLogEntry>() == 32 + NAME_KEY_LEN);
 
 /// Rotate A/AAAA answers to a random start (CoreDNS `loadbalance`), in both paths.
 pub const ZONE_ROTATE: u32 = 1;
@@ -445,6 +469,10 @@ pub mod maps {
     pub const TARGETS_MAX: u32 = 262144;
     /// The programs the XDP and tc programs tail-call, at [`super::TAIL_POD`] and
     /// [`super::TAIL_TARGET`].
+    /// Sampled kernel answers for the query log ([`super::KernelLogEntry`]), a ring buffer.
+    pub const KERNEL_LOG: &str = "KERNEL_LOG";
+    /// Bytes of the ring buffer: about 900 entries waiting for the daemon.
+    pub const KERNEL_LOG_BYTES: u32 = 256 * 1024;
     pub const XDP_TAILS: &str = "XDP_TAILS";
     pub const TC_TAILS: &str = "TC_TAILS";
 }
@@ -478,4 +506,5 @@ mod pod {
     unsafe impl aya::Pod for super::IfaceCounters {}
     unsafe impl aya::Pod for super::PodKey {}
     unsafe impl aya::Pod for super::TargetRecord {}
+    unsafe impl aya::Pod for super::KernelLogEntry {}
 }

@@ -12,6 +12,8 @@ pub trait Frame {
     fn bounds(&self) -> Bounds;
     /// Makes the frame `len` bytes long; the old bounds are invalid afterwards.
     fn resize(&self, len: usize) -> Result<(), Counter>;
+    /// The interface the packet came in on.
+    fn ifindex(&self) -> u32;
 }
 
 pub struct Xdp<'a>(pub &'a XdpContext);
@@ -34,6 +36,10 @@ impl Frame for Xdp<'_> {
             _ => Err(Counter::ResizeFailed),
         }
     }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.0.ingress_ifindex() as u32
+    }
 }
 
 pub struct Tc<'a>(pub &'a TcContext);
@@ -54,5 +60,9 @@ impl Frame for Tc<'_> {
         self.0
             .pull_data(len as u32)
             .map_err(|_| Counter::ResizeFailed)
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.0.skb.skb).ifindex }
     }
 }

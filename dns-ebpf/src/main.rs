@@ -12,6 +12,7 @@ mod csum;
 mod frame;
 mod handoff;
 mod headers;
+mod log;
 mod packet;
 mod parse;
 mod pod;
@@ -252,7 +253,14 @@ fn reply(
     f.resize(respond::reply_len(q, body))?;
     // From here the packet may be changed: a failure can only mean the resize did not give
     // the length asked for, which the bounds checks catch before any write.
-    respond::write(&f.bounds(), q, rec, body, start, name_sum)
+    respond::write(&f.bounds(), q, rec, body, start, name_sum)?;
+    let rcode = if matches!(body, Body::NxDomain(_)) {
+        headers::RCODE_NXDOMAIN
+    } else {
+        0
+    };
+    log::sample(f, s, q, z, rcode);
+    Ok(())
 }
 
 /// A name under `pod.<zone>` the records map does not hold (see [`pod`]).
@@ -306,7 +314,11 @@ fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     }
     let name_sum = unsafe { core::ptr::read_volatile(&(*s).name_sum) };
     f.resize(frame_len)?;
-    respond::write_target(&f.bounds(), &q, rec, name_sum)
+    respond::write_target(&f.bounds(), &q, rec, name_sum)?;
+    if let Some(z) = ZONE.get(0) {
+        log::sample(f, s, &q, z, 0);
+    }
+    Ok(())
 }
 
 #[inline(always)]

@@ -189,6 +189,11 @@ pub struct RunArgs {
     /// behind it. Refreshed six times per period.
     #[arg(long, default_value_t = 60)]
     pub stale_after: u64,
+    /// With `--log-queries`, log one in N of the queries the kernel answered (path
+    /// `kernel`: name, type, rcode, client, interface), through a BPF ring buffer; 0 (the
+    /// default) logs none and leaves the kernel's answer path as it is.
+    #[arg(long, default_value_t = 0)]
+    pub log_kernel_sample: u32,
     /// Leave NXDOMAIN to the server behind: the kernel answers only names that exist (for
     /// comparisons, or in accelerator mode to let records a Corefile adds inside the zone
     /// through; the kernel's NXDOMAIN is byte for byte userspace's).
@@ -416,6 +421,7 @@ impl RunArgs {
             set(&mut a.notrack, &n.notrack);
             set(&mut a.detach_on_exit, &n.detach_on_exit);
             set(&mut a.stale_after, &n.stale_after);
+            set(&mut a.log_kernel_sample, &n.log_kernel_sample);
         }
         a
     }
@@ -497,6 +503,7 @@ restart_only!(
     local_iface,
     notrack,
     stale_after,
+    log_kernel_sample,
     watch_failing_after,
     health_addr,
     ready_addr,

@@ -105,6 +105,8 @@ pub struct Node {
     /// uninstall without leaving programs attached.
     pub detach_on_exit: Option<bool>,
     pub stale_after: Option<u64>,
+    /// `--log-kernel-sample`: one kernel answer in N to the query log.
+    pub log_kernel_sample: Option<u32>,
 }
 
 /// `5s`, `500ms`, `2m`, `1h`, or a plain number of seconds.

@@ -288,7 +288,11 @@ fn sync_upstreams(
 }
 
 /// Loads the kernel path on the pins this daemon holds (not attached yet).
-fn load_kernel(pins: bpffs::PinLock, args: &RunArgs) -> anyhow::Result<Kernel> {
+fn load_kernel(
+    pins: bpffs::PinLock,
+    args: &RunArgs,
+    log_queries: &Arc<AtomicBool>,
+) -> anyhow::Result<Kernel> {
     let mut k = Kernel::load(
         pins,
         &args.pin_dir,
@@ -311,6 +315,11 @@ fn load_kernel(pins: bpffs::PinLock, args: &RunArgs) -> anyhow::Result<Kernel> {
         .set_fresh_for(Duration::from_secs(args.stale_after.max(1)));
     for (prog, n) in k.verified_insns() {
         tracing::info!(program = prog, verified_insns = n, "loaded");
+    }
+    if args.log_kernel_sample > 0 {
+        k.maps.set_log_sample(args.log_kernel_sample);
+        let ring = k.take_log().context("the kernel answers' log ring")?;
+        tokio::spawn(dataplane::kernel_log::run(ring, log_queries.clone()));
     }
     Ok(k)
 }
@@ -460,8 +469,10 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         tracing::info!(table = notrack::TABLE, "NOTRACK rules installed");
     }
 
+    // The query log's switch, shared by the answer path and the kernel answers' reader.
+    let log_queries = Arc::new(AtomicBool::new(args.log_queries));
     let mut kernel = match pins {
-        Some(p) => Some(load_kernel(p, &args)?),
+        Some(p) => Some(load_kernel(p, &args, &log_queries)?),
         None => None,
     };
 
@@ -485,7 +496,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         zone: zone.clone(),
         resolver: Swap::new(resolver.clone()),
         probe: probe.clone(),
-        log_queries: Arc::new(args.log_queries.into()),
+        log_queries: log_queries.clone(),
         metrics: metrics.clone(),
     };
     let readiness = Readiness::default();
@@ -646,7 +657,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                 match bpffs::lock(&args.pin_dir) {
                     Ok(p) => {
                         pins_wanted_until = None;
-                        let mut k = load_kernel(p, &args)?;
+                        let mut k = load_kernel(p, &args, &log_queries)?;
                         sinks.publish_full(&zone, Some(&mut k), &live);
                         served.clear();
                         sync_served(&args, &live, Some(&mut k), &mut served);

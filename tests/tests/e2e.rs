@@ -584,3 +584,71 @@ fn a_closed_stdout_does_not_kill_the_daemon() {
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `--log-queries --log-kernel-sample 1`: each answer the kernel gives reaches the query
+/// log, with the path `kernel`, the name, type, rcode, the pod's address and the
+/// interface; without the sampling flag the kernel's answers are not logged.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn kernel_answers_reach_the_query_log_when_sampled() {
+    let Some(f) = fixture("klog", 1) else { return };
+    let log = std::env::temp_dir().join(format!("xdns-klog-{}.log", std::process::id()));
+    let pod_ip = f.topo.pods[0].addr4;
+    let iface = f.topo.pods[0].host_if.clone();
+    for sample in [None, Some("1")] {
+        let mut args = f.args(Some("tc"));
+        args.push("--log-queries".into());
+        if let Some(n) = sample {
+            args.extend(["--log-kernel-sample".into(), n.into()]);
+        }
+        let d = Daemon::start_logging(&f.topo.node, &args, fs::File::create(&log).unwrap())
+            .expect("daemon");
+        let c0 = f.counters().get(Counter::Answered);
+        assert_eq!(
+            dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
+            "10.96.12.7"
+        );
+        assert!(dig_status(f.pod(0), SVC4, &["nope.shop.svc.cluster.local"])
+            .contains("NXDOMAIN"));
+        assert_eq!(
+            f.counters().get(Counter::Answered),
+            c0 + 2,
+            "both answered by the kernel"
+        );
+        let kernel_lines = || -> Vec<String> {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("path=\"kernel\""))
+                .map(str::to_owned)
+                .collect()
+        };
+        if sample.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while kernel_lines().len() < 2 {
+                assert!(Instant::now() < deadline, "{:?}", kernel_lines());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let lines = kernel_lines();
+            let found = |name: &str, rcode: &str| {
+                lines.iter().any(|l| {
+                    l.contains(&format!("name=\"{name}\""))
+                        && l.contains("qtype=A ")
+                        && l.contains(&format!("rcode={rcode} "))
+                        && l.contains(&format!("client={pod_ip}:"))
+                        && l.contains(&format!("iface=\"{iface}\""))
+                })
+            };
+            assert!(found("web.shop.svc.cluster.local.", "No Error"), "{lines:?}");
+            assert!(
+                found("nope.shop.svc.cluster.local.", "Non-Existent Domain"),
+                "{lines:?}"
+            );
+        }
+        d.stop().unwrap();
+        if sample.is_none() {
+            assert_eq!(kernel_lines(), Vec::<String>::new(), "not sampled: not logged");
+        }
+    }
+    let _ = fs::remove_file(&log);
+}

@@ -61,6 +61,16 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The ring buffer of sampled kernel answers, for [`super::kernel_log::run`]; once.
+    pub fn take_log(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>> {
+        let name = dns_common::maps::KERNEL_LOG;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(super::Error::MissingMap(name))?;
+        aya::maps::RingBuf::try_from(map).map_err(|source| super::Error::Map { name, source })
+    }
+
     /// Loads the programs (not attached yet) with the pinned maps, and points the kernel at
     /// the service addresses it answers for.
     pub fn load(

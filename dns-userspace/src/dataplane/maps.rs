@@ -241,6 +241,8 @@ pub struct KernelMaps {
     /// The zone as last set, for the heartbeat.
     zone_info: Option<ZoneInfo>,
     fresh_for: std::time::Duration,
+    /// One kernel answer in this many to the query log ring (0: none).
+    log_sample: u32,
     iface_counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
 }
 
@@ -270,6 +272,7 @@ impl KernelMaps {
             targets,
             zone_info: None,
             fresh_for: FRESH_FOR,
+            log_sample: 0,
             zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
             zone_name: Array::try_from(take(m::ZONE_NAME)?).map_err(map_err(m::ZONE_NAME))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
@@ -385,10 +388,16 @@ impl KernelMaps {
         self.fresh_for = d;
     }
 
+    /// One kernel answer in `n` to the query log ring (0: none), from the next zone write.
+    pub fn set_log_sample(&mut self, n: u32) {
+        self.log_sample = n;
+    }
+
     /// The SOA the kernel puts in NODATA answers, marked fresh for a while.
     pub fn set_zone(&mut self, zone: &ZoneInfo) -> Result<()> {
         let mut z = *zone;
         z.fresh_until_ns = monotonic_ns() + self.fresh_for.as_nanos() as u64;
+        z.log_sample = self.log_sample;
         self.zone.set(0, z, 0).map_err(map_err(m::ZONE))?;
         self.zone_info = Some(*zone);
         Ok(())

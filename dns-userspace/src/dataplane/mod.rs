@@ -4,6 +4,7 @@ pub mod batch;
 pub mod bpffs;
 pub mod discover;
 pub mod kernel;
+pub mod kernel_log;
 pub mod links;
 pub mod maps;
 pub mod snapshot;

@@ -248,7 +248,8 @@ impl Records {
             // Set by the map writer, which knows the clock; the model stays pure.
             fresh_until_ns: 0,
             record_ttl: self.cfg.ttl,
-            _pad: 0,
+            // A node setting, set by the map writer like the clock.
+            log_sample: 0,
         }
     }
 

@@ -297,6 +297,7 @@ node:
   accelerate: [10.96.0.10]
   accelerateServices: [kube-system/kube-dns]
   attach: tc
+  logKernelSample: 64
 ";
 
     #[test]
@@ -319,6 +320,7 @@ node:
         assert_eq!(h.watch_failing_after, Some(Duration::from_secs(120)));
         let node = c.node.unwrap();
         assert_eq!(node.attach, Some(AttachMode::Tc));
+        assert_eq!(node.log_kernel_sample, Some(64));
         assert_eq!(
             node.accelerate_services,
             Some(vec![ServiceRef::parse("kube-system/kube-dns").unwrap()])

@@ -608,8 +608,7 @@ fn kernel_answers_reach_the_query_log_when_sampled() {
             dig(f.pod(0), SVC4, &["web.shop.svc.cluster.local"]),
             "10.96.12.7"
         );
-        assert!(dig_status(f.pod(0), SVC4, &["nope.shop.svc.cluster.local"])
-            .contains("NXDOMAIN"));
+        assert!(dig_status(f.pod(0), SVC4, &["nope.shop.svc.cluster.local"]).contains("NXDOMAIN"));
         assert_eq!(
             f.counters().get(Counter::Answered),
             c0 + 2,
@@ -639,7 +638,10 @@ fn kernel_answers_reach_the_query_log_when_sampled() {
                         && l.contains(&format!("iface=\"{iface}\""))
                 })
             };
-            assert!(found("web.shop.svc.cluster.local.", "No Error"), "{lines:?}");
+            assert!(
+                found("web.shop.svc.cluster.local.", "No Error"),
+                "{lines:?}"
+            );
             assert!(
                 found("nope.shop.svc.cluster.local.", "Non-Existent Domain"),
                 "{lines:?}"
@@ -647,7 +649,11 @@ fn kernel_answers_reach_the_query_log_when_sampled() {
         }
         d.stop().unwrap();
         if sample.is_none() {
-            assert_eq!(kernel_lines(), Vec::<String>::new(), "not sampled: not logged");
+            assert_eq!(
+                kernel_lines(),
+                Vec::<String>::new(),
+                "not sampled: not logged"
+            );
         }
     }
     let _ = fs::remove_file(&log);

@@ -72,15 +72,23 @@ pub async fn run(ring: RingBuf<MapData>, enabled: Arc<AtomicBool>) {
         }
     };
     let mut ifnames: HashMap<u32, String> = HashMap::new();
+    // The program wakes this reader only once the ring is half full (a wakeup per answer
+    // would cost each answer microseconds): polled the rest of the time.
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading kernel answers for the log stopped");
-                return;
-            }
-        };
-        let ring = guard.get_inner_mut();
+        tokio::select! {
+            g = fd.readable_mut() => match g {
+                // Cleared before reading: a wakeup while the ring is read marks it again.
+                Ok(mut g) => g.clear_ready(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading kernel answers for the log stopped");
+                    return;
+                }
+            },
+            _ = poll.tick() => {}
+        }
+        let ring = fd.get_mut();
         while let Some(item) = ring.next() {
             if !enabled.load(Ordering::Relaxed) {
                 continue;
@@ -102,9 +110,11 @@ pub async fn run(ring: RingBuf<MapData>, enabled: Arc<AtomicBool>) {
                 iface = iface.as_str(),
             );
         }
-        guard.clear_ready();
     }
 }
+
+/// How often the ring is read when the program has not woken the reader.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The interface's name, or its index where it has none (gone since).
 fn iface_name(ifindex: u32) -> String {

@@ -444,7 +444,14 @@ fn program_cost() -> Result<(), String> {
     // One run per syscall, on a fresh copy of the frame each time: with a repeat count the
     // kernel reruns the program on the frame the previous run rewrote (an answer, which
     // then passes). The kernel times the program run alone, not the syscall.
-    let time = |name: &str, frame: &[u8], answered: bool| -> Result<f64, String> {
+    // Sampled answers for the query log, drained after each run as the daemon drains them.
+    let mut ring = aya::maps::RingBuf::try_from(
+        ebpf.take_map(dns_common::maps::KERNEL_LOG)
+            .ok_or("no kernel log ring")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let logged = std::cell::Cell::new(0u64);
+    let mut time = |name: &str, frame: &[u8], answered: bool| -> Result<f64, String> {
         let prog = ebpf.program(name).ok_or(name.to_owned())?;
         let mut total = Duration::ZERO;
         let mut verdicts = std::collections::BTreeSet::new();
@@ -465,6 +472,9 @@ fn program_cost() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
             total += r.duration;
             verdicts.insert(r.return_value);
+            while ring.next().is_some() {
+                logged.set(logged.get() + 1);
+            }
         }
         // XDP_TX (3), or tc's redirect (7); XDP_PASS (2) or TC_ACT_OK (0) otherwise.
         let want = match (name.starts_with("xdns_tc"), answered) {
@@ -478,7 +488,7 @@ fn program_cost() -> Result<(), String> {
         }
         Ok(total.as_nanos() as f64 / RUNS as f64)
     };
-    let repeat = |name: &str, frame: &[u8]| -> Result<f64, String> {
+    let repeat = |ebpf: &aya::Ebpf, name: &str, frame: &[u8]| -> Result<f64, String> {
         let prog = ebpf.program(name).ok_or(name.to_owned())?;
         let p: &Xdp = prog.try_into().map_err(|e| format!("{e}"))?;
         let opts = TestRunOptions {
@@ -491,8 +501,8 @@ fn program_cost() -> Result<(), String> {
             .duration
             .as_nanos() as f64)
     };
-    let base_rep = repeat(programs::PASS, &frame)?;
-    let miss_rep = repeat(programs::XDP, &miss)?;
+    let base_rep = repeat(&ebpf, programs::PASS, &frame)?;
+    let miss_rep = repeat(&ebpf, programs::XDP, &miss)?;
     let base = time(programs::PASS, &frame, false)?;
     println!("### Program cost (BPF_PROG_TEST_RUN, mean of {RUNS} single runs)\n");
     println!(
@@ -512,6 +522,29 @@ fn program_cost() -> Result<(), String> {
         let ns = time(prog, f, answered)?;
         println!("| {prog} | {pkt} | {ns:.0} | {:.1} |", ns / base.max(1.0));
     }
+    // `--log-kernel-sample`: the same answer with sampling off (the default), one in 64,
+    // and every answer written to the ring.
+    println!("\n| query log sampling (`--log-kernel-sample`) | xdns_xdp, A query answered, ns/packet | answers logged |\n|---|---:|---:|");
+    for n in [0u32, 64, 1] {
+        maps.set_log_sample(n);
+        maps.refresh().map_err(|e| e.to_string())?;
+        let before = logged.get();
+        let ns = time(programs::XDP, &frame, true)?;
+        let got = logged.get() - before;
+        if n == 1 && got != u64::from(RUNS) {
+            return Err(format!("sampling 1 in 1 logged {got} of {RUNS} answers"));
+        }
+        if n == 0 && got != 0 {
+            return Err(format!("sampling off logged {got} answers"));
+        }
+        let what = match n {
+            0 => "off (default)".to_owned(),
+            n => format!("one in {n}"),
+        };
+        println!("| {what} | {ns:.0} | {got} of {RUNS} |");
+    }
+    maps.set_log_sample(0);
+    maps.refresh().map_err(|e| e.to_string())?;
     println!("\nIn a loop of 1M runs (valid only where the frame is left unchanged): XDP_PASS {base_rep:.0} ns, xdns_xdp out of zone {miss_rep:.0} ns ({:.1}×).", miss_rep / base_rep.max(1.0));
     for (prog, n) in dataplane::verified_insns(&ebpf) {
         println!(

@@ -139,7 +139,7 @@ pub struct RunArgs {
     /// TTL of the zone's records, seconds.
     #[arg(long, default_value_t = 30)]
     pub ttl: u32,
-    /// Configuration file (YAML; see the README), laid over these flags and reloaded when it
+    /// Configuration file (YAML; see docs/node.md), laid over these flags and reloaded when it
     /// changes. A bad file is refused with its line and field; the running config stays.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -341,7 +341,7 @@ fn privilege_hint() -> String {
                  set seccompProfile Unconfined, or a Localhost profile allowing bpf and \
                  perf_event_open); ";
     }
-    hint + "the DaemonSet needs BPF, NET_ADMIN and PERFMON (README: privileges)"
+    hint + "the DaemonSet needs BPF, NET_ADMIN and PERFMON (docs/node.md, deploy/)"
 }
 
 /// The capabilities the daemon needs that its effective set lacks, and the set in hex.

@@ -478,10 +478,21 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
-    let metrics = Arc::new(Metrics::new(
-        (!args.no_kernel).then(|| args.pin_dir.clone()),
-        source.health(),
-    ));
+    // The kernel maps' sizes as the sinks write them, for the kernel collector's scrapes.
+    let held = Arc::new(dataplane::snapshot::Held::default());
+    let mut m = Metrics::new();
+    if !args.no_kernel {
+        m.register(dataplane::collector::KernelCollector::new(
+            args.pin_dir.clone(),
+            held.clone(),
+        ));
+    }
+    if let Some(health) = source.health() {
+        m.register(dns_userspace::source::collector::WatchCollector::new(
+            health,
+        ));
+    }
+    let metrics = Arc::new(m);
     // Accelerator only (nothing to listen on): no misses reach us, so nothing to forward.
     let resolver = if args.listen.is_empty() {
         None
@@ -548,7 +559,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         drop(ops::http::listen(maddr).with_context(|| format!("binding {maddr}"))?);
         supervise(
             format!("metrics listener {maddr}"),
-            Box::pin(async move { ops::metrics::serve(maddr, m).await }),
+            Box::pin(async move { ops::http::serve_metrics(maddr, m).await }),
         );
     }
 
@@ -598,7 +609,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         nxdomain: !args.no_kernel_nxdomain,
         needs_full: false,
         degraded: Arc::new(AtomicBool::new(false)),
-        held: metrics.kernel_held(),
+        held,
         retired: None,
     };
     let degraded = sinks.degraded.clone();

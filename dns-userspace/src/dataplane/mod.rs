@@ -2,6 +2,7 @@
 pub mod attach;
 pub mod batch;
 pub mod bpffs;
+pub mod collector;
 pub mod discover;
 pub mod kernel;
 pub mod kernel_log;

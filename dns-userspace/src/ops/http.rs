@@ -152,3 +152,26 @@ impl AsyncWrite for Guarded {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+/// Serves `/metrics` on `addr`.
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    m: std::sync::Arc<super::metrics::Metrics>,
+) -> std::io::Result<()> {
+    use axum::{routing::get, Router};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = m.clone();
+            async move {
+                // Reading the pinned maps is blocking syscalls: off the async workers.
+                let text = tokio::task::spawn_blocking(move || m.render())
+                    .await
+                    .unwrap_or_default();
+                ([("content-type", "text/plain; version=0.0.4")], text)
+            }
+        }),
+    );
+    let l = Capped::bind(addr).await?;
+    axum::serve(l, app).await
+}

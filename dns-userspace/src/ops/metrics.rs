@@ -1,22 +1,19 @@
 //! Prometheus metrics under CoreDNS's names and labels where the meaning is the same, so
-//! existing dashboards keep working, plus the kernel path's own (`xdns_kernel_*`), read
-//! from the pinned maps at each scrape.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+//! existing dashboards keep working. The kernel path's own (`xdns_kernel_*`) and the
+//! watches' are collectors their layers define and the daemon registers.
+use std::time::Duration;
 
-use dns_common::Counter as Reason;
 use prometheus_client::{
     collector::Collector,
-    encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{text::encode, EncodeLabelSet},
     metrics::{
-        counter::{ConstCounter, Counter},
+        counter::Counter,
         family::Family,
-        gauge::{ConstGauge, Gauge},
+        gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
 };
-
-use crate::dataplane::snapshot::{Held, Snapshot};
 
 /// CoreDNS labels every series with the server block; ours is the one `.:53` block.
 const SERVER: &str = "dns://:53";
@@ -145,181 +142,18 @@ pub struct Metrics {
     forward_rejects: Counter,
     programming: Family<KindLabel, Histogram>,
     reload_failed: Counter,
-    /// The kernel maps' sizes as the daemon writes them (read by the kernel collector).
-    held: Arc<Held>,
 }
 
-/// A counter family from a list of (labels, value), encoded at scrape time.
-fn const_counters<L: EncodeLabelSet>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(L, u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (labels, v) in rows {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn const_gauges<L: EncodeLabelSet>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[(L, i64)],
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (labels, v) in rows {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-/// The API watches' health: lists, errors, and whether each is failing now.
-#[derive(Debug)]
-struct WatchCollector {
-    health: Arc<crate::source::kube::WatchHealth>,
-}
-
-impl Collector for WatchCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let kinds = self.health.kinds();
-        let label = |h: &crate::source::kube::KindHealth| vec![("kind", h.kind.name().to_owned())];
-        let rows: Vec<(Labels, u64)> = kinds.iter().map(|h| (label(h), h.lists)).collect();
-        const_counters(
-            &mut enc,
-            "xdns_kube_lists",
-            "Full lists completed per kind (the first and every relist)",
-            &rows,
-        )?;
-        let rows: Vec<(Labels, u64)> = kinds.iter().map(|h| (label(h), h.errors)).collect();
-        const_counters(
-            &mut enc,
-            "xdns_kube_watch_errors",
-            "List and watch errors per kind (each is retried with backoff)",
-            &rows,
-        )?;
-        let rows: Vec<(Labels, i64)> = kinds
-            .iter()
-            .map(|h| (label(h), i64::from(h.failing_for(Duration::ZERO).is_some())))
-            .collect();
-        const_gauges(
-            &mut enc,
-            "xdns_kube_watch_failing",
-            "1 while a kind's watch is failing or has ended: its records are the last good ones",
-            &rows,
-        )
-    }
-}
-
-/// The kernel path's counters and occupancy, from the pins.
-#[derive(Debug)]
-struct KernelCollector {
-    pin_dir: PathBuf,
-    held: Arc<Held>,
-}
-
-type Labels = Vec<(&'static str, String)>;
-
-impl Collector for KernelCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Ok(s) = Snapshot::read_with(&self.pin_dir, Some(&self.held)) else {
-            // No kernel path yet (or any more): no kernel series, rather than a failed scrape.
-            return Ok(());
-        };
-        let rows: Vec<(Labels, u64)> = Reason::ALL
-            .iter()
-            .map(|r| (vec![("reason", r.name().to_owned())], s.counters.get(*r)))
-            .collect();
-        const_counters(
-            &mut enc,
-            "xdns_kernel_packets",
-            "Packets the kernel path saw, by outcome: answered, or the reason it passed",
-            &rows,
-        )?;
-        let mut rows: Vec<(Labels, u64)> = Vec::new();
-        for i in &s.ifaces {
-            for r in Reason::ALL.iter().filter(|r| r.per_iface()) {
-                let n = i.counters.get(*r);
-                if n > 0 || *r == Reason::Answered {
-                    rows.push((
-                        vec![
-                            ("iface", i.iface.clone()),
-                            ("mode", i.mode.to_string()),
-                            ("reason", r.name().to_owned()),
-                        ],
-                        n,
-                    ));
-                }
-            }
-        }
-        const_counters(
-            &mut enc,
-            "xdns_kernel_interface_packets",
-            "DNS packets to the served addresses per interface and attach mode, by outcome",
-            &rows,
-        )?;
-        let mut modes: std::collections::BTreeMap<String, i64> = Default::default();
-        for i in s.ifaces.iter().filter(|i| i.present) {
-            *modes.entry(i.mode.to_string()).or_default() += 1;
-        }
-        let rows: Vec<(Labels, i64)> = modes
-            .into_iter()
-            .map(|(m, n)| (vec![("mode", m)], n))
-            .collect();
-        const_gauges(
-            &mut enc,
-            "xdns_kernel_attached_interfaces",
-            "Interfaces the kernel path is attached to, by mode",
-            &rows,
-        )?;
-        let none: Labels = Vec::new();
-        const_gauges(
-            &mut enc,
-            "xdns_kernel_records",
-            "Names in the kernel's records map",
-            &[(none.clone(), s.records as i64)],
-        )?;
-        const_gauges(
-            &mut enc,
-            "xdns_kernel_degraded",
-            "1 while the kernel passes every query because its maps could not be made whole",
-            &[(none.clone(), i64::from(s.degraded))],
-        )?;
-        const_gauges(
-            &mut enc,
-            "xdns_kernel_records_capacity",
-            "Names the kernel's records map can hold",
-            &[(none.clone(), i64::from(s.records_max))],
-        )?;
-        const_gauges(
-            &mut enc,
-            "xdns_kernel_target_records",
-            "Names the kernel answers with one stored target (PTR, ExternalName CNAME)",
-            &[(none, s.target_records as i64)],
-        )
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl Metrics {
-    /// With `pin_dir`, the kernel path's series are read from the pins at each scrape.
-    pub fn new(
-        pin_dir: Option<PathBuf>,
-        watches: Option<Arc<crate::source::kube::WatchHealth>>,
-    ) -> Self {
+    /// CoreDNS's series; other layers add theirs with [`Metrics::register`].
+    pub fn new() -> Self {
         let mut r = Registry::default();
-        let held = Arc::new(Held::default());
         let requests = Family::default();
         let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(time_buckets())
@@ -449,15 +283,6 @@ impl Metrics {
             "Counter of the number of failed reload attempts",
             reload_failed.clone(),
         );
-        if let Some(pin_dir) = pin_dir {
-            r.register_collector(Box::new(KernelCollector {
-                pin_dir,
-                held: held.clone(),
-            }));
-        }
-        if let Some(health) = watches {
-            r.register_collector(Box::new(WatchCollector { health }));
-        }
         // Series dashboards rate() from the start: present at zero before the first event.
         let cache = || CacheLabels {
             server: SERVER.into(),
@@ -500,13 +325,12 @@ impl Metrics {
             forward_rejects,
             programming,
             reload_failed,
-            held,
         }
     }
 
-    /// Where the daemon puts the kernel maps' sizes as it writes them.
-    pub fn kernel_held(&self) -> Arc<Held> {
-        self.held.clone()
+    /// Adds series a layer encodes itself at each scrape (the kernel path's, the watches').
+    pub fn register(&mut self, c: impl Collector + 'static) {
+        self.registry.register_collector(Box::new(c));
     }
 
     fn cache_labels() -> CacheLabels {
@@ -664,24 +488,4 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Serves `/metrics` on `addr`.
-pub async fn serve(addr: std::net::SocketAddr, m: Arc<Metrics>) -> std::io::Result<()> {
-    use axum::{routing::get, Router};
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let m = m.clone();
-            async move {
-                // Reading the pinned maps is blocking syscalls: off the async workers.
-                let text = tokio::task::spawn_blocking(move || m.render())
-                    .await
-                    .unwrap_or_default();
-                ([("content-type", "text/plain; version=0.0.4")], text)
-            }
-        }),
-    );
-    let l = super::http::Capped::bind(addr).await?;
-    axum::serve(l, app).await
 }

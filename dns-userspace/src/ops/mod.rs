@@ -2,3 +2,4 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod series;

@@ -2,6 +2,7 @@
 //! thing, batches of [`Change`]s for the incremental zone: the first full view, then
 //! whatever changed, as soon as it is seen (a burst is what was queued by then). A
 //! manifest file that fails to load is reported and the last good objects keep serving.
+pub mod collector;
 pub mod convert;
 pub mod kube;
 pub mod manifests;

@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(daemon::run(*args)),
         Cmd::Counters { pin_dir } => {
-            let c = dns_userspace::dataplane::maps::pinned_counters(&pin_dir)
+            let c = dns_userspace::dataplane::snapshot::pinned_counters(&pin_dir)
                 .with_context(|| format!("reading counters under {}", pin_dir.display()))?;
             print!("{c}");
             Ok(())

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dns_userspace::dataplane::maps::{pinned_counters, Counters};
+use dns_userspace::dataplane::{maps::Counters, snapshot::pinned_counters};
 
 use crate::netns::{Bpffs, Netns, Topology, SVC4, SVC6};
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use dns_common::Counter;
-use dns_userspace::dataplane::maps::pinned_counters;
+use dns_userspace::dataplane::snapshot::pinned_counters;
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, RecordType},

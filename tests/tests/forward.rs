@@ -677,7 +677,7 @@ fn external_names_resolve_to_their_targets_addresses() {
         run(f.pod(), "dig", &a)
     };
     let passed = || {
-        dns_userspace::dataplane::maps::pinned_counters(&f.pins.pin_dir())
+        dns_userspace::dataplane::snapshot::pinned_counters(&f.pins.pin_dir())
             .unwrap()
             .get(dns_common::Counter::PtrPass)
     };

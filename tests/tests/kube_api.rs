@@ -13,7 +13,7 @@ use std::{
 
 use dns_common::Counter;
 use dns_userspace::{
-    dataplane::maps::{pinned_counters, pinned_records, pinned_records_len},
+    dataplane::snapshot::{pinned_counters, pinned_records, pinned_records_len},
     model::{Records, ZoneConfig},
     source::manifests,
 };

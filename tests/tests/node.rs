@@ -369,11 +369,11 @@ fn metrics_have_the_documented_names_and_move_with_traffic() {
     let pins = f.pins.pin_dir();
     assert_eq!(
         value(&before, "xdns_kernel_records", &[]) as usize,
-        dns_userspace::dataplane::maps::pinned_records_len(&pins).unwrap()
+        dns_userspace::dataplane::snapshot::pinned_records_len(&pins).unwrap()
     );
     assert_eq!(
         value(&before, "xdns_kernel_target_records", &[]) as usize,
-        dns_userspace::dataplane::maps::pinned_targets_len(&pins).unwrap()
+        dns_userspace::dataplane::snapshot::pinned_targets_len(&pins).unwrap()
     );
     traffic(&f);
     let (types, after) = scrape(&f.topo.node);
@@ -923,7 +923,7 @@ fn a_pin_folder_that_is_itself_a_bpffs_is_used_as_it_is() {
     let at = args.iter().position(|a| a == "--pin-dir").unwrap();
     args[at + 1] = own.display().to_string();
     let d = Daemon::start(&f.topo.node, &args).expect("daemon");
-    let records = dns_userspace::dataplane::maps::pinned_records_len(&own);
+    let records = dns_userspace::dataplane::snapshot::pinned_records_len(&own);
     d.stop().unwrap();
     let _ = std::process::Command::new("umount").arg(&own).status();
     assert!(

@@ -255,7 +255,7 @@ fn the_accelerator_pod_runs_with_its_own_privileges() {
         dig(pod_ns, SVC4, &["web.shop.svc.cluster.local"]),
         "10.96.12.7"
     );
-    let counters = dns_userspace::dataplane::maps::pinned_counters(&s.pins)
+    let counters = dns_userspace::dataplane::snapshot::pinned_counters(&s.pins)
         .expect("pins in the mounted bpffs");
     assert!(counters.get(dns_common::Counter::Answered) >= 1);
     // Accelerator only: no userspace listener on the node.
@@ -283,8 +283,8 @@ fn the_node_local_pod_runs_with_its_own_privileges_and_no_fewer() {
         dig(pod_ns, SVC4, &["+tcp", "web.shop.svc.cluster.local"]),
         "10.96.12.7"
     );
-    let counters =
-        dns_userspace::dataplane::maps::pinned_counters(pins).expect("pins in the mounted bpffs");
+    let counters = dns_userspace::dataplane::snapshot::pinned_counters(pins)
+        .expect("pins in the mounted bpffs");
     assert!(counters.get(dns_common::Counter::Answered) >= 1);
     drop(played);
 

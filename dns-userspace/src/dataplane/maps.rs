@@ -1,13 +1,12 @@
-//! Typed handles on the kernel maps and the reconciler that keeps them equal to the model.
+//! Typed handles on the kernel maps the daemon writes: the zone, the records (kept equal to
+//! the model by [`super::mirror::Mirror`]), service addresses, counters.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    path::Path,
 };
 
-use aya::Pod;
 use aya::{
-    maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
 use dns_common::{
@@ -15,185 +14,13 @@ use dns_common::{
     ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE, ZONE_DEGRADED,
 };
 
-use super::{batch, Error, Result};
+pub use super::mirror::SyncStats;
+use super::{
+    mirror::{map_err, Mirror},
+    Error, Result,
+};
 
-/// Entries written per system call on a first fill: a few hundred kilobytes of keys and
-/// values, so the copy the kernel makes stays small.
-const BATCH: usize = 1024;
 use crate::model::{KernelDelta, KernelEntries};
-
-/// A hash map kept equal to the model by writing only the differences. It holds no copy
-/// of the map: a write first reads the kernel's entry, so what it compares against is
-/// always what the kernel holds.
-pub struct Mirror<K, V> {
-    name: &'static str,
-    map: HashMap<MapData, K, V>,
-    /// Entries the map holds, counted as they are written; `None` until a full sync has
-    /// counted them, and after a failed write.
-    count: Option<usize>,
-    /// Entries the map can hold (its `max_entries`).
-    capacity: usize,
-}
-
-impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
-    fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self> {
-        let data = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
-        let map: HashMap<MapData, K, V> = HashMap::try_from(data).map_err(map_err(name))?;
-        let capacity = map_capacity(&map).unwrap_or(usize::MAX);
-        Ok(Self {
-            name,
-            map,
-            count: None,
-            capacity,
-        })
-    }
-
-    fn held(&self, k: &K) -> Option<V> {
-        self.map.get(k, 0).ok()
-    }
-
-    /// Makes the map hold exactly the entries `all` yields, `wanted` saying for any key
-    /// what it should hold: deletes what is not wanted first (so a full map makes room
-    /// before it grows), then writes only what differs. Running it twice changes nothing
-    /// the second time; pins adopted from an earlier daemon are kept where they already
-    /// hold the right value.
-    pub fn reconcile<'a>(
-        &mut self,
-        wanted: impl Fn(&K) -> Option<V>,
-        all: impl Iterator<Item = (K, V)> + 'a,
-    ) -> Result<SyncStats> {
-        self.count = None;
-        let mut stats = SyncStats::default();
-        let held: Vec<K> = self
-            .map
-            .keys()
-            .collect::<std::result::Result<Vec<K>, _>>()
-            .map_err(map_err(self.name))?;
-        // A map that held nothing (a first start) needs no read before each write: at
-        // 100k Services that is 490k lookups saved from the first sync.
-        let was_empty = held.is_empty();
-        for k in held.into_iter().filter(|k| wanted(k).is_none()) {
-            self.map.remove(&k).map_err(map_err(self.name))?;
-            stats.deleted += 1;
-        }
-        let mut count = 0;
-        if was_empty {
-            let mut all = all;
-            let (mut keys, mut values) = (Vec::new(), Vec::new());
-            loop {
-                keys.clear();
-                values.clear();
-                for (k, v) in all.by_ref().take(BATCH) {
-                    keys.push(k);
-                    values.push(v);
-                }
-                if keys.is_empty() {
-                    break;
-                }
-                self.write_batch(&keys, &values)?;
-                count += keys.len();
-                stats.upserted += keys.len();
-            }
-        } else {
-            for (k, v) in all {
-                count += 1;
-                if self.held(&k).as_ref() == Some(&v) {
-                    stats.unchanged += 1;
-                    continue;
-                }
-                self.map.insert(k, v, 0).map_err(map_err(self.name))?;
-                stats.upserted += 1;
-            }
-        }
-        self.count = Some(count);
-        Ok(stats)
-    }
-
-    /// Writes `keys[i] → values[i]` in one system call where the kernel can, else one by
-    /// one.
-    fn write_batch(&mut self, keys: &[K], values: &[V]) -> Result<()> {
-        match batch::update(self.map.map(), keys, values) {
-            Ok(()) => Ok(()),
-            Err(e) if e.unsupported() => {
-                tracing::debug!(map = self.name, error = %e.source, "no batch writes here; one by one");
-                for (k, v) in keys.iter().zip(values) {
-                    self.map.insert(k, v, 0).map_err(map_err(self.name))?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(Error::Map {
-                name: self.name,
-                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "bpf_map_update_batch",
-                    io_error: e.source,
-                }),
-            }),
-        }
-    }
-
-    /// Makes the map hold exactly `desired` (see [`Mirror::reconcile`]).
-    pub fn sync(&mut self, desired: &BTreeMap<K, V>) -> Result<SyncStats> {
-        self.reconcile(
-            |k| desired.get(k).copied(),
-            desired.iter().map(|(k, v)| (*k, *v)),
-        )
-    }
-
-    /// Writes a batch of entries (`None`: delete), deletes first; an entry already as
-    /// wanted is not written. A batch that would not fit is refused before any write.
-    pub fn apply(&mut self, entries: &[(K, Option<V>)]) -> Result<SyncStats> {
-        // What the kernel holds for each key, read once: it decides both whether the batch
-        // fits and what is written.
-        let held: Vec<Option<V>> = entries.iter().map(|(k, _)| self.held(k)).collect();
-        let pairs = || entries.iter().zip(&held);
-        let added = pairs()
-            .filter(|((_, v), h)| v.is_some() && h.is_none())
-            .count();
-        let removed = pairs()
-            .filter(|((_, v), h)| v.is_none() && h.is_some())
-            .count();
-        if let Some(count) = self.count {
-            let wanted = (count + added).saturating_sub(removed);
-            if wanted > self.capacity {
-                return Err(Error::Full {
-                    name: self.name,
-                    wanted,
-                    capacity: self.capacity,
-                });
-            }
-        }
-        let mut stats = SyncStats::default();
-        let count = self.count.take();
-        for ((k, _), _) in pairs().filter(|((_, v), h)| v.is_none() && h.is_some()) {
-            self.map.remove(k).map_err(map_err(self.name))?;
-            stats.deleted += 1;
-        }
-        for ((k, v), h) in pairs() {
-            let Some(v) = v else { continue };
-            if h.as_ref() == Some(v) {
-                stats.unchanged += 1;
-            } else {
-                self.map.insert(k, v, 0).map_err(map_err(self.name))?;
-                stats.upserted += 1;
-            }
-        }
-        // Restored only once every write landed: a failed batch leaves it unknown.
-        self.count = count.map(|c| (c + added).saturating_sub(removed));
-        Ok(stats)
-    }
-
-    /// Entries the map holds (counted, else read from the map).
-    pub fn len(&self) -> usize {
-        match self.count {
-            Some(c) => c,
-            None => self.map.keys().count(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// `z` saying (or not) that the maps hold the whole zone: the kernel's licence to answer
 /// NXDOMAIN.
@@ -216,14 +43,6 @@ fn degraded(z: &ZoneInfo) -> ZoneInfo {
     flag(&complete(z, false), ZONE_DEGRADED, true)
 }
 
-/// A map's `max_entries`, as the kernel reports it.
-fn map_capacity<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> Option<usize> {
-    aya::maps::IterableMap::map(map)
-        .info()
-        .ok()
-        .map(|i| i.max_entries() as usize)
-}
-
 /// A set as a map's entries (value 1).
 fn as_set(keys: &BTreeSet<PodKey>) -> BTreeMap<PodKey, u8> {
     keys.iter().map(|k| (*k, 1)).collect()
@@ -244,18 +63,6 @@ pub struct KernelMaps {
     /// One kernel answer in this many to the query log ring (0: none).
     log_sample: u32,
     iface_counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
-}
-
-/// What one sync changed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    pub upserted: usize,
-    pub deleted: usize,
-    pub unchanged: usize,
-}
-
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
-    move |source| Error::Map { name, source }
 }
 
 impl KernelMaps {
@@ -503,7 +310,7 @@ impl std::fmt::Display for Counters {
     }
 }
 
-fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
+pub(super) fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
     let mut out = Vec::with_capacity(COUNTER_COUNT as usize);
     for i in 0..COUNTER_COUNT {
         let per_cpu = map.get(&i, 0).map_err(map_err(m::COUNTERS))?;
@@ -512,7 +319,7 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters> {
     Ok(Counters(out))
 }
 
-fn read_iface_counters(
+pub(super) fn read_iface_counters(
     map: &PerCpuHashMap<MapData, u32, IfaceCounters>,
 ) -> Result<BTreeMap<u32, Counters>> {
     let mut out = BTreeMap::new();
@@ -527,68 +334,4 @@ fn read_iface_counters(
         out.insert(ifindex, Counters(sum));
     }
     Ok(out)
-}
-
-/// Per-interface counters from the pinned map.
-pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::IFACE_COUNTERS))
-        .map_err(map_err(m::IFACE_COUNTERS))?;
-    let map =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err(m::IFACE_COUNTERS))?;
-    read_iface_counters(&map)
-}
-
-/// A pinned hash map of a running (or stopped) daemon, by name.
-fn pinned_hash<K: Pod, V: Pod>(
-    pin_dir: &Path,
-    name: &'static str,
-) -> Result<HashMap<MapData, K, V>> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(name)).map_err(map_err(name))?;
-    HashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
-}
-
-/// The zone as the pinned map holds it (flags, SOA), if a daemon has set it.
-pub fn pinned_zone(pin_dir: &Path) -> Result<Option<ZoneInfo>> {
-    let data =
-        MapData::from_pin(super::maps_dir(pin_dir).join(m::ZONE)).map_err(map_err(m::ZONE))?;
-    let map: Array<MapData, ZoneInfo> =
-        Array::try_from(Map::Array(data)).map_err(map_err(m::ZONE))?;
-    let z = map.get(&0, 0).map_err(map_err(m::ZONE))?;
-    Ok((z.zone_len != 0).then_some(z))
-}
-
-/// How many names the pinned records map can hold.
-pub fn pinned_records_capacity(pin_dir: &Path) -> Result<usize> {
-    let map = pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?;
-    map_capacity(&map).ok_or(Error::MissingMap(m::RECORDS))
-}
-
-/// How many names the pinned records map holds.
-pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
-    Ok(pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?
-        .keys()
-        .count())
-}
-
-/// How many names the pinned targets map holds.
-pub fn pinned_targets_len(pin_dir: &Path) -> Result<usize> {
-    Ok(pinned_hash::<NameKey, TargetRecord>(pin_dir, m::TARGETS)?
-        .keys()
-        .count())
-}
-
-/// Reads the counters from the pinned map of a running (or stopped) daemon.
-pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::COUNTERS))
-        .map_err(map_err(m::COUNTERS))?;
-    let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err(m::COUNTERS))?;
-    read_counters(&map)
-}
-
-/// The records map of a running (or stopped) daemon, as the kernel holds it.
-pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, NameRecords>> {
-    pinned_hash(pin_dir, m::RECORDS)?
-        .iter()
-        .map(|e| e.map_err(map_err(m::RECORDS)))
-        .collect()
 }

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod kernel_log;
 pub mod links;
 pub mod maps;
+mod mirror;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

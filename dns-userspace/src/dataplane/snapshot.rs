@@ -1,5 +1,6 @@
 //! What the kernel path is doing, read from the pins alone: counters (global and per
-//! interface), map occupancy, and what is attached where. `/metrics` and `xdns status` both
+//! interface), map occupancy, and what is attached where; and the readers of each pinned
+//! map it is made from. `/metrics` and `xdns status` both
 //! read it, so they work the same whether or not a daemon runs.
 use std::{
     collections::BTreeMap,
@@ -7,13 +8,18 @@ use std::{
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
-use dns_common::maps as m;
+use aya::{
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    Pod,
+};
+use dns_common::{maps as m, NameKey, NameRecords, TargetRecord, ZoneInfo};
 
 use super::{
     attach::AttachMode,
     links::{self, Pin},
-    maps::{self, Counters},
-    Result,
+    maps::{read_counters, read_iface_counters, Counters},
+    mirror::{map_capacity, map_err},
+    Error, Result,
 };
 
 /// One attached interface.
@@ -75,14 +81,10 @@ impl Snapshot {
     pub fn read_with(pin_dir: &Path, held: Option<&Held>) -> Result<Self> {
         let (records, target_records) = match held.and_then(Held::get) {
             Some(known) => known,
-            None => (
-                maps::pinned_records_len(pin_dir)?,
-                maps::pinned_targets_len(pin_dir)?,
-            ),
+            None => (pinned_records_len(pin_dir)?, pinned_targets_len(pin_dir)?),
         };
-        let counters = maps::pinned_counters(pin_dir)?;
-        let per_iface: BTreeMap<u32, Counters> =
-            maps::pinned_iface_counters(pin_dir).unwrap_or_default();
+        let counters = pinned_counters(pin_dir)?;
+        let per_iface: BTreeMap<u32, Counters> = pinned_iface_counters(pin_dir).unwrap_or_default();
         let ifaces = links::pins(&pin_dir.join("links"))
             .into_iter()
             .map(
@@ -104,11 +106,74 @@ impl Snapshot {
             counters,
             ifaces,
             records,
-            records_max: maps::pinned_records_capacity(pin_dir)
-                .map_or(m::RECORDS_MAX, |c| c as u32),
-            degraded: maps::pinned_zone(pin_dir)?
+            records_max: pinned_records_capacity(pin_dir).map_or(m::RECORDS_MAX, |c| c as u32),
+            degraded: pinned_zone(pin_dir)?
                 .is_some_and(|z| z.flags & dns_common::ZONE_DEGRADED != 0),
             target_records,
         })
     }
+}
+
+/// Per-interface counters from the pinned map.
+pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> {
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::IFACE_COUNTERS))
+        .map_err(map_err(m::IFACE_COUNTERS))?;
+    let map =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err(m::IFACE_COUNTERS))?;
+    read_iface_counters(&map)
+}
+
+/// A pinned hash map of a running (or stopped) daemon, by name.
+fn pinned_hash<K: Pod, V: Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>> {
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(name)).map_err(map_err(name))?;
+    HashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
+}
+
+/// The zone as the pinned map holds it (flags, SOA), if a daemon has set it.
+pub fn pinned_zone(pin_dir: &Path) -> Result<Option<ZoneInfo>> {
+    let data =
+        MapData::from_pin(super::maps_dir(pin_dir).join(m::ZONE)).map_err(map_err(m::ZONE))?;
+    let map: Array<MapData, ZoneInfo> =
+        Array::try_from(Map::Array(data)).map_err(map_err(m::ZONE))?;
+    let z = map.get(&0, 0).map_err(map_err(m::ZONE))?;
+    Ok((z.zone_len != 0).then_some(z))
+}
+
+/// How many names the pinned records map can hold.
+pub fn pinned_records_capacity(pin_dir: &Path) -> Result<usize> {
+    let map = pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?;
+    map_capacity(&map).ok_or(Error::MissingMap(m::RECORDS))
+}
+
+/// How many names the pinned records map holds.
+pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
+    Ok(pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?
+        .keys()
+        .count())
+}
+
+/// How many names the pinned targets map holds.
+pub fn pinned_targets_len(pin_dir: &Path) -> Result<usize> {
+    Ok(pinned_hash::<NameKey, TargetRecord>(pin_dir, m::TARGETS)?
+        .keys()
+        .count())
+}
+
+/// Reads the counters from the pinned map of a running (or stopped) daemon.
+pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
+    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::COUNTERS))
+        .map_err(map_err(m::COUNTERS))?;
+    let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err(m::COUNTERS))?;
+    read_counters(&map)
+}
+
+/// The records map of a running (or stopped) daemon, as the kernel holds it.
+pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, NameRecords>> {
+    pinned_hash(pin_dir, m::RECORDS)?
+        .iter()
+        .map(|e| e.map_err(map_err(m::RECORDS)))
+        .collect()
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use dns_common::Counter;
-use dns_userspace::dataplane::maps::pinned_counters;
+use dns_userspace::dataplane::snapshot::pinned_counters;
 use tests::{
     apiserver::{
         obj::{self, Endpoint},

@@ -17,7 +17,7 @@ use dns_common::{programs, Counter};
 use dns_userspace::{
     dataplane::{
         self,
-        maps::{pinned_counters, KernelMaps},
+        {maps::KernelMaps, snapshot::pinned_counters},
     },
     model::{Records, ZoneConfig},
     source::manifests,

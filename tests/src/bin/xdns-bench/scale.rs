@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{HashMap, Map, MapData};
 use dns_common::{maps as m, NameKey, NameRecords};
 use dns_userspace::{
-    dataplane::{maps::pinned_records_len, maps_dir},
+    dataplane::{maps_dir, snapshot::pinned_records_len},
     model::wire_from_dotted,
 };
 use tests::{

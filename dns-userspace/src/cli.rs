@@ -9,12 +9,13 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use dns_userspace::{
-    answer::{resolve::Resolver, server::Swap},
     config::{self, FileConfig, ServiceRef},
     dataplane::attach::AttachMode,
+    forward::resolve::Resolver,
     forward::{cache, exchange, stubs, Cache, Forwarder, Policy, Upstreams},
     model::{selector::Selector, PodMode, ZoneConfig},
     ops::metrics::Metrics,
+    swap::Swap,
 };
 
 #[derive(Parser, Clone, Debug)]

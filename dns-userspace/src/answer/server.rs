@@ -3,7 +3,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,49 +13,11 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::{
-    answer,
-    resolve::{Pending, Resolver},
-    Outcome, Transport,
-};
+use super::{answer, Outcome, Transport};
+use crate::forward::resolve::{Pending, Resolver};
 use crate::model::Records;
+pub use crate::swap::Swap;
 use crate::{forward::loopdetect::LoopProbe, ops::metrics::Metrics};
-
-/// A value the listeners read on every query and a writer replaces whole (a new zone, a
-/// reloaded resolver): readers hold the old one until they are done with it.
-pub struct Swap<T>(Arc<RwLock<Arc<T>>>);
-
-impl<T> Clone for Swap<T> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<T> Swap<T> {
-    pub fn new(value: T) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(value))))
-    }
-    pub fn get(&self) -> Arc<T> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-    pub fn set(&self, value: T) {
-        drop(self.replace(value));
-    }
-
-    /// Swaps in `value` and hands back the old one, to drop outside the lock (and, for a
-    /// zone, after the change is programmed: freeing what the old snapshot alone holds
-    /// is not on a change's path).
-    pub fn replace(&self, value: T) -> Arc<T> {
-        let new = Arc::new(value);
-        match self.0.write() {
-            Ok(mut g) => std::mem::replace(&mut *g, new),
-            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
-        }
-    }
-}
 
 /// The cluster zone's records as last built.
 pub type Zone = Swap<Records>;

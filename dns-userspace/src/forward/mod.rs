@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod exchange;
 pub mod loopdetect;
+pub mod resolve;
 pub mod stubs;
 pub mod upstreams;
 

@@ -4,13 +4,11 @@ use std::{sync::Arc, time::Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
-use super::{
-    encode, random_start, rotate_addresses, server::Swap, wire_lower, Chase, Transport,
-    EDNS_PAYLOAD,
-};
+use super::{cache::Key, exchange, stubs, Cache, ForwardError, Forwarder, Upstreams};
 use crate::{
-    forward::{cache::Key, exchange, stubs, Cache, ForwardError, Forwarder, Upstreams},
     ops::metrics::Metrics,
+    swap::Swap,
+    wire::{encode, random_start, rotate_addresses, wire_lower, Chase, Transport, EDNS_PAYLOAD},
 };
 
 pub struct Resolver {

@@ -17,7 +17,10 @@ use super::{answer, Outcome, Transport};
 use crate::forward::resolve::{Pending, Resolver};
 use crate::model::Records;
 pub use crate::swap::Swap;
-use crate::{forward::loopdetect::LoopProbe, ops::metrics::Metrics};
+use crate::{
+    forward::loopdetect::LoopProbe,
+    ops::metrics::{Metrics, Path},
+};
 
 /// The cluster zone's records as last built.
 pub type Zone = Swap<Records>;
@@ -87,13 +90,13 @@ pub async fn serve((udp, tcp): (UdpSocket, TcpListener), handler: Handler) -> io
 impl Handler {
     /// The CoreDNS request metrics, from the reply's header and question (no full parse on
     /// the hot path).
-    fn count(&self, req: &Req, reply: &[u8], path: &str) {
+    fn count(&self, req: &Req, reply: &[u8], path: Path) {
         if reply.len() < 12 {
             return;
         }
         // The configured zone, as CoreDNS labels its server block's zone.
         let zone = match path {
-            "zone" => crate::model::name::dotted(&self.zone.get().cfg.zone),
+            Path::Zone => crate::model::name::dotted(&self.zone.get().cfg.zone),
             _ => ".".to_owned(),
         };
         let proto = match req.transport {
@@ -102,11 +105,7 @@ impl Handler {
         };
         let qtype = question_type(reply).map(type_name).unwrap_or("other");
         let rcode = crate::ops::metrics::rcode_name(u16::from(reply[3] & 0x0f));
-        let plugin = if path == "zone" {
-            "kubernetes"
-        } else {
-            "forward"
-        };
+        let plugin = path.plugin();
         self.metrics.answered(
             &zone,
             proto,
@@ -164,7 +163,7 @@ struct Req {
 
 /// How a query is answered: at once from the zone, or later by the resolver.
 enum Next {
-    Now(Vec<u8>, &'static str),
+    Now(Vec<u8>, Path),
     Later(Pending, Arc<Resolver>),
     Nothing,
 }
@@ -173,14 +172,16 @@ impl Handler {
     fn first(&self, query: &[u8], transport: Transport) -> Next {
         match answer(query, &self.zone.get(), transport) {
             Outcome::Drop => Next::Nothing,
-            Outcome::Reply(r) => Next::Now(r, "zone"),
+            Outcome::Reply(r) => Next::Now(r, Path::Zone),
             Outcome::Chase(c) => match &*self.resolver.get() {
-                None => Next::Now(c.cname_only, "zone"),
+                None => Next::Now(c.cname_only, Path::Zone),
                 Some(r) => Next::Later(Pending::Chase(c), r.clone()),
             },
             Outcome::Forward { query, refused } => match &*self.resolver.get() {
-                None => Next::Now(refused, "refused"),
-                Some(_) if self.is_loop_probe(&query) => Next::Now(servfail(&query), "loop-probe"),
+                None => Next::Now(refused, Path::Refused),
+                Some(_) if self.is_loop_probe(&query) => {
+                    Next::Now(servfail(&query), Path::LoopProbe)
+                }
                 Some(r) => Next::Later(Pending::Forward(query), r.clone()),
             },
         }
@@ -188,7 +189,7 @@ impl Handler {
 
     /// One line per query, when asked for: client, transport, name, type, rcode, time
     /// taken and which path answered.
-    fn log(&self, req: &Req, reply: &[u8], path: &str) {
+    fn log(&self, req: &Req, reply: &[u8], path: Path) {
         self.count(req, reply, path);
         let Req {
             peer,
@@ -215,7 +216,7 @@ impl Handler {
             qtype,
             rcode = %m.response_code(),
             us = started.elapsed().as_micros() as u64,
-            path,
+            path = path.name(),
         );
     }
 }

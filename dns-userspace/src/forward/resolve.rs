@@ -6,7 +6,7 @@ use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 
 use super::{cache::Key, exchange, stubs, Cache, ForwardError, Forwarder, Upstreams};
 use crate::{
-    ops::metrics::Metrics,
+    ops::metrics::{Metrics, Path},
     swap::Swap,
     wire::{encode, random_start, rotate_addresses, wire_lower, Chase, Transport, EDNS_PAYLOAD},
 };
@@ -39,14 +39,14 @@ impl Resolver {
         self: &Arc<Self>,
         pending: Pending,
         transport: Transport,
-    ) -> Option<(Vec<u8>, &'static str)> {
+    ) -> Option<(Vec<u8>, Path)> {
         match pending {
             Pending::Forward(query) => self.resolve(query, transport).await,
             Pending::Chase(c) => {
                 // Over TCP to the resolver: the whole answer, fitted to the client after.
                 let target = self.resolve(c.target_query(), Transport::Tcp).await;
                 let parsed = target.and_then(|(bytes, _)| Message::from_vec(&bytes).ok());
-                Some((c.finish(parsed.as_ref()), "zone"))
+                Some((c.finish(parsed.as_ref()), Path::Zone))
             }
         }
     }
@@ -57,7 +57,7 @@ impl Resolver {
         self: &Arc<Self>,
         query: Message,
         transport: Transport,
-    ) -> Option<(Vec<u8>, &'static str)> {
+    ) -> Option<(Vec<u8>, Path)> {
         let q = query.queries().first()?.clone();
         let dnssec_ok = query
             .extensions()
@@ -69,14 +69,14 @@ impl Resolver {
             dnssec_ok,
         };
         let now = Instant::now();
-        let mut path = "upstream";
+        let mut path = Path::Upstream;
         let cached = self.cache.get(&key, now);
         if cached.is_none() {
             self.metrics.cache_miss();
         }
         let answer = match cached {
             Some(hit) => {
-                path = "cache";
+                path = Path::Cache;
                 if hit.prefetch {
                     self.clone().prefetch(key.clone(), query.clone());
                 }
@@ -97,19 +97,19 @@ impl Resolver {
                     Ok(m)
                 }
                 Err(ForwardError::Overloaded) => {
-                    path = "error";
+                    path = Path::Error;
                     Err(ResponseCode::Refused)
                 }
                 Err(e @ ForwardError::AllFailed(_)) => match self.cache.get_stale(&key, now) {
                     Some(hit) => {
                         tracing::debug!(error = %e, "upstreams failing; serving stale");
-                        path = "stale";
+                        path = Path::Stale;
                         self.metrics.served_stale();
                         Ok(hit.msg)
                     }
                     None => {
                         tracing::debug!(error = %e, "upstreams failing");
-                        path = "error";
+                        path = Path::Error;
                         Err(ResponseCode::ServFail)
                     }
                 },

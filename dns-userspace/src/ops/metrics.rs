@@ -15,6 +15,46 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// Which part of the server gave an answer: the query log's `path`, and the plugin
+/// CoreDNS's metrics name for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The cluster zone (and a chased ExternalName's answer, which starts there).
+    Zone,
+    Cache,
+    Upstream,
+    /// A cached answer past its TTL, served because the upstreams failed.
+    Stale,
+    /// SERVFAIL: the upstreams gave nothing usable.
+    Error,
+    /// Outside the zone with no forwarder.
+    Refused,
+    /// Our own forwarding-loop probe, come back.
+    LoopProbe,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Zone => "zone",
+            Path::Cache => "cache",
+            Path::Upstream => "upstream",
+            Path::Stale => "stale",
+            Path::Error => "error",
+            Path::Refused => "refused",
+            Path::LoopProbe => "loop-probe",
+        }
+    }
+
+    /// CoreDNS's `plugin` label: the zone is its `kubernetes` plugin, the rest `forward`.
+    pub fn plugin(self) -> &'static str {
+        match self {
+            Path::Zone => "kubernetes",
+            _ => "forward",
+        }
+    }
+}
+
 /// CoreDNS labels every series with the server block; ours is the one `.:53` block.
 const SERVER: &str = "dns://:53";
 

@@ -431,31 +431,34 @@ pub async fn run(flags: RunArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
-    let args = args.clone();
-    // Before any change to the node: a second daemon on these pins must not touch the
-    // first one's addresses, rules or maps on its way out. With --pin-wait it is the next
-    // one in a rollout: it serves userspace now and takes the kernel path over once the
-    // daemon holding the pins exits.
-    let mut pins = None;
-    let mut pins_wanted_until = None;
-    if !args.no_kernel {
-        match bpffs::lock(&args.pin_dir) {
-            Ok(l) => pins = Some(l),
-            Err(dataplane::Error::PinsInUse(_)) if args.pin_wait > 0 => {
-                tracing::info!(
-                    seconds = args.pin_wait,
-                    "another daemon holds the pins: serving userspace, taking the kernel \
-                     path over when it exits"
-                );
-                pins_wanted_until = Some(Instant::now() + Duration::from_secs(args.pin_wait));
-            }
-            Err(e) => return Err(e.into()),
-        }
+/// The pins, before any change to the node: a second daemon on them must not touch the
+/// first one's addresses, rules or maps on its way out. With --pin-wait it is the next one
+/// in a rollout: it serves userspace now and takes the kernel path over (by the returned
+/// deadline) once the daemon holding the pins exits.
+fn take_pins(args: &RunArgs) -> anyhow::Result<(Option<bpffs::PinLock>, Option<Instant>)> {
+    if args.no_kernel {
+        return Ok((None, None));
     }
-    let mut cfg = args.zone_config()?;
-    let mut source = open_source(&args, &cfg).await?;
+    match bpffs::lock(&args.pin_dir) {
+        Ok(l) => Ok((Some(l), None)),
+        Err(dataplane::Error::PinsInUse(_)) if args.pin_wait > 0 => {
+            tracing::info!(
+                seconds = args.pin_wait,
+                "another daemon holds the pins: serving userspace, taking the kernel path \
+                 over when it exits"
+            );
+            Ok((
+                None,
+                Some(Instant::now() + Duration::from_secs(args.pin_wait)),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
+/// The node-local addresses and the NOTRACK rules, as asked; noted in `node` so they are
+/// undone on the way out.
+async fn prepare_node(args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
     if let Some(name) = &args.local_iface {
         let l = local_iface::ensure(name, &args.listen)
             .await
@@ -468,18 +471,12 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         node.notrack = true;
         tracing::info!(table = notrack::TABLE, "NOTRACK rules installed");
     }
+    Ok(())
+}
 
-    // The query log's switch, shared by the answer path and the kernel answers' reader.
-    let log_queries = Arc::new(AtomicBool::new(args.log_queries));
-    let mut kernel = match pins {
-        Some(p) => Some(load_kernel(p, &args, &log_queries)?),
-        None => None,
-    };
-
-    // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
-    let zone = Zone::new(Records::unsynced(&cfg));
-    // The kernel maps' sizes as the sinks write them, for the kernel collector's scrapes.
-    let held = Arc::new(dataplane::snapshot::Held::default());
+/// CoreDNS's series, the kernel path's (read from the pins, with the map sizes the sinks
+/// note in `held`) and the watches'.
+fn metrics(args: &RunArgs, source: &Source, held: &Arc<Held>) -> Metrics {
     let mut m = Metrics::new();
     if !args.no_kernel {
         m.register(dataplane::collector::KernelCollector::new(
@@ -492,7 +489,135 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
             health,
         ));
     }
-    let metrics = Arc::new(m);
+    m
+}
+
+/// Every listener is watched: one that ends fails `/health` and stops the daemon, so
+/// kubelet restarts it rather than leaving a node half served behind a green probe.
+struct Supervisor {
+    readiness: Readiness,
+    down: mpsc::UnboundedSender<String>,
+}
+
+impl Supervisor {
+    fn watch(&self, name: String, task: BoxFuture<'static, std::io::Result<()>>) {
+        let (r, tx) = (self.readiness.clone(), self.down.clone());
+        tokio::spawn(async move {
+            let why = match tokio::spawn(task).await {
+                Ok(Ok(())) => format!("{name} stopped"),
+                Ok(Err(e)) => format!("{name} stopped: {e}"),
+                Err(e) => format!("{name} stopped: {e}"),
+            };
+            tracing::error!(listener = name, "{why}");
+            r.listener_down(why.clone());
+            let _ = tx.send(why);
+        });
+    }
+}
+
+/// UDP and TCP on every --listen address, bound before going on: a failure is a start-up
+/// error, and the loop probe finds us listening.
+fn serve_dns(
+    args: &RunArgs,
+    handler: &server::Handler,
+    listeners: &Supervisor,
+) -> anyhow::Result<()> {
+    for ip in &args.listen {
+        let addr = SocketAddr::new(*ip, args.port);
+        let sockets = server::bind(addr).with_context(|| format!("binding {addr}"))?;
+        listeners.watch(
+            format!("dns listener {addr}"),
+            Box::pin(server::serve(sockets, handler.clone())),
+        );
+        tracing::info!(%addr, "serving udp and tcp");
+    }
+    Ok(())
+}
+
+/// `/health`, `/ready` and `/metrics`, each bound now, so a taken port is a start-up
+/// error, not a silent missing probe.
+fn serve_ops(args: &RunArgs, metrics: &Arc<Metrics>, listeners: &Supervisor) -> anyhow::Result<()> {
+    let (h, r) = (args.health_addr, args.ready_addr);
+    drop(ops::http::listen(h).with_context(|| format!("binding {h}"))?);
+    if r != h {
+        drop(ops::http::listen(r).with_context(|| format!("binding {r}"))?);
+    }
+    let rd = listeners.readiness.clone();
+    listeners.watch(
+        format!("health listener {h}"),
+        Box::pin(async move { ops::health::serve(h, r, rd).await }),
+    );
+    let (m, maddr) = (metrics.clone(), args.metrics_addr);
+    drop(ops::http::listen(maddr).with_context(|| format!("binding {maddr}"))?);
+    listeners.watch(
+        format!("metrics listener {maddr}"),
+        Box::pin(async move { ops::http::serve_metrics(maddr, m).await }),
+    );
+    Ok(())
+}
+
+/// The zone from the source's first full view; `None` if a signal came first. Until
+/// then the zone answers SERVFAIL, and past the start-up timeout that is said once.
+async fn first_view(
+    args: &RunArgs,
+    cfg: &ZoneConfig,
+    source: &mut Source,
+    term: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<Option<LiveZone>> {
+    let startup = tokio::time::sleep(Duration::from_secs(args.startup_timeout));
+    tokio::pin!(startup);
+    let mut warned = false;
+    let first = loop {
+        tokio::select! {
+            v = source.first() => break v?,
+            _ = &mut startup, if !warned => {
+                warned = true;
+                tracing::warn!(
+                    seconds = args.startup_timeout,
+                    "no full view yet (startup timeout); the zone answers SERVFAIL until there is one"
+                );
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(None),
+            _ = term.recv() => return Ok(None),
+        }
+    };
+    let built = Instant::now();
+    let mut live = LiveZone::new(cfg);
+    live.load(first);
+    live.set_synced();
+    let [services, slices, namespaces, pods] = live.counts();
+    let build_ms = built.elapsed().as_millis() as u64;
+    // The bench reads this line: a stage of the first sync.
+    tracing::info!(
+        services,
+        slices,
+        namespaces,
+        pods,
+        build_ms,
+        "first full view"
+    );
+    Ok(Some(live))
+}
+
+async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
+    let args = args.clone();
+    let (pins, mut pins_wanted_until) = take_pins(&args)?;
+    let mut cfg = args.zone_config()?;
+    let mut source = open_source(&args, &cfg).await?;
+    prepare_node(&args, node).await?;
+
+    // The query log's switch, shared by the answer path and the kernel answers' reader.
+    let log_queries = Arc::new(AtomicBool::new(args.log_queries));
+    let mut kernel = match pins {
+        Some(p) => Some(load_kernel(p, &args, &log_queries)?),
+        None => None,
+    };
+
+    // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
+    let zone = Zone::new(Records::unsynced(&cfg));
+    // The kernel maps' sizes as the sinks write them, for the kernel collector's scrapes.
+    let held = Arc::new(Held::default());
+    let metrics = Arc::new(metrics(&args, &source, &held));
     // Accelerator only (nothing to listen on): no misses reach us, so nothing to forward.
     let resolver = if args.listen.is_empty() {
         None
@@ -511,57 +636,17 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         metrics: metrics.clone(),
     };
     let readiness = Readiness::default();
-    // Every listener is watched: one that ends fails `/health` and stops the daemon, so
-    // kubelet restarts it rather than leaving a node half served behind a green probe.
     let (down_tx, mut down_rx) = mpsc::unbounded_channel::<String>();
-    let supervise = |name: String, task: BoxFuture<'static, std::io::Result<()>>| {
-        let (r, tx) = (readiness.clone(), down_tx.clone());
-        tokio::spawn(async move {
-            let why = match tokio::spawn(task).await {
-                Ok(Ok(())) => format!("{name} stopped"),
-                Ok(Err(e)) => format!("{name} stopped: {e}"),
-                Err(e) => format!("{name} stopped: {e}"),
-            };
-            tracing::error!(listener = name, "{why}");
-            r.listener_down(why.clone());
-            let _ = tx.send(why);
-        });
+    let listeners = Supervisor {
+        readiness: readiness.clone(),
+        down: down_tx,
     };
-    for ip in &args.listen {
-        let addr = SocketAddr::new(*ip, args.port);
-        // Bound before going on: a failure is a start-up error, and the loop probe below
-        // finds us listening.
-        let sockets = server::bind(addr).with_context(|| format!("binding {addr}"))?;
-        supervise(
-            format!("dns listener {addr}"),
-            Box::pin(server::serve(sockets, handler.clone())),
-        );
-        tracing::info!(%addr, "serving udp and tcp");
-    }
-
+    serve_dns(&args, &handler, &listeners)?;
     if let Some(h) = source.health() {
         let grace = Duration::from_secs(args.watch_failing_after);
         readiness.check(Arc::new(move || h.problem(grace)));
     }
-    {
-        let (h, r) = (args.health_addr, args.ready_addr);
-        // Bind now, so a taken port is a start-up error, not a silent missing probe.
-        drop(ops::http::listen(h).with_context(|| format!("binding {h}"))?);
-        if r != h {
-            drop(ops::http::listen(r).with_context(|| format!("binding {r}"))?);
-        }
-        let rd = readiness.clone();
-        supervise(
-            format!("health listener {h}"),
-            Box::pin(async move { ops::health::serve(h, r, rd).await }),
-        );
-        let (m, maddr) = (metrics.clone(), args.metrics_addr);
-        drop(ops::http::listen(maddr).with_context(|| format!("binding {maddr}"))?);
-        supervise(
-            format!("metrics listener {maddr}"),
-            Box::pin(async move { ops::http::serve_metrics(maddr, m).await }),
-        );
-    }
+    serve_ops(&args, &metrics, &listeners)?;
 
     if let (Some(r), Some(p), false) = (&resolver, &probe, args.listen.is_empty()) {
         if p.run(&r.forwarder.get()).await {
@@ -574,37 +659,9 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let startup = tokio::time::sleep(Duration::from_secs(args.startup_timeout));
-    tokio::pin!(startup);
-    let mut warned = false;
-    let first = loop {
-        tokio::select! {
-            v = source.first() => break v?,
-            _ = &mut startup, if !warned => {
-                warned = true;
-                tracing::warn!(
-                    seconds = args.startup_timeout,
-                    "no full view yet (startup timeout); the zone answers SERVFAIL until there is one"
-                );
-            }
-            _ = tokio::signal::ctrl_c() => return finish(kernel, &args),
-            _ = term.recv() => return finish(kernel, &args),
-        }
+    let Some(mut live) = first_view(&args, &cfg, &mut source, &mut term).await? else {
+        return finish(kernel, &args);
     };
-    let built = Instant::now();
-    let mut live = LiveZone::new(&cfg);
-    live.load(first);
-    live.set_synced();
-    let [services, slices, namespaces, pods] = live.counts();
-    let build_ms = built.elapsed().as_millis() as u64;
-    tracing::info!(
-        services,
-        slices,
-        namespaces,
-        pods,
-        build_ms,
-        "first full view"
-    );
     let mut sinks = Sinks {
         nxdomain: !args.no_kernel_nxdomain,
         needs_full: false,

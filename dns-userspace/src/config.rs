@@ -1,113 +1,12 @@
-//! The configuration file (`--config`, YAML): one section per Corefile plugin of the seed
-//! Corefile, every field optional (absent: the flag's value). Parsing is strict: an unknown
-//! or mistyped field is an error naming its line and path, so a typo never silently falls
-//! back to a default.
-use std::{collections::BTreeMap, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
+//! The configuration file (`--config`, YAML) laid over the flags, section by section. Each
+//! layer's settings are one struct that is both a clap group and a serde section, so a
+//! setting is written once: its flag and its file key come from the same field. Parsing is
+//! strict: an unknown or mistyped key is an error naming its line and path, so a typo never
+//! silently falls back to a default.
+use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-
-use crate::{dataplane::attach::AttachMode, forward::Policy, model::PodMode};
-
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileConfig {
-    pub kubernetes: Option<Kubernetes>,
-    pub forward: Option<Forward>,
-    pub cache: Option<Cache>,
-    /// Corefile `loadbalance`.
-    pub loadbalance: Option<bool>,
-    /// Corefile `log`: one line per query.
-    pub log: Option<bool>,
-    pub health: Option<Health>,
-    /// Corefile `ready`: the address of `/ready`.
-    pub ready: Option<SocketAddr>,
-    /// Corefile `prometheus`: the address of `/metrics`.
-    pub prometheus: Option<SocketAddr>,
-    /// How the daemon sits on the node; read at start only.
-    pub node: Option<Node>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Kubernetes {
-    pub zone: Option<String>,
-    pub ttl: Option<u32>,
-    pub pods: Option<PodMode>,
-    pub namespaces: Option<Vec<String>>,
-    pub labels: Option<String>,
-    pub namespace_labels: Option<String>,
-    pub endpoint_pod_names: Option<bool>,
-    pub noendpoints: Option<bool>,
-    pub ignore_empty_service: Option<bool>,
-    #[serde(default, deserialize_with = "duration")]
-    pub startup_timeout: Option<Duration>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Forward {
-    /// `false`: REFUSED outside the zone (no `forward` in the Corefile).
-    pub enabled: Option<bool>,
-    /// Upstreams: `IP`, `IP:port`, or a resolv.conf path whose nameservers are used.
-    pub to: Option<Vec<String>>,
-    /// `namespace/name` of a Service whose ready endpoints are the upstreams while it has
-    /// any (`to` otherwise).
-    pub upstream_service: Option<ServiceRef>,
-    pub policy: Option<Policy>,
-    pub max_concurrent: Option<usize>,
-    pub force_tcp: Option<bool>,
-    pub prefer_udp: Option<bool>,
-    #[serde(default, deserialize_with = "duration")]
-    pub timeout: Option<Duration>,
-    /// Stub domains: domain → upstreams (`IP` or `IP:port`).
-    pub stubs: Option<BTreeMap<String, Vec<String>>>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Cache {
-    /// Longest TTL, seconds (Corefile `cache 30`).
-    pub ttl: Option<u32>,
-    pub min_ttl: Option<u32>,
-    pub size: Option<usize>,
-    pub max_bytes: Option<usize>,
-    #[serde(default, deserialize_with = "duration")]
-    pub serve_stale: Option<Duration>,
-    pub prefetch: Option<u32>,
-    pub prefetch_percent: Option<u32>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Health {
-    pub addr: Option<SocketAddr>,
-    #[serde(default, deserialize_with = "duration")]
-    pub lameduck: Option<Duration>,
-    /// `/ready` fails once an API watch has failed this long.
-    #[serde(default, deserialize_with = "duration")]
-    pub watch_failing_after: Option<Duration>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Node {
-    pub listen: Option<Vec<IpAddr>>,
-    pub accelerate: Option<Vec<IpAddr>>,
-    pub accelerate_services: Option<Vec<ServiceRef>>,
-    pub port: Option<u16>,
-    pub ifaces: Option<Vec<String>>,
-    pub iface_patterns: Option<Vec<String>>,
-    pub attach: Option<AttachMode>,
-    pub pin_dir: Option<PathBuf>,
-    pub local_iface: Option<String>,
-    pub notrack: Option<bool>,
-    /// Read at exit: set it (the file is reloaded) before deleting the DaemonSet to
-    /// uninstall without leaving programs attached.
-    pub detach_on_exit: Option<bool>,
-    pub stale_after: Option<u64>,
-    /// `--log-kernel-sample`: one kernel answer in N to the query log.
-    pub log_kernel_sample: Option<u32>,
-}
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
 
 /// `5s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -129,19 +28,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
+/// A flag's duration: a plain number is seconds (`--lameduck-secs 5`), a unit may be given.
+pub fn secs(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// A flag's duration in milliseconds (`--forward-timeout-ms 500`), a unit may be given.
+pub fn millis(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<u64>() {
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => parse_duration(s),
     }
-    match Option::<Raw>::deserialize(d)? {
-        None => Ok(None),
-        Some(Raw::Secs(n)) => Ok(Some(Duration::from_secs(n))),
-        Some(Raw::Text(t)) => parse_duration(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+}
+
+/// A duration in the file: `5s`, `500ms`, `2m`, `1h` or a plain number of seconds; written
+/// back in milliseconds, which reads the same.
+pub mod span {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => super::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -161,85 +82,149 @@ pub enum ConfigError {
     },
 }
 
-/// Parses the file's text. `file` names it in errors.
-pub fn parse(file: &str, text: &str) -> Result<FileConfig, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(FileConfig::default());
-    }
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner
-            .location()
-            .map(|l| l.line())
-            .unwrap_or_else(|| line_of(text, &field));
-        // serde_yaml appends " at line L column C"; the line is already in front.
-        let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        ConfigError::Field {
-            file: file.to_owned(),
-            line,
+/// A setting whose value parses but cannot be used (a bad selector, an unusable upstream):
+/// `field` is its file path (`zone.labels`), which also names the flag in messages.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: &'static str, e: impl std::fmt::Display) -> Self {
+        Self {
             field,
-            message,
+            message: e.to_string(),
         }
+    }
+}
+
+/// `base` (the flags' settings) with the file's sections laid over it: each key the file
+/// gives replaces that setting, every other keeps the flag's value. `file` names the file
+/// in errors.
+pub fn overlay<T: Serialize + DeserializeOwned>(
+    base: &T,
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let at = |field: String, line: Option<usize>, message: String| ConfigError::Field {
+        file: file.to_owned(),
+        line: line.unwrap_or_else(|| line_of(text, &field)),
+        message,
+        field,
+    };
+    let over: Value = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        at(String::new(), line, strip_location(&e.to_string()))
+    })?;
+    let mut merged =
+        serde_yaml::to_value(base).map_err(|e| at(String::new(), Some(0), e.to_string()))?;
+    match (over, &mut merged) {
+        (Value::Null, _) => {}
+        (Value::Mapping(sections), Value::Mapping(into)) => merge(into, sections),
+        _ => {
+            return Err(at(
+                String::new(),
+                Some(1),
+                "want a mapping of sections".into(),
+            ))
+        }
+    }
+    serde_path_to_error::deserialize(merged).map_err(|e| {
+        let field = e.path().to_string();
+        let message = strip_location(&e.into_inner().to_string());
+        at(field, None, message)
     })
 }
 
-/// Reads and parses the file at `path`.
-pub fn load(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+/// Lays each section the file gives over the flags' one, key by key. An empty section
+/// (`cache:` alone) changes nothing; a section that is not a mapping replaces the whole,
+/// for the deserializer to refuse with its path.
+fn merge(into: &mut Mapping, sections: Mapping) {
+    for (name, section) in sections {
+        match (section, into.get_mut(&name)) {
+            (Value::Null, Some(_)) => {}
+            (Value::Mapping(keys), Some(Value::Mapping(base))) => {
+                for (k, v) in keys {
+                    base.insert(k, v);
+                }
+            }
+            (other, _) => {
+                into.insert(name, other);
+            }
+        }
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the line is already in front.
+fn strip_location(message: &str) -> String {
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
+}
+
+/// Reads the file at `path` and lays it over `base`.
+pub fn load<T: Serialize + DeserializeOwned>(
+    base: &T,
+    path: &std::path::Path,
+) -> Result<(T, String), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: file.clone(),
         source,
     })?;
-    parse(&file, &text)
+    Ok((overlay(base, &file, &text)?, text))
 }
 
-/// The line (1-based) where the last key of `path` (`forward.to[1]` → `to`) appears, for
+/// The line (1-based) of `path`'s key (`forward.to[1]` → `to` under `forward:`), for
 /// errors found after parsing; 0 if it cannot be found.
 pub fn line_of(text: &str, path: &str) -> usize {
-    let key = path
-        .rsplit('.')
-        .next()
-        .unwrap_or(path)
-        .split('[')
-        .next()
-        .unwrap_or("");
-    if key.is_empty() {
+    let mut parts = path.split('.').map(|p| p.split('[').next().unwrap_or(""));
+    let key_line = |from: usize, key: &str| {
+        text.lines()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with(':'))
+            })
+            .map(|(i, _)| i)
+    };
+    let (Some(section), key) = (parts.next(), parts.next()) else {
+        return 0;
+    };
+    if section.is_empty() {
         return 0;
     }
-    text.lines()
-        .position(|l| {
-            l.trim_start()
-                .trim_start_matches("- ")
-                .strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with(':'))
-        })
-        .map(|i| i + 1)
-        .unwrap_or(0)
+    let Some(at) = key_line(0, section) else {
+        return 0;
+    };
+    match key {
+        Some(k) if !k.is_empty() => key_line(at + 1, k).map_or(0, |i| i + 1),
+        _ => at + 1,
+    }
 }
 
 impl ConfigError {
-    /// An error found after parsing (a bad selector, an unusable upstream), placed at its
-    /// field's line.
-    pub fn field(file: &str, text: &str, field: &str, message: impl Into<String>) -> Self {
+    /// An error found after parsing, placed at its field's line.
+    pub fn invalid(file: &str, text: &str, e: Invalid) -> Self {
         ConfigError::Field {
             file: file.to_owned(),
-            line: line_of(text, field),
-            field: field.to_owned(),
-            message: message.into(),
+            line: line_of(text, e.field),
+            field: e.field.to_owned(),
+            message: e.message,
         }
     }
 }
 
 /// A Service named `NAMESPACE/NAME`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ServiceRef {
     pub namespace: String,
     pub name: String,
@@ -249,6 +234,12 @@ impl TryFrom<String> for ServiceRef {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         Self::parse(&s)
+    }
+}
+
+impl From<ServiceRef> for String {
+    fn from(s: ServiceRef) -> String {
+        format!("{}/{}", s.namespace, s.name)
     }
 }
 
@@ -272,66 +263,77 @@ impl ServiceRef {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "\
-kubernetes:
-  ttl: 10
-  pods: verified
-  startupTimeout: 2s
-forward:
-  to: [/etc/resolv.conf, 10.0.0.1:5353]
-  policy: round_robin
-  timeout: 500ms
-  stubs:
-    corp.example: [10.1.1.1]
-cache:
-  ttl: 60
-  maxBytes: 1048576
-  serveStale: 1h
-loadbalance: false
-log: true
-health:
-  lameduck: 5s
-  watchFailingAfter: 2m
-prometheus: 0.0.0.0:9253
-node:
-  accelerate: [10.96.0.10]
-  accelerateServices: [kube-system/kube-dns]
-  attach: tc
-  logKernelSample: 64
-";
+    /// Two sections as the daemon's are made: flags' values in, file keys over them.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sections {
+        cache: Cache,
+        forward: Forward,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Cache {
+        ttl: u32,
+        min_ttl: u32,
+        #[serde(with = "span")]
+        serve_stale: Duration,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Forward {
+        to: Vec<String>,
+        upstream_service: Option<ServiceRef>,
+        #[serde(with = "span")]
+        timeout: Duration,
+    }
+
+    fn flags() -> Sections {
+        Sections {
+            cache: Cache {
+                ttl: 30,
+                min_ttl: 5,
+                serve_stale: Duration::ZERO,
+            },
+            forward: Forward {
+                to: vec!["/etc/resolv.conf".into()],
+                upstream_service: None,
+                timeout: Duration::from_secs(2),
+            },
+        }
+    }
 
     #[test]
-    fn a_full_file_parses() {
-        let c = parse("c.yaml", GOOD).unwrap();
-        let k = c.kubernetes.unwrap();
-        assert_eq!(k.ttl, Some(10));
-        assert_eq!(k.pods, Some(PodMode::Verified));
-        assert_eq!(k.startup_timeout, Some(Duration::from_secs(2)));
-        let f = c.forward.unwrap();
-        assert_eq!(f.policy, Some(Policy::RoundRobin));
-        assert_eq!(f.timeout, Some(Duration::from_millis(500)));
-        assert_eq!(f.to.unwrap()[1], "10.0.0.1:5353");
-        assert_eq!(f.stubs.unwrap()["corp.example"], vec!["10.1.1.1"]);
-        let cache = c.cache.unwrap();
-        assert_eq!(cache.serve_stale, Some(Duration::from_secs(3600)));
-        assert_eq!(cache.max_bytes, Some(1 << 20));
-        assert_eq!((c.loadbalance, c.log), (Some(false), Some(true)));
-        let h = c.health.unwrap();
-        assert_eq!(h.watch_failing_after, Some(Duration::from_secs(120)));
-        let node = c.node.unwrap();
-        assert_eq!(node.attach, Some(AttachMode::Tc));
-        assert_eq!(node.log_kernel_sample, Some(64));
+    fn the_file_overlays_the_flags_key_by_key() {
+        let text = "\
+cache:
+  ttl: 60
+  serveStale: 1h
+forward:
+  upstreamService: kube-system/kube-dns-upstream
+  timeout: 500ms
+";
+        let s = overlay(&flags(), "c.yaml", text).unwrap();
         assert_eq!(
-            node.accelerate_services,
-            Some(vec![ServiceRef::parse("kube-system/kube-dns").unwrap()])
+            (s.cache.ttl, s.cache.min_ttl),
+            (60, 5),
+            "minTtl keeps the flag"
         );
-        assert_eq!(parse("e", "").unwrap(), FileConfig::default());
+        assert_eq!(s.cache.serve_stale, Duration::from_secs(3600));
+        assert_eq!(s.forward.timeout, Duration::from_millis(500));
+        assert_eq!(s.forward.to, flags().forward.to);
+        assert_eq!(
+            s.forward.upstream_service,
+            Some(ServiceRef::parse("kube-system/kube-dns-upstream").unwrap())
+        );
+        // Nothing, or an empty section, changes nothing.
+        assert_eq!(overlay(&flags(), "e", "").unwrap(), flags());
+        assert_eq!(overlay(&flags(), "e", "cache:\n").unwrap(), flags());
     }
 
     #[test]
     fn errors_name_line_and_field() {
         let cases = [
-            ("kubernetes:\n  ttl: ten\n", 2, "kubernetes.ttl"),
+            ("cache:\n  ttl: ten\n", 2, "cache.ttl"),
             (
                 "cache:\n  ttl: 5\nforward:\n  polcy: random\n",
                 4,
@@ -339,19 +341,17 @@ node:
             ),
             ("forward:\n  timeout: 5 parsecs\n", 2, "forward.timeout"),
             (
-                "node:\n  accelerateServices: [kube-dns]\n",
+                "forward:\n  upstreamService: kube-dns\n",
                 2,
-                "node.accelerateServices[0]",
+                "forward.upstreamService",
             ),
-            ("kubernetes:\n  pods: sometimes\n", 2, "kubernetes.pods"),
-            (
-                "log: true\nnode:\n  listen: [10.0.0.300]\n",
-                3,
-                "node.listen[0]",
-            ),
+            ("forward:\n  to: 10.0.0.1\n", 2, "forward.to"),
+            ("cahce:\n  ttl: 5\n", 1, "cahce"),
+            // The same key in two sections: the line is the one under the section named.
+            ("cache:\n  ttl: 5\nforward:\n  ttl: 7\n", 4, "forward.ttl"),
         ];
         for (text, line, field) in cases {
-            match parse("c.yaml", text) {
+            match overlay(&flags(), "c.yaml", text) {
                 Err(ConfigError::Field {
                     line: l,
                     field: f,
@@ -364,8 +364,10 @@ node:
                 other => panic!("{text}: {other:?}"),
             }
         }
-        let e = parse("c.yaml", "forward:\n  polcy: random\n").unwrap_err();
+        let e = overlay(&flags(), "c.yaml", "forward:\n  polcy: random\n").unwrap_err();
         assert!(e.to_string().contains("polcy"), "{e}");
+        let e = overlay(&flags(), "c.yaml", "cache: [\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.yaml:"), "{e}");
     }
 
     #[test]
@@ -375,12 +377,17 @@ node:
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("5 parsecs").is_err() && parse_duration("").is_err());
+        assert_eq!(millis("2000"), Ok(Duration::from_secs(2)));
+        assert_eq!(millis("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(secs("60"), Ok(Duration::from_secs(60)));
     }
 
     #[test]
     fn lines_of_fields() {
-        assert_eq!(line_of(GOOD, "forward.stubs"), 9);
-        assert_eq!(line_of(GOOD, "kubernetes.pods"), 3);
-        assert_eq!(line_of(GOOD, "nothing"), 0);
+        let text = "cache:\n  ttl: 30\nforward:\n  to: [a]\n  stubs:\n    x: [b]\n";
+        assert_eq!(line_of(text, "forward.stubs"), 5);
+        assert_eq!(line_of(text, "cache.ttl"), 2);
+        assert_eq!(line_of(text, "forward"), 3);
+        assert_eq!(line_of(text, "nothing"), 0);
     }
 }

@@ -21,16 +21,16 @@ use dns_userspace::{
     forward::{loopdetect::LoopProbe, upstreams::MAX_UPSTREAMS, Upstreams},
     model::{
         live::{LiveZone, Touched},
-        PodMode, Records, ZoneConfig,
+        Records, ZoneConfig,
     },
     node::{local_iface, notrack},
     ops::{self, health::Readiness, metrics::Metrics},
-    source::{kube as kube_source, Keep, Source},
+    source::{Keep, Source},
 };
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, Settings};
 
 /// A line on stdout for whoever runs the daemon (tests wait on them); a closed stdout (the
 /// reader gone) loses the line, never the daemon: `println!` would panic on EPIPE.
@@ -41,37 +41,14 @@ macro_rules! say {
     }};
 }
 
-/// The source the flags name: a manifest directory or the API.
-async fn open_source(args: &RunArgs, cfg: &ZoneConfig) -> anyhow::Result<Source> {
-    Ok(match (&args.manifests, &args.kubeconfig, args.in_cluster) {
-        (Some(dir), None, false) => Source::manifests(dir, Keep::of(cfg)),
-        (None, kubeconfig, _) if kubeconfig.is_some() || args.in_cluster => {
-            let limits = kube_source::ApiLimits {
-                qps: args.kube_api_qps,
-                burst: args.kube_api_burst,
-            };
-            Source::kube(
-                kubeconfig.as_deref(),
-                limits,
-                cfg.pods == PodMode::Verified,
-                &Keep::of(cfg),
-            )
-            .await?
-        }
-        _ => {
-            bail!("give exactly one source: --manifests DIR, --kubeconfig FILE or --in-cluster")
-        }
-    })
-}
-
 /// A new source keeping the fields `cfg` reads, and its first full view.
 async fn relisted(
-    args: &RunArgs,
+    args: &Settings,
     cfg: &ZoneConfig,
     within: Duration,
 ) -> anyhow::Result<(Source, Vec<dns_userspace::model::live::Change>)> {
     tracing::info!("the zone options read other object fields: listing again");
-    let mut fresh = open_source(args, cfg).await?;
+    let mut fresh = args.source.open(cfg).await?;
     let first = tokio::time::timeout(within, fresh.first())
         .await
         .context("no full list in time")??;
@@ -221,14 +198,14 @@ impl Sinks {
 /// Points the kernel at the addresses it answers for: the flags' and those of the
 /// `--accelerate-service` Services as the zone holds them now; written only on a change.
 fn sync_served(
-    args: &RunArgs,
+    args: &Settings,
     live: &LiveZone,
     kernel: Option<&mut Kernel>,
     last: &mut Vec<IpAddr>,
 ) {
     let Some(k) = kernel else { return };
-    let mut addrs = args.served_addrs();
-    for s in &args.accelerate_services {
+    let mut addrs = args.node.served_addrs();
+    for s in &args.node.accelerate_services {
         addrs.extend(live.service_addrs(&s.namespace, &s.name));
     }
     addrs.sort();
@@ -249,13 +226,13 @@ fn sync_served(
 /// configured ones (resolv.conf) otherwise; said in the log, changed only on a change.
 /// `last` is what was set (`None`: nothing yet, or a new resolver).
 fn sync_upstreams(
-    args: &RunArgs,
+    args: &Settings,
     live: &LiveZone,
     handler: &server::Handler,
     last: &mut Option<Vec<SocketAddr>>,
 ) {
     let (Some(svc), Some(resolver)) = (
-        &args.upstream_service,
+        &args.forward.upstream_service,
         handler.resolver.get().as_ref().clone(),
     ) else {
         return;
@@ -267,7 +244,7 @@ fn sync_upstreams(
     *last = Some(endpoints.clone());
     let service = format!("{}/{}", svc.namespace, svc.name);
     if endpoints.is_empty() {
-        match args.upstream_list() {
+        match args.forward.upstream_list() {
             Ok(u) => {
                 tracing::warn!(%service, upstreams = ?u.0, "the upstream Service has no ready endpoint; forwarding to the configured upstreams");
                 resolver.set_upstreams(u);
@@ -290,17 +267,17 @@ fn sync_upstreams(
 /// Loads the kernel path on the pins this daemon holds (not attached yet).
 fn load_kernel(
     pins: bpffs::PinLock,
-    args: &RunArgs,
+    args: &Settings,
     log_queries: &Arc<AtomicBool>,
 ) -> anyhow::Result<Kernel> {
     let mut k = Kernel::load(
         pins,
-        &args.pin_dir,
-        &args.served_addrs(),
-        args.ifaces.clone(),
+        &args.node.pin_dir,
+        &args.node.served_addrs(),
+        args.node.ifaces.clone(),
         patterns(args),
-        args.attach,
-        args.kernel_records_max,
+        args.node.attach,
+        args.node.kernel_records_max,
     )
     .map_err(|e| {
         let e = anyhow::Error::new(e);
@@ -312,12 +289,12 @@ fn load_kernel(
     })
     .context("loading the kernel path")?;
     k.maps
-        .set_fresh_for(Duration::from_secs(args.stale_after.max(1)));
+        .set_fresh_for(args.node.stale_after.max(Duration::from_secs(1)));
     for (prog, n) in k.verified_insns() {
         tracing::info!(program = prog, verified_insns = n, "loaded");
     }
-    if args.log_kernel_sample > 0 {
-        k.maps.set_log_sample(args.log_kernel_sample);
+    if args.node.log_kernel_sample > 0 {
+        k.maps.set_log_sample(args.node.log_kernel_sample);
         let ring = k.take_log().context("the kernel answers' log ring")?;
         tokio::spawn(dataplane::kernel_log::run(ring, log_queries.clone()));
     }
@@ -369,9 +346,9 @@ fn status_field(name: &str) -> Option<String> {
 }
 
 /// The interface patterns, with `cni` standing for the common CNIs' prefixes.
-fn patterns(args: &RunArgs) -> Vec<Pattern> {
+fn patterns(args: &Settings) -> Vec<Pattern> {
     let mut out = Vec::new();
-    for p in &args.iface_patterns {
+    for p in &args.node.iface_patterns {
         if p == "cni" {
             out.extend(CNI_PATTERNS.iter().map(|c| Pattern::new(c)));
         } else {
@@ -408,22 +385,12 @@ impl NodeChanges {
 
 pub async fn run(flags: RunArgs) -> anyhow::Result<()> {
     let args = flags.effective()?;
-    if args.listen.is_empty() && args.accelerate.is_empty() && args.accelerate_services.is_empty() {
-        bail!("nothing to serve: give --listen ADDR (node-local) and/or --accelerate ADDR (in front of CoreDNS)");
-    }
-    if args.no_kernel
-        && (!args.accelerate.is_empty()
-            || !args.accelerate_services.is_empty()
-            || !args.ifaces.is_empty()
-            || !args.iface_patterns.is_empty())
-    {
-        bail!("--accelerate, --iface and --iface-pattern need the kernel path; drop --no-kernel");
-    }
+    args.node.check()?;
     let mut node = NodeChanges::default();
     let result = serve(flags, &args, &mut node).await;
     // Left for the next daemon (a rollout, a restart): removing them would fail every
     // query userspace answers until it is up (kubernetes/dns#732).
-    if args.detach_on_exit {
+    if args.ops.detach_on_exit {
         node.undo().await;
     } else if node.local.is_some() || node.notrack {
         tracing::info!("node-local addresses and NOTRACK rules left for the next daemon");
@@ -435,22 +402,19 @@ pub async fn run(flags: RunArgs) -> anyhow::Result<()> {
 /// first one's addresses, rules or maps on its way out. With --pin-wait it is the next one
 /// in a rollout: it serves userspace now and takes the kernel path over (by the returned
 /// deadline) once the daemon holding the pins exits.
-fn take_pins(args: &RunArgs) -> anyhow::Result<(Option<bpffs::PinLock>, Option<Instant>)> {
-    if args.no_kernel {
+fn take_pins(args: &Settings) -> anyhow::Result<(Option<bpffs::PinLock>, Option<Instant>)> {
+    if args.node.no_kernel {
         return Ok((None, None));
     }
-    match bpffs::lock(&args.pin_dir) {
+    match bpffs::lock(&args.node.pin_dir) {
         Ok(l) => Ok((Some(l), None)),
-        Err(dataplane::Error::PinsInUse(_)) if args.pin_wait > 0 => {
+        Err(dataplane::Error::PinsInUse(_)) if !args.node.pin_wait.is_zero() => {
             tracing::info!(
-                seconds = args.pin_wait,
+                seconds = args.node.pin_wait.as_secs_f64(),
                 "another daemon holds the pins: serving userspace, taking the kernel path \
                  over when it exits"
             );
-            Ok((
-                None,
-                Some(Instant::now() + Duration::from_secs(args.pin_wait)),
-            ))
+            Ok((None, Some(Instant::now() + args.node.pin_wait)))
         }
         Err(e) => Err(e.into()),
     }
@@ -458,16 +422,16 @@ fn take_pins(args: &RunArgs) -> anyhow::Result<(Option<bpffs::PinLock>, Option<I
 
 /// The node-local addresses and the NOTRACK rules, as asked; noted in `node` so they are
 /// undone on the way out.
-async fn prepare_node(args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
-    if let Some(name) = &args.local_iface {
-        let l = local_iface::ensure(name, &args.listen)
+async fn prepare_node(args: &Settings, node: &mut NodeChanges) -> anyhow::Result<()> {
+    if let Some(name) = &args.node.local_iface {
+        let l = local_iface::ensure(name, &args.node.listen)
             .await
             .with_context(|| format!("putting the --listen addresses on {name}"))?;
-        tracing::info!(iface = l.iface, addrs = ?args.listen, "node-local addresses in place");
+        tracing::info!(iface = l.iface, addrs = ?args.node.listen, "node-local addresses in place");
         node.local = Some(l);
     }
-    if args.notrack {
-        notrack::install(&args.listen, args.port).context("--notrack")?;
+    if args.node.notrack {
+        notrack::install(&args.node.listen, args.node.port).context("--notrack")?;
         node.notrack = true;
         tracing::info!(table = notrack::TABLE, "NOTRACK rules installed");
     }
@@ -476,11 +440,11 @@ async fn prepare_node(args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<
 
 /// CoreDNS's series, the kernel path's (read from the pins, with the map sizes the sinks
 /// note in `held`) and the watches'.
-fn metrics(args: &RunArgs, source: &Source, held: &Arc<Held>) -> Metrics {
+fn metrics(args: &Settings, source: &Source, held: &Arc<Held>) -> Metrics {
     let mut m = Metrics::new();
-    if !args.no_kernel {
+    if !args.node.no_kernel {
         m.register(dataplane::collector::KernelCollector::new(
-            args.pin_dir.clone(),
+            args.node.pin_dir.clone(),
             held.clone(),
         ));
     }
@@ -518,12 +482,12 @@ impl Supervisor {
 /// UDP and TCP on every --listen address, bound before going on: a failure is a start-up
 /// error, and the loop probe finds us listening.
 fn serve_dns(
-    args: &RunArgs,
+    args: &Settings,
     handler: &server::Handler,
     listeners: &Supervisor,
 ) -> anyhow::Result<()> {
-    for ip in &args.listen {
-        let addr = SocketAddr::new(*ip, args.port);
+    for ip in &args.node.listen {
+        let addr = SocketAddr::new(*ip, args.node.port);
         let sockets = server::bind(addr).with_context(|| format!("binding {addr}"))?;
         listeners.watch(
             format!("dns listener {addr}"),
@@ -536,8 +500,12 @@ fn serve_dns(
 
 /// `/health`, `/ready` and `/metrics`, each bound now, so a taken port is a start-up
 /// error, not a silent missing probe.
-fn serve_ops(args: &RunArgs, metrics: &Arc<Metrics>, listeners: &Supervisor) -> anyhow::Result<()> {
-    let (h, r) = (args.health_addr, args.ready_addr);
+fn serve_ops(
+    args: &Settings,
+    metrics: &Arc<Metrics>,
+    listeners: &Supervisor,
+) -> anyhow::Result<()> {
+    let (h, r) = (args.node.health_addr, args.node.ready_addr);
     drop(ops::http::listen(h).with_context(|| format!("binding {h}"))?);
     if r != h {
         drop(ops::http::listen(r).with_context(|| format!("binding {r}"))?);
@@ -547,7 +515,7 @@ fn serve_ops(args: &RunArgs, metrics: &Arc<Metrics>, listeners: &Supervisor) -> 
         format!("health listener {h}"),
         Box::pin(async move { ops::health::serve(h, r, rd).await }),
     );
-    let (m, maddr) = (metrics.clone(), args.metrics_addr);
+    let (m, maddr) = (metrics.clone(), args.node.metrics_addr);
     drop(ops::http::listen(maddr).with_context(|| format!("binding {maddr}"))?);
     listeners.watch(
         format!("metrics listener {maddr}"),
@@ -559,12 +527,12 @@ fn serve_ops(args: &RunArgs, metrics: &Arc<Metrics>, listeners: &Supervisor) -> 
 /// The zone from the source's first full view; `None` if a signal came first. Until
 /// then the zone answers SERVFAIL, and past the start-up timeout that is said once.
 async fn first_view(
-    args: &RunArgs,
+    args: &Settings,
     cfg: &ZoneConfig,
     source: &mut Source,
     term: &mut tokio::signal::unix::Signal,
 ) -> anyhow::Result<Option<LiveZone>> {
-    let startup = tokio::time::sleep(Duration::from_secs(args.startup_timeout));
+    let startup = tokio::time::sleep(args.zone.startup_timeout);
     tokio::pin!(startup);
     let mut warned = false;
     let first = loop {
@@ -573,7 +541,7 @@ async fn first_view(
             _ = &mut startup, if !warned => {
                 warned = true;
                 tracing::warn!(
-                    seconds = args.startup_timeout,
+                    seconds = args.zone.startup_timeout.as_secs_f64(),
                     "no full view yet (startup timeout); the zone answers SERVFAIL until there is one"
                 );
             }
@@ -599,15 +567,15 @@ async fn first_view(
     Ok(Some(live))
 }
 
-async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow::Result<()> {
+async fn serve(flags: RunArgs, args: &Settings, node: &mut NodeChanges) -> anyhow::Result<()> {
     let args = args.clone();
     let (pins, mut pins_wanted_until) = take_pins(&args)?;
     let mut cfg = args.zone_config()?;
-    let mut source = open_source(&args, &cfg).await?;
+    let mut source = args.source.open(&cfg).await?;
     prepare_node(&args, node).await?;
 
     // The query log's switch, shared by the answer path and the kernel answers' reader.
-    let log_queries = Arc::new(AtomicBool::new(args.log_queries));
+    let log_queries = Arc::new(AtomicBool::new(args.ops.log_queries));
     let mut kernel = match pins {
         Some(p) => Some(load_kernel(p, &args, &log_queries)?),
         None => None,
@@ -619,10 +587,12 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
     let held = Arc::new(Held::default());
     let metrics = Arc::new(metrics(&args, &source, &held));
     // Accelerator only (nothing to listen on): no misses reach us, so nothing to forward.
-    let resolver = if args.listen.is_empty() {
+    let resolver = if args.node.listen.is_empty() {
         None
     } else {
-        args.resolver(&metrics)?.map(Arc::new)
+        let (f, c) = (&args.forward, &args.cache);
+        f.resolver(c, args.zone.loadbalance, &metrics)?
+            .map(Arc::new)
     };
     if let Some(r) = &resolver {
         r.spawn_health_checks();
@@ -643,17 +613,17 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
     };
     serve_dns(&args, &handler, &listeners)?;
     if let Some(h) = source.health() {
-        let grace = Duration::from_secs(args.watch_failing_after);
+        let grace = args.source.watch_failing_after;
         readiness.check(Arc::new(move || h.problem(grace)));
     }
     serve_ops(&args, &metrics, &listeners)?;
 
-    if let (Some(r), Some(p), false) = (&resolver, &probe, args.listen.is_empty()) {
+    if let (Some(r), Some(p), false) = (&resolver, &probe, args.node.listen.is_empty()) {
         if p.run(&r.forwarder.get()).await {
             bail!(
                 "forwarding loop: a query sent to the upstreams came back to this server; \
                  an upstream forwards to us (check --upstream / {})",
-                args.resolv_conf.display()
+                args.forward.resolv_conf.display()
             );
         }
     }
@@ -663,7 +633,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
         return finish(kernel, &args);
     };
     let mut sinks = Sinks {
-        nxdomain: !args.no_kernel_nxdomain,
+        nxdomain: !args.node.no_kernel_nxdomain,
         needs_full: false,
         degraded: Arc::new(AtomicBool::new(false)),
         held,
@@ -698,8 +668,12 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
     // A backstop for events lost to a full netlink socket buffer.
     let mut rescan = tokio::time::interval(Duration::from_secs(10));
     let mut config_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut heartbeat =
-        tokio::time::interval(Duration::from_secs(args.stale_after.max(1)).div_f64(6.0));
+    let mut heartbeat = tokio::time::interval(
+        args.node
+            .stale_after
+            .max(Duration::from_secs(1))
+            .div_f64(6.0),
+    );
     let mut pin_poll = tokio::time::interval(Duration::from_millis(200));
     let mut node_check = tokio::time::interval(Duration::from_secs(60));
     node_check.tick().await;
@@ -722,7 +696,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                 continue;
             }
             _ = pin_poll.tick(), if pins_wanted_until.is_some() => {
-                match bpffs::lock(&args.pin_dir) {
+                match bpffs::lock(&args.node.pin_dir) {
                     Ok(p) => {
                         pins_wanted_until = None;
                         let mut k = load_kernel(p, &args, &log_queries)?;
@@ -747,13 +721,13 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
             }
             _ = node_check.tick(), if node.local.is_some() || node.notrack => {
                 // Someone (a CNI, an nft flush) may have taken them away: put them back.
-                if let Some(name) = &args.local_iface {
-                    if let Err(e) = local_iface::ensure(name, &args.listen).await {
+                if let Some(name) = &args.node.local_iface {
+                    if let Err(e) = local_iface::ensure(name, &args.node.listen).await {
                         tracing::warn!(error = %e, "re-checking the node-local addresses");
                     }
                 }
                 if node.notrack {
-                    if let Err(e) = notrack::install(&args.listen, args.port) {
+                    if let Err(e) = notrack::install(&args.node.listen, args.node.port) {
                         tracing::warn!(error = %e, "re-checking the NOTRACK rules");
                     }
                 }
@@ -771,9 +745,8 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                     continue;
                 }
                 config_stamp = stamp;
-                let forwarding = running.forwarding();
-                if let Some(new_cfg) = reload(&flags, &mut running, &handler, &metrics) {
-                    if running.forwarding() != forwarding {
+                if let Some((new_cfg, new_resolver)) = reload(&flags, &mut running, &handler, &metrics) {
+                    if new_resolver {
                         // A new resolver starts from the configured upstreams.
                         upstreams = None;
                         sync_upstreams(&running, &live, &handler, &mut upstreams);
@@ -783,7 +756,7 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                             // The objects held lack fields the new config reads (labels, pod
                             // names): the zone changes once a source keeping them has listed
                             // everything.
-                            let within = Duration::from_secs(running.startup_timeout);
+                            let within = running.zone.startup_timeout;
                             match relisted(&running, &new_cfg, within).await {
                                 Ok((fresh, first)) => {
                                     source = fresh;
@@ -813,9 +786,9 @@ async fn serve(flags: RunArgs, args: &RunArgs, node: &mut NodeChanges) -> anyhow
                 // CoreDNS `health { lameduck }`: not ready at once, so the Service stops
                 // sending queries, but alive and answering for a while longer.
                 readiness.set(false);
-                if running.lameduck_secs > 0 {
-                    tracing::info!(seconds = running.lameduck_secs, "SIGTERM: lameduck");
-                    tokio::time::sleep(Duration::from_secs(running.lameduck_secs)).await;
+                if !running.ops.lameduck.is_zero() {
+                    tracing::info!(seconds = running.ops.lameduck.as_secs_f64(), "SIGTERM: lameduck");
+                    tokio::time::sleep(running.ops.lameduck).await;
                 }
                 break;
             }
@@ -885,13 +858,13 @@ fn config_fingerprint(flags: &RunArgs) -> Option<(std::time::SystemTime, u64)> {
 
 /// Applies a changed config file: the resolver, query log and zone options change in place;
 /// node settings wait for a restart. A bad file changes nothing. Returns the zone config to
-/// serve, if the file was good.
+/// serve and whether the resolver is new, if the file was good.
 fn reload(
     flags: &RunArgs,
-    live: &mut RunArgs,
+    live: &mut Settings,
     handler: &server::Handler,
     metrics: &Arc<Metrics>,
-) -> Option<ZoneConfig> {
+) -> Option<(ZoneConfig, bool)> {
     let rejected = |e: anyhow::Error| {
         tracing::error!(
             error = format!("{e:#}"),
@@ -901,14 +874,22 @@ fn reload(
         say!("config rejected: {e:#}");
     };
     let new = match flags.effective() {
-        Ok(a) => a,
+        Ok(a) => live.reload(a),
         Err(e) => {
             rejected(e);
             return None;
         }
     };
-    if new.forwarding() != live.forwarding() {
-        match new.resolver(metrics) {
+    let cfg = match new.settings.zone_config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            rejected(e.into());
+            return None;
+        }
+    };
+    if new.new_resolver {
+        let s = &new.settings;
+        match s.forward.resolver(&s.cache, s.zone.loadbalance, metrics) {
             Ok(r) => {
                 let r = r.map(Arc::new);
                 if let Some(r) = &r {
@@ -918,47 +899,38 @@ fn reload(
                 tracing::info!("forwarding and cache reconfigured");
             }
             Err(e) => {
-                rejected(e);
+                rejected(e.into());
                 return None;
             }
         }
     }
-    if new.restart_only() != live.restart_only() {
+    if new.restart_needed {
         tracing::warn!(
-            "the config changes node settings (addresses, interfaces, attach mode, ports, pin \
-             folder); they take effect at the next restart"
+            "the config changes node or source settings (addresses, interfaces, attach mode, \
+             ports, pin folder, API access); they take effect at the next restart"
         );
     }
     handler
         .log_queries
-        .store(new.log_queries, Ordering::Relaxed);
-    let running = std::mem::replace(live, new);
-    live.keep_restart_only(&running);
-    match live.zone_config() {
-        Ok(cfg) => {
-            tracing::info!("config reloaded");
-            Some(cfg)
-        }
-        Err(e) => {
-            rejected(e);
-            None
-        }
-    }
+        .store(new.settings.ops.log_queries, Ordering::Relaxed);
+    *live = new.settings;
+    tracing::info!("config reloaded");
+    Some((cfg, new.new_resolver))
 }
 
 /// Leaves the kernel path pinned (or detaches it with `--detach-on-exit`) and prints its
 /// counters.
-fn finish(kernel: Option<Kernel>, args: &RunArgs) -> anyhow::Result<()> {
+fn finish(kernel: Option<Kernel>, args: &Settings) -> anyhow::Result<()> {
     if let Some(k) = kernel {
         let counters = k.counters()?;
-        if args.detach_on_exit {
+        if args.ops.detach_on_exit {
             tracing::info!("detaching and removing the pins");
         } else {
             tracing::info!(
                 "the pinned links keep answering from the pinned maps until the next daemon takes over"
             );
         }
-        k.finish(args.detach_on_exit, &args.pin_dir);
+        k.finish(args.ops.detach_on_exit, &args.node.pin_dir);
         say!("kernel path counters:\n{counters}");
     }
     Ok(())

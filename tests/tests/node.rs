@@ -189,7 +189,7 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     // Beside the manifests, not among them (the daemon reads every file there).
     let conf = f.manifests.0.with_extension("xdns.yaml");
     let _cleanup = tests::fixture::TempDir(conf.clone());
-    std::fs::write(&conf, "kubernetes:\n  ttl: 30\nlog: false\n").unwrap();
+    std::fs::write(&conf, "kubernetes:\n  ttl: 30\nops:\n  log: false\n").unwrap();
     let mut args = f.args(Some("tc"));
     args.extend(["--config".into(), conf.display().to_string()]);
     let mut d = Daemon::start(&f.topo.node, &args).expect("daemon");
@@ -203,7 +203,7 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     std::thread::sleep(Duration::from_millis(200));
     let c0 = f.counters().get(Counter::Answered);
     // Same size as before: the daemon must notice by time, not by size.
-    std::fs::write(&conf, "kubernetes:\n  ttl: 7\nlog: true\n").unwrap();
+    std::fs::write(&conf, "kubernetes:\n  ttl: 7\nops:\n  log: true\n").unwrap();
     assert_eq!(
         d.wait_line("config", Duration::from_secs(5)).as_deref(),
         Some("config reloaded")
@@ -229,7 +229,7 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     // objects are listed again with it, and the zone follows only once they are.
     std::fs::write(
         &conf,
-        "kubernetes:\n  ttl: 7\n  namespaceLabels: \"team=storefront\"\nlog: true\n",
+        "kubernetes:\n  ttl: 7\n  namespaceLabels: \"team=storefront\"\nops:\n  log: true\n",
     )
     .unwrap();
     assert_eq!(
@@ -242,7 +242,7 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     );
     std::fs::write(
         &conf,
-        "kubernetes:\n  ttl: 7\n  namespaceLabels: \"team=other\"\nlog: true\n",
+        "kubernetes:\n  ttl: 7\n  namespaceLabels: \"team=other\"\nops:\n  log: true\n",
     )
     .unwrap();
     assert_eq!(
@@ -250,14 +250,14 @@ fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
         Some("config reloaded")
     );
     assert_eq!(answer_line(f.pod(0)), "", "shop is no longer served");
-    std::fs::write(&conf, "kubernetes:\n  ttl: 7\nlog: true\n").unwrap();
+    std::fs::write(&conf, "kubernetes:\n  ttl: 7\nops:\n  log: true\n").unwrap();
     assert_eq!(
         d.wait_line("config", Duration::from_secs(5)).as_deref(),
         Some("config reloaded")
     );
 
     // A typo in a value: refused, naming file, line and field; TTL 7 stays.
-    std::fs::write(&conf, "log: true\nkubernetes:\n  ttl: seven\n").unwrap();
+    std::fs::write(&conf, "ops: {log: true}\nkubernetes:\n  ttl: seven\n").unwrap();
     let line = d.wait_line("config", Duration::from_secs(5)).unwrap();
     assert!(line.starts_with("config rejected"), "{line}");
     assert!(

@@ -19,7 +19,9 @@ use dns_common::programs;
 
 use super::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Per interface: tc on links whose native XDP_TX depends on the peer (veth and other

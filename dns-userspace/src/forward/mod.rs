@@ -4,6 +4,7 @@ pub mod cache;
 pub mod exchange;
 pub mod loopdetect;
 pub mod resolve;
+pub mod settings;
 pub mod stubs;
 pub mod upstreams;
 

@@ -7,7 +7,17 @@ use std::{
 /// CoreDNS `forward` allows at most 15 upstreams.
 pub const MAX_UPSTREAMS: usize = 15;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// A random upstream first, the others after it.

@@ -5,7 +5,17 @@ use std::net::IpAddr;
 use super::{name::wire_from_dotted, selector::Selector, NameError};
 
 /// CoreDNS `pods` modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PodMode {
     /// No pod records.
@@ -57,5 +67,70 @@ impl ZoneConfig {
             ns_addrs: Vec::new(),
             loadbalance: false,
         })
+    }
+}
+
+/// The zone's settings (the file's `kubernetes` section, as CoreDNS's plugin): the options
+/// that shape records, as flags and as file keys; applied on reload.
+#[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ZoneSettings {
+    /// The cluster zone.
+    #[arg(long = "zone", default_value = "cluster.local")]
+    #[serde(rename = "zone")]
+    pub name: String,
+    /// TTL of the zone's records, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub ttl: u32,
+    /// Pod records (CoreDNS `pods`).
+    #[arg(long, value_enum, default_value_t = PodMode::Insecure)]
+    pub pods: PodMode,
+    /// Serve only these namespaces (CoreDNS `namespaces`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Serve only services matching this label selector (CoreDNS `labels`).
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// Serve only namespaces matching this label selector (CoreDNS `namespace_labels`).
+    #[arg(long, default_value = "")]
+    pub namespace_labels: String,
+    /// Name endpoints without a hostname by their pod (CoreDNS `endpoint_pod_names`).
+    #[arg(long)]
+    pub endpoint_pod_names: bool,
+    /// No endpoint records (CoreDNS `noendpoints`).
+    #[arg(long)]
+    pub noendpoints: bool,
+    /// NXDOMAIN for ClusterIP services without ready endpoints (CoreDNS `ignore empty_service`).
+    #[arg(long)]
+    pub ignore_empty_service: bool,
+    /// Warn (and stay not ready) if the API has not synced after this long; the zone
+    /// answers SERVFAIL until it has (CoreDNS `startup_timeout`). Seconds, or `5s`.
+    #[arg(long, default_value = "5", value_parser = crate::config::secs)]
+    #[serde(with = "crate::config::span")]
+    pub startup_timeout: std::time::Duration,
+    /// Rotate address records per answer, zone and cached ones (CoreDNS `loadbalance`, on
+    /// as in the seed Corefile); `--no-loadbalance` keeps their order.
+    #[arg(long = "no-loadbalance", action = clap::ArgAction::SetFalse)]
+    pub loadbalance: bool,
+}
+
+impl ZoneSettings {
+    /// The zone's config; `ns_addrs` are the addresses this server answers on.
+    pub fn zone_config(&self, ns_addrs: Vec<IpAddr>) -> Result<ZoneConfig, crate::config::Invalid> {
+        use crate::config::Invalid;
+        let mut cfg = ZoneConfig::new(&self.name, self.ttl)
+            .map_err(|e| Invalid::new("kubernetes.zone", e))?;
+        cfg.pods = self.pods;
+        cfg.namespaces = self.namespaces.clone();
+        cfg.labels =
+            Selector::parse(&self.labels).map_err(|e| Invalid::new("kubernetes.labels", e))?;
+        cfg.namespace_labels = Selector::parse(&self.namespace_labels)
+            .map_err(|e| Invalid::new("kubernetes.namespaceLabels", e))?;
+        cfg.endpoint_pod_names = self.endpoint_pod_names;
+        cfg.noendpoints = self.noendpoints;
+        cfg.ignore_empty_service = self.ignore_empty_service;
+        cfg.ns_addrs = ns_addrs;
+        cfg.loadbalance = self.loadbalance;
+        Ok(cfg)
     }
 }

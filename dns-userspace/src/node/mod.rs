@@ -3,3 +3,4 @@
 //! conntrack. Both are undone on exit.
 pub mod local_iface;
 pub mod notrack;
+pub mod settings;

@@ -8,6 +8,7 @@ pub mod kube;
 pub mod manifests;
 pub mod objects;
 pub mod ratelimit;
+pub mod settings;
 
 use std::{
     path::{Path, PathBuf},

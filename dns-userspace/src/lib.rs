@@ -16,6 +16,7 @@ pub mod forward;
 pub mod model;
 pub mod node;
 pub mod ops;
+pub mod settings;
 pub mod source;
 pub mod swap;
 pub mod wire;

@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 
 use dns_userspace::node::settings::NodeSettings;
 
-use crate::cli::{RunArgs, Settings};
+use dns_userspace::settings::Settings;
+
+use crate::cli::RunArgs;
 
 /// A line on stdout for whoever runs the daemon (tests wait on them); a closed stdout (the
 /// reader gone) loses the line, never the daemon: `println!` would panic on EPIPE.

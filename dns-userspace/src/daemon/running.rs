@@ -27,7 +27,9 @@ use super::{
     finish, load_kernel, relisted, report,
     sinks::{sync_served, sync_upstreams, Sinks},
 };
-use crate::cli::{RunArgs, Settings};
+use dns_userspace::settings::Settings;
+
+use crate::cli::RunArgs;
 
 /// Changes between two hand-backs of freed memory.
 const TRIM_EVERY: usize = 1000;

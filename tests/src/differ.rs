@@ -4,23 +4,17 @@
 //! generator gives the test suite its few thousand queries; the fuzz target feeds it bytes.
 use std::net::IpAddr;
 
-use aya::{
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
-use dns_common::programs;
+use aya::Ebpf;
 use dns_userspace::{
     answer::{respond, Transport},
     dataplane::{self, maps::KernelMaps},
     model::Records,
 };
 
-use crate::packet::{parse_reply, udp_frame};
-
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
+use crate::{
+    packet::{parse_reply, udp_frame},
+    testrun::{self, Hook},
+};
 
 pub const SVC4: &str = "10.96.0.10";
 pub const SVC6: &str = "fd00:10:96::a";
@@ -34,7 +28,7 @@ pub enum Verdict {
 }
 
 pub struct Differ {
-    ebpf: Ebpf,
+    pub ebpf: Ebpf,
     pub maps: KernelMaps,
     pub zone: Records,
 }
@@ -49,29 +43,6 @@ impl Differ {
         maps.publish(&zone.kernel_view(), true)
             .map_err(|e| e.to_string())?;
         Ok(Self { ebpf, maps, zone })
-    }
-
-    fn run(&self, tc: bool, frame: &[u8]) -> Result<(u32, Vec<u8>), String> {
-        let mut out = vec![0u8; 4096];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let prog = self
-            .ebpf
-            .program(if tc { programs::TC } else { programs::XDP })
-            .ok_or("program missing")?;
-        let r = if tc {
-            let p: &SchedClassifier = prog.try_into().map_err(|e| format!("{e}"))?;
-            p.test_run(opts)
-        } else {
-            let p: &Xdp = prog.try_into().map_err(|e| format!("{e}"))?;
-            p.test_run(opts)
-        }
-        .map_err(|e| e.to_string())?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
     }
 
     /// Runs the DNS message `dns` from a pod to the service address (IPv6 if `v6`) through
@@ -94,14 +65,11 @@ impl Differ {
                 dns,
             )
         };
-        let (action, out) = self.run(tc, &frame)?;
+        let hook = if tc { Hook::Tc } else { Hook::Xdp };
+        let ran = testrun::run(&self.ebpf, hook.program(), &frame)?;
+        let (action, out) = (ran.action, ran.frame);
         let user = respond(dns, &self.zone, Transport::Udp);
-        let (answered, passed) = if tc {
-            (TC_ACT_REDIRECT, TC_ACT_OK)
-        } else {
-            (XDP_TX, XDP_PASS)
-        };
-        if action == answered {
+        if action == hook.answered() {
             let k = parse_reply(&out).map_err(|e| format!("kernel reply: {e}"))?;
             let Some(user) = user else {
                 return Err("the kernel answered what userspace drops".into());
@@ -113,7 +81,7 @@ impl Differ {
                 ));
             }
             Ok(Verdict::Answered(k.dns[3] & 0x0f))
-        } else if action == passed {
+        } else if action == hook.passed() {
             if out != frame {
                 return Err("a passed frame was changed".into());
             }

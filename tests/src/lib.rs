@@ -2,12 +2,14 @@
 //! guards that clean up on drop, and the rule for when root-only tests may skip.
 pub mod apiserver;
 pub mod client;
+pub mod daemon_args;
 pub mod dashboard;
 pub mod differ;
 pub mod fixture;
 pub mod ndots;
 pub mod netns;
 pub mod packet;
+pub mod testrun;
 
 /// Whether tests that need root (BPF, namespaces) can run. Under `CI=true` they must: a
 /// missing privilege there is a failure, not a skip.

@@ -2,11 +2,8 @@
 //! out (or the same frame passed), for both hooks.
 use std::net::IpAddr;
 
-use aya::{
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
-use dns_common::{programs, Counter, NameKey, NameRecords};
+use aya::Ebpf;
+use dns_common::{Counter, NameKey, NameRecords};
 use dns_userspace::{
     answer::{respond, Transport},
     dataplane::{self, maps::KernelMaps},
@@ -15,46 +12,24 @@ use dns_userspace::{
         Records, ZoneConfig,
     },
 };
-use tests::packet::{parse_reply, udp_frame, CLIENT_MAC, NODE_MAC};
+use tests::{
+    differ::Differ,
+    packet::{parse_reply, udp_frame, CLIENT_MAC, NODE_MAC},
+    testrun::{self, Hook, HOOKS, XDP_PASS, XDP_TX},
+};
 
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
-
+/// The served addresses [`Differ::new`] writes.
 fn svc4() -> IpAddr {
-    "10.96.0.10".parse().unwrap()
+    tests::differ::SVC4.parse().unwrap()
 }
 fn svc6() -> IpAddr {
-    "fd00:10:96::a".parse().unwrap()
+    tests::differ::SVC6.parse().unwrap()
 }
 fn client4() -> IpAddr {
     "10.1.0.2".parse().unwrap()
 }
 fn client6() -> IpAddr {
     "fd00:1::2".parse().unwrap()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Hook {
-    Xdp,
-    Tc,
-}
-const HOOKS: [Hook; 2] = [Hook::Xdp, Hook::Tc];
-
-impl Hook {
-    fn answered(self) -> u32 {
-        match self {
-            Hook::Xdp => XDP_TX,
-            Hook::Tc => TC_ACT_REDIRECT,
-        }
-    }
-    fn passed(self) -> u32 {
-        match self {
-            Hook::Xdp => XDP_PASS,
-            Hook::Tc => TC_ACT_OK,
-        }
-    }
 }
 
 struct Kernel {
@@ -94,14 +69,13 @@ fn setup() -> Option<Kernel> {
     if !tests::require_root("kernel_path") {
         return None;
     }
-    let mut ebpf = dataplane::load(None).expect("the verifier accepts every program");
+    let zone = Records::build(&ZoneConfig::new("cluster.local", 30).unwrap(), &services());
+    // Loaded and published as the differential harness (and the daemon) does.
+    let Differ { ebpf, maps, zone } =
+        Differ::new(zone).unwrap_or_else(|e| panic!("the verifier accepts every program: {e}"));
     for (prog, n) in dataplane::verified_insns(&ebpf) {
         println!("verified_insns {prog} {n:?}");
     }
-    let mut maps = KernelMaps::take(&mut ebpf).unwrap();
-    maps.sync_service_addrs(&[svc4(), svc6()]).unwrap();
-    let zone = Records::build(&ZoneConfig::new("cluster.local", 30).unwrap(), &services());
-    publish(&mut maps, &zone);
     Some(Kernel { ebpf, maps, zone })
 }
 
@@ -112,31 +86,9 @@ fn publish(maps: &mut KernelMaps, zone: &Records) {
 
 impl Kernel {
     fn run(&self, hook: Hook, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; 4096];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let r = match hook {
-            Hook::Xdp => {
-                let p: &Xdp = self
-                    .ebpf
-                    .program(programs::XDP)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                p.test_run(opts)
-            }
-            Hook::Tc => {
-                let p: &SchedClassifier =
-                    self.ebpf.program(programs::TC).unwrap().try_into().unwrap();
-                p.test_run(opts)
-            }
-        }
-        .unwrap_or_else(|e| panic!("{hook:?} test_run on {} bytes: {e}", frame.len()));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        let r = testrun::run(&self.ebpf, hook.program(), frame)
+            .unwrap_or_else(|e| panic!("{hook:?} {e}"));
+        (r.action, r.frame)
     }
 
     fn counter(&self, c: Counter) -> u64 {

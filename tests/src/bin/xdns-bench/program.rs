@@ -1,0 +1,135 @@
+//! Program cost: BPF_PROG_TEST_RUN per packet kind, for the XDP and tc programs, beside
+//! an XDP program that only passes; query-log sampling on and off; verified instructions.
+use std::{net::IpAddr, time::Duration};
+
+use aya::programs::Xdp;
+use dns_common::programs;
+use dns_userspace::dataplane::{self, maps::KernelMaps};
+use tests::{
+    netns::SVC4,
+    packet::udp_frame,
+    testrun::{self, Hook},
+};
+
+use crate::{a_query, example_records, NAMES};
+
+pub fn program_cost() -> Result<(), String> {
+    const RUNS: u32 = 200_000;
+    let mut ebpf = dataplane::load(None).map_err(|e| e.to_string())?;
+    {
+        let pass: &mut Xdp = ebpf
+            .program_mut(programs::PASS)
+            .ok_or("no pass program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        pass.load().map_err(|e| e.to_string())?;
+    }
+    let mut maps = KernelMaps::take(&mut ebpf).map_err(|e| e.to_string())?;
+    let svc: IpAddr = SVC4.parse().unwrap();
+    maps.sync_service_addrs(&[svc]).map_err(|e| e.to_string())?;
+    let records = example_records()?;
+    maps.publish(&records.kernel_view(), true)
+        .map_err(|e| e.to_string())?;
+    let to_svc = |q: Vec<u8>| udp_frame("10.1.1.2".parse().unwrap(), svc, 40000, 53, &q);
+    let frame = to_svc(a_query(NAMES[0], 1));
+    // Out of the zone: what the kernel passes to the forwarder.
+    let miss = to_svc(a_query("api.example.com", 1));
+    let nx = to_svc(a_query("api.example.com.shop.svc.cluster.local", 1));
+    let pod = to_svc(a_query("10-244-1-5.shop.pod.cluster.local", 1));
+    let mut ptr = a_query("7.12.96.10.in-addr.arpa", 1);
+    let qtype_at = ptr.len() - 11 - 4;
+    ptr[qtype_at + 1] = 12;
+    let ptr = to_svc(ptr);
+    // One run per syscall, on a fresh copy of the frame each time: with a repeat count the
+    // kernel reruns the program on the frame the previous run rewrote (an answer, which
+    // then passes). The kernel times the program run alone, not the syscall.
+    // Sampled answers for the query log, drained after each run as the daemon drains them.
+    let mut ring = aya::maps::RingBuf::try_from(
+        ebpf.take_map(dns_common::maps::KERNEL_LOG)
+            .ok_or("no kernel log ring")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let logged = std::cell::Cell::new(0u64);
+    let mut time = |name: &str, frame: &[u8], answered: bool| -> Result<f64, String> {
+        let hook = if name.starts_with("xdns_tc") {
+            Hook::Tc
+        } else {
+            Hook::Xdp
+        };
+        let want = if answered {
+            hook.answered()
+        } else {
+            hook.passed()
+        };
+        let mut total = Duration::ZERO;
+        let mut verdicts = std::collections::BTreeSet::new();
+        for _ in 0..RUNS {
+            let r = testrun::run(&ebpf, name, frame)?;
+            total += r.duration;
+            verdicts.insert(r.action);
+            while ring.next().is_some() {
+                logged.set(logged.get() + 1);
+            }
+        }
+        if verdicts != [want].into() {
+            return Err(format!("{name}: verdicts {verdicts:?}, expected {want}"));
+        }
+        Ok(total.as_nanos() as f64 / RUNS as f64)
+    };
+    let repeat = |ebpf: &aya::Ebpf, name: &str, frame: &[u8]| -> Result<f64, String> {
+        Ok(testrun::repeated(ebpf, name, frame, 1_000_000)?.as_nanos() as f64)
+    };
+    let base_rep = repeat(&ebpf, programs::PASS, &frame)?;
+    let miss_rep = repeat(&ebpf, programs::XDP, &miss)?;
+    let base = time(programs::PASS, &frame, false)?;
+    println!("### Program cost (BPF_PROG_TEST_RUN, mean of {RUNS} single runs)\n");
+    println!(
+        "Each run is timed by the kernel around the program alone; the baseline row shows what"
+    );
+    println!("timing one run costs by itself.\n");
+    println!("| program | packet | ns/packet | × XDP_PASS |\n|---|---|---:|---:|");
+    println!("| xdns_pass (baseline) | A query | {base:.0} | 1.0 |");
+    for (prog, pkt, f, answered) in [
+        (programs::XDP, "A query, answered", &frame, true),
+        (programs::XDP, "A query, out of zone (passed)", &miss, false),
+        (programs::XDP, "A query, search-path NXDOMAIN", &nx, true),
+        (programs::XDP, "pod name A (tail call)", &pod, true),
+        (programs::XDP, "PTR of a cluster IP (tail call)", &ptr, true),
+        (programs::TC, "A query, answered", &frame, true),
+    ] {
+        let ns = time(prog, f, answered)?;
+        println!("| {prog} | {pkt} | {ns:.0} | {:.1} |", ns / base.max(1.0));
+    }
+    // `--log-kernel-sample`: the same answer with sampling off (the default), one in 64,
+    // and every answer written to the ring.
+    println!("\n| query log sampling (`--log-kernel-sample`) | xdns_xdp, A query answered, ns/packet | answers logged |\n|---|---:|---:|");
+    for n in [0u32, 64, 1] {
+        maps.set_log_sample(n);
+        maps.refresh().map_err(|e| e.to_string())?;
+        let before = logged.get();
+        let ns = time(programs::XDP, &frame, true)?;
+        let got = logged.get() - before;
+        if n == 1 && got != u64::from(RUNS) {
+            return Err(format!("sampling 1 in 1 logged {got} of {RUNS} answers"));
+        }
+        if n == 0 && got != 0 {
+            return Err(format!("sampling off logged {got} answers"));
+        }
+        let what = match n {
+            0 => "off (default)".to_owned(),
+            n => format!("one in {n}"),
+        };
+        println!("| {what} | {ns:.0} | {got} of {RUNS} |");
+    }
+    maps.set_log_sample(0);
+    maps.refresh().map_err(|e| e.to_string())?;
+    println!("\nIn a loop of 1M runs (valid only where the frame is left unchanged): XDP_PASS {base_rep:.0} ns, xdns_xdp out of zone {miss_rep:.0} ns ({:.1}×).", miss_rep / base_rep.max(1.0));
+    for (prog, n) in dataplane::verified_insns(&ebpf) {
+        println!(
+            "\nverified_insns {prog}: {}",
+            n.map(|n| n.to_string()).unwrap_or("?".into())
+        );
+    }
+    println!();
+    Ok(())
+}

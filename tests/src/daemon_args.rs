@@ -74,7 +74,7 @@ impl DaemonArgs {
         self.pair("--upstream", addr)
     }
 
-    pub fn port(self, port: u16) -> Self {
+    pub fn port(self, port: impl std::fmt::Display) -> Self {
         self.pair("--port", port)
     }
 

@@ -4,13 +4,14 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
-    path::Path,
     time::Duration,
 };
 
 use tests::{
     client::{dig, dig_status},
-    netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
+    daemon_args::DaemonArgs,
+    fixture::{example_manifests, scratch, Scratch},
+    netns::{Daemon, SVC4, SVC6},
 };
 
 fn rss_kib(pid: u32) -> u64 {
@@ -34,29 +35,16 @@ fn raise_fd_limit() {
 #[test]
 #[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn garbage_stalls_and_ten_thousand_idle_connections() {
-    if !tests::require_root("bad_input") {
+    let Some(Scratch { topo, pins, .. }) = scratch("xb", "bad", 1) else {
         return;
-    }
+    };
     raise_fd_limit();
-    let prefix = format!("xb{}", std::process::id() % 10000);
-    let topo = Topology::new(&prefix, 1).expect("namespaces");
-    let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
-    let args: Vec<String> = [
-        "--manifests",
-        &manifests.display().to_string(),
-        "--listen",
-        SVC4,
-        "--listen",
-        SVC6,
-        "--iface",
-        &topo.pods[0].host_if,
-        "--pin-dir",
-        &pins.pin_dir().display().to_string(),
-        "--no-forward",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = DaemonArgs::manifests(&example_manifests())
+        .listen(&[SVC4, SVC6])
+        .iface(&topo.pods[0].host_if)
+        .pin_dir(&pins.pin_dir())
+        .no_forward()
+        .build();
     let d = Daemon::start(&topo.node, &args).expect("daemon");
     let pod = &topo.pods[0].ns;
     let server: SocketAddr = format!("{SVC4}:53").parse().unwrap();

@@ -11,6 +11,8 @@ use std::{
 
 use tests::{
     client::{dig, dig_status, eventually, nft, nft_counters, query_bytes, run},
+    daemon_args::DaemonArgs,
+    fixture::{example_manifests, Scratch, TempDir},
     netns::{Bpffs, Daemon, Netns, Topology, SVC4, SVC6},
 };
 
@@ -83,21 +85,13 @@ struct Fixture {
     topo: Topology,
     up: Netns,
     pins: Bpffs,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// The shared scratch fixture, and an upstream namespace whose nftables counters count the
+/// queries that reach it (UDP and TCP on 53, UDP on 5353).
 fn fixture(tag: &str) -> Option<Fixture> {
-    if !tests::require_root(tag) {
-        return None;
-    }
-    let prefix = format!("xf{}{tag}", std::process::id() % 10000);
-    let topo = Topology::new(&prefix, 1).expect("namespaces");
+    let Scratch { topo, pins, dir } = tests::fixture::scratch("xf", tag, 1)?;
     let up = topo.add_upstream().expect("upstream namespace");
     nft(&up, "add table inet xdns_test");
     nft(
@@ -114,10 +108,6 @@ fn fixture(tag: &str) -> Option<Fixture> {
         "add chain inet xdns_test alt { type filter hook input priority 0 ; }",
     );
     nft(&up, "add rule inet xdns_test alt udp dport 5353 counter");
-    let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
-    let dir = std::env::temp_dir().join(format!("{prefix}-fwd"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
     Some(Fixture {
         topo,
         up,
@@ -127,39 +117,22 @@ fn fixture(tag: &str) -> Option<Fixture> {
 }
 
 impl Fixture {
+    /// The daemon forwarding to Knot in the upstream namespace, the kernel path on the
+    /// pod's veth, then `extra`.
     fn args(&self, extra: &[&str]) -> Vec<String> {
-        let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
-        let mut a: Vec<String> = [
-            "--manifests",
-            &manifests.display().to_string(),
-            "--listen",
-            SVC4,
-            "--listen",
-            SVC6,
-            "--iface",
-            &self.topo.pods[0].host_if,
-            "--pin-dir",
-            &self.pins.pin_dir().display().to_string(),
-            "--upstream",
-            "10.2.0.2",
-            "--forward-timeout-ms",
-            "500",
-        ]
-        .map(String::from)
-        .to_vec();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        self.args_on(&example_manifests(), extra)
     }
 
     /// [`Fixture::args`] with `dir` as the manifest folder.
     fn args_on(&self, dir: &Path, extra: &[&str]) -> Vec<String> {
-        let mut a = self.args(extra);
-        let at = a
-            .iter()
-            .position(|a| a == "--manifests")
-            .expect("--manifests");
-        a[at + 1] = dir.display().to_string();
-        a
+        DaemonArgs::manifests(dir)
+            .listen(&[SVC4, SVC6])
+            .iface(&self.topo.pods[0].host_if)
+            .pin_dir(&self.pins.pin_dir())
+            .upstream("10.2.0.2")
+            .extra(&["--forward-timeout-ms", "500"])
+            .extra(extra)
+            .build()
     }
 
     fn pod(&self) -> &Netns {
@@ -821,7 +794,7 @@ fn glibc_python_and_musl_clients_resolve_as_a_coredns_pod() {
     let Some(f) = fixture("gai") else { return };
     let dir = f.dir.join("manifests");
     fs::create_dir_all(&dir).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let examples = tests::fixture::example_manifests();
     for e in fs::read_dir(&examples).unwrap() {
         let e = e.unwrap().path();
         fs::copy(&e, dir.join(e.file_name().unwrap())).unwrap();

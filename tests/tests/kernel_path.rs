@@ -668,7 +668,7 @@ fn unknown_names_in_the_zone_are_nxdomain_in_the_kernel() {
 #[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn sample_cluster_kernel_and_userspace_agree() {
     let Some(mut k) = setup() else { return };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let dir = tests::fixture::example_manifests();
     let view = dns_userspace::source::manifests::load_dir(&dir).unwrap();
     let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
     cfg.ns_addrs = vec![svc4(), svc6()];
@@ -812,7 +812,7 @@ fn generated_corpus_kernel_and_userspace_agree() {
     if !tests::require_root("generated corpus") {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let dir = tests::fixture::example_manifests();
     let view = dns_userspace::source::manifests::load_dir(&dir).unwrap();
     let mut cfg = ZoneConfig::new("cluster.local", 30).unwrap();
     cfg.ns_addrs = vec![svc4(), svc6()];
@@ -893,7 +893,7 @@ fn pod_names_and_ptr_are_answered_in_the_kernel() {
     if !tests::require_root("pod names and PTR") {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let dir = tests::fixture::example_manifests();
     let mut view = dns_userspace::source::manifests::load_dir(&dir).unwrap();
     view.pods.push(PodView {
         namespace: "shop".into(),

@@ -3,7 +3,6 @@
 //! and the kernel map ends exactly equal to what the API says (dumped and compared).
 use std::{
     fs,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -24,6 +23,8 @@ use tests::{
         ApiServer, Kind, Options, Outcome, Request, Verb, WatchEnd,
     },
     client::{dig, dig_status, eventually},
+    daemon_args::DaemonArgs,
+    fixture::{Scratch, TempDir},
     netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
 };
 
@@ -33,29 +34,18 @@ struct Fixture {
     topo: Topology,
     pins: Bpffs,
     api: ApiServer,
-    dir: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+    dir: TempDir,
 }
 
 fn fixture(tag: &str) -> Option<Fixture> {
     fixture_with(tag, Options::default())
 }
 
+/// The shared scratch fixture, and a test API server the daemon watches through a
+/// kubeconfig in the scratch folder.
 fn fixture_with(tag: &str, options: Options) -> Option<Fixture> {
-    if !tests::require_root(tag) {
-        return None;
-    }
-    let prefix = format!("xk{}{tag}", std::process::id() % 10000);
-    let topo = Topology::new(&prefix, 1).expect("namespaces");
-    let pins = Bpffs::new(&format!("{prefix}-bpf")).expect("bpffs");
+    let Scratch { topo, pins, dir } = tests::fixture::scratch("xk", tag, 1)?;
     let api = ApiServer::start_with(Some(&topo.node.name), options).expect("API server");
-    let dir = std::env::temp_dir().join(format!("{prefix}-kube"));
-    fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("kubeconfig"), api.kubeconfig()).unwrap();
     Some(Fixture {
         topo,
@@ -67,24 +57,14 @@ fn fixture_with(tag: &str, options: Options) -> Option<Fixture> {
 
 impl Fixture {
     fn args(&self) -> Vec<String> {
-        [
-            "--kubeconfig",
-            &self.dir.join("kubeconfig").display().to_string(),
-            "--listen",
-            SVC4,
-            "--listen",
-            SVC6,
-            "--iface",
-            &self.topo.pods[0].host_if,
-            "--attach",
-            "tc",
-            "--pin-dir",
-            &self.pins.pin_dir().display().to_string(),
-            "--no-forward",
-            "--no-loadbalance",
-        ]
-        .map(String::from)
-        .to_vec()
+        DaemonArgs::kubeconfig(&self.dir.join("kubeconfig"))
+            .listen(&[SVC4, SVC6])
+            .iface(&self.topo.pods[0].host_if)
+            .attach("tc")
+            .pin_dir(&self.pins.pin_dir())
+            .no_forward()
+            .no_loadbalance()
+            .build()
     }
 
     fn dig(&self, extra: &[&str]) -> String {

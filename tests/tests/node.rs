@@ -13,6 +13,7 @@ use aya::programs::{tc::SchedClassifier, TcAttachType};
 use dns_common::Counter;
 use hickory_proto::op::{Message, ResponseCode};
 use tests::{
+    daemon_args::DaemonArgs,
     fixture::fixture,
     netns::{Daemon, Netns, SVC4},
 };
@@ -589,22 +590,13 @@ fn a_foreign_xdp_program_is_left_in_place() {
 #[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn accelerator_answers_in_front_of_the_real_server_and_passes_the_rest() {
     let Some(f) = fixture("accel", 1) else { return };
-    let manifests = f.manifests.0.display().to_string();
     let coredns = standin(&f, SVC4, "53").expect("the CoreDNS stand-in");
-    let pin_dir = f.pins.pin_dir().display().to_string();
-    let accel: Vec<String> = [
-        "--manifests",
-        &manifests,
-        "--accelerate",
-        SVC4,
-        "--iface",
-        &f.topo.pods[0].host_if,
-        "--pin-dir",
-        &pin_dir,
-        "--no-loadbalance",
-    ]
-    .map(String::from)
-    .to_vec();
+    let accel = DaemonArgs::manifests(&f.manifests)
+        .accelerate(SVC4)
+        .iface(&f.topo.pods[0].host_if)
+        .pin_dir(&f.pins.pin_dir())
+        .no_loadbalance()
+        .build();
     // Starting at all proves it does not bind the address CoreDNS holds.
     let d = Daemon::start(&f.topo.node, &accel).expect("accelerator");
     let served = |m: &str| {
@@ -748,25 +740,13 @@ fn records_go_stale_without_a_daemon() {
 /// A second, userspace-only xdns serving the fixture's manifests on `listen:port` (REFUSED
 /// outside its zone), its probes and metrics on other ports: an upstream, or CoreDNS.
 fn standin(f: &tests::fixture::Fixture, listen: &str, port: &str) -> std::io::Result<Daemon> {
-    let manifests = f.manifests.0.display().to_string();
-    let args: Vec<String> = [
-        "--manifests",
-        &manifests,
-        "--listen",
-        listen,
-        "--port",
-        port,
-        "--no-kernel",
-        "--no-forward",
-        "--health-addr",
-        "127.0.0.1:18080",
-        "--ready-addr",
-        "127.0.0.1:18181",
-        "--metrics-addr",
-        "127.0.0.1:19153",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = DaemonArgs::manifests(&f.manifests)
+        .listen(&[listen])
+        .port(port)
+        .no_kernel()
+        .no_forward()
+        .probes("127.0.0.1:18080", "127.0.0.1:18181", "127.0.0.1:19153")
+        .build();
     Daemon::start(&f.topo.node, &args)
 }
 
@@ -1057,19 +1037,12 @@ fn an_accelerated_service_is_answered_at_its_endpoints() {
         std::fs::rename(&tmp, &file).unwrap();
     };
     write(slice("10.244.0.53"));
-    let args: Vec<String> = [
-        "--manifests",
-        &f.manifests.0.display().to_string(),
-        "--accelerate-service",
-        "kube-system/kube-dns",
-        "--iface",
-        &f.topo.pods[0].host_if,
-        "--pin-dir",
-        &f.pins.pin_dir().display().to_string(),
-        "--no-loadbalance",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = DaemonArgs::manifests(&f.manifests)
+        .accelerate_service("kube-system/kube-dns")
+        .iface(&f.topo.pods[0].host_if)
+        .pin_dir(&f.pins.pin_dir())
+        .no_loadbalance()
+        .build();
     let d = Daemon::start(&f.topo.node, &args).expect("daemon");
     let q = tests::client::query_bytes(3, "web.shop.svc.cluster.local", 1);
     let ask = |to: &str| {
@@ -1102,26 +1075,15 @@ const LOCAL: &str = "169.254.20.10";
 /// A node-local daemon's arguments for the fixture: 169.254.20.10 on `nodelocaldns`,
 /// NOTRACK rules, the pod's veth on tc, then `extra`.
 fn node_local_args(f: &tests::fixture::Fixture, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--manifests",
-        &f.manifests.0.display().to_string(),
-        "--listen",
-        LOCAL,
-        "--local-iface",
-        "nodelocaldns",
-        "--notrack",
-        "--iface",
-        &f.topo.pods[0].host_if,
-        "--attach",
-        "tc",
-        "--pin-dir",
-        &f.pins.pin_dir().display().to_string(),
-        "--no-forward",
-    ]
-    .map(String::from)
-    .to_vec();
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
+    DaemonArgs::manifests(&f.manifests)
+        .listen(&[LOCAL])
+        .node_local("nodelocaldns")
+        .iface(&f.topo.pods[0].host_if)
+        .attach("tc")
+        .pin_dir(&f.pins.pin_dir())
+        .no_forward()
+        .extra(extra)
+        .build()
 }
 
 /// Whether the node holds the node-local address, and the NOTRACK table.

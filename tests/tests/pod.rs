@@ -203,7 +203,7 @@ impl Setup {
         let dir = std::env::temp_dir().join(format!("{prefix}-pod"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+        let manifests = tests::fixture::example_manifests();
         let manifests = fs::canonicalize(manifests).unwrap();
         Some(Self {
             topo,

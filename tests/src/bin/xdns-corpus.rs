@@ -22,7 +22,7 @@ fn main() {
 }
 
 fn write(dir: PathBuf, selector: bool) -> Result<(), String> {
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let examples = tests::fixture::example_manifests();
     let view = dns_userspace::source::manifests::load_dir(&examples).map_err(|e| e.to_string())?;
     let zone = Records::build(
         &ZoneConfig::new("cluster.local", 30).map_err(|e| e.to_string())?,

@@ -2,12 +2,15 @@
 //! namespaces joined to it by veth pairs, and the commands to try. Ctrl-C (or
 //! `--duration`) stops it; the counters are printed and every namespace is removed.
 use std::{
-    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use tests::netns::{Daemon, Topology, SVC4, SVC6};
+use tests::{
+    daemon_args::DaemonArgs,
+    fixture::example_manifests,
+    netns::{Daemon, Topology, SVC4, SVC6},
+};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -49,24 +52,20 @@ fn run() -> Result<(), String> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/services")
+    let manifests = example_manifests()
         .canonicalize()
         .map_err(|e| format!("examples/services: {e}"))?;
     let topo = Topology::new("xdns-demo", 2).map_err(|e| format!("namespaces: {e}"))?;
-    let mut daemon_args: Vec<String> = vec![
-        "--manifests".into(),
-        manifests.display().to_string(),
-        "--listen".into(),
-        SVC4.into(),
-        "--listen".into(),
-        SVC6.into(),
+    let daemon_args = topo
+        .pods
+        .iter()
+        .fold(
+            DaemonArgs::manifests(&manifests).listen(&[SVC4, SVC6]),
+            |a, p| a.iface(&p.host_if),
+        )
         // The demo leaves nothing behind.
-        "--detach-on-exit".into(),
-    ];
-    for p in &topo.pods {
-        daemon_args.extend(["--iface".into(), p.host_if.clone()]);
-    }
+        .detach_on_exit()
+        .build();
     let daemon = Daemon::start(&topo.node, &daemon_args).map_err(|e| format!("daemon: {e}"))?;
     for l in &daemon.stdout {
         println!("daemon: {l}");

@@ -1,7 +1,11 @@
 //! The forwarding cache beside Unbound, same upstream, same load.
 use std::{fs, time::Duration};
 
-use tests::netns::{Daemon, Topology, SVC4};
+use tests::{
+    daemon_args::DaemonArgs,
+    fixture::example_manifests,
+    netns::{Daemon, Topology, SVC4},
+};
 
 use crate::{flood::dnsperf_at, sh, start_knot, Proc};
 
@@ -46,18 +50,11 @@ pub fn cache_vs_unbound(seconds: u64) -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("unbound: {e}"))?,
     );
-    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
-    let args: Vec<String> = [
-        "--manifests",
-        &manifests.display().to_string(),
-        "--listen",
-        SVC4,
-        "--no-kernel",
-        "--upstream",
-        "10.2.0.2",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = DaemonArgs::manifests(&example_manifests())
+        .listen(&[SVC4])
+        .no_kernel()
+        .upstream("10.2.0.2")
+        .build();
     let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(500));
     let qfile = dir.join("queries.txt").display().to_string();

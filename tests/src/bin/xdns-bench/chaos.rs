@@ -199,37 +199,19 @@ pub fn run() -> Result<(), String> {
     // answered is serve-stale.
     let good_config = "cache:\n  ttl: 2\n  minTtl: 1\n  serveStale: 1h\n";
     write_config(&config, good_config)?;
-    let args: Vec<String> = [
-        "--kubeconfig",
-        &dir.join("kubeconfig").display().to_string(),
-        "--config",
-        &config.display().to_string(),
-        "--listen",
-        LOCAL,
-        "--local-iface",
-        "nodelocaldns",
-        "--notrack",
-        "--iface",
-        &topo.pods[0].host_if,
-        "--attach",
-        "tc",
-        "--pin-dir",
-        &pins.pin_dir().display().to_string(),
-        "--upstream",
-        "10.2.0.2",
-        "--lameduck-secs",
-        "1",
-        "--pin-wait",
-        "30",
+    let args = tests::daemon_args::DaemonArgs::kubeconfig(&dir.join("kubeconfig"))
+        .config(&config)
+        .listen(&[LOCAL])
+        .node_local("nodelocaldns")
+        .iface(&topo.pods[0].host_if)
+        .attach("tc")
+        .pin_dir(&pins.pin_dir())
+        .upstream("10.2.0.2")
+        .extra(&["--lameduck-secs", "1", "--pin-wait", "30"])
         // Room for the zone (a few dozen names), not for the 100 Services the full-map
         // row adds.
-        "--kernel-records-max",
-        "200",
-        "--forward-timeout-ms",
-        "500",
-    ]
-    .map(String::from)
-    .to_vec();
+        .extra(&["--kernel-records-max", "200", "--forward-timeout-ms", "500"])
+        .build();
     let log_path = dir.join("daemon.log");
     let start = || -> Result<Daemon, String> {
         let log = fs::OpenOptions::new()

@@ -4,7 +4,11 @@ use std::{fs, time::Duration};
 
 use dns_common::Counter;
 use dns_userspace::dataplane::snapshot::pinned_counters;
-use tests::netns::{Bpffs, Daemon, Topology, SVC4, SVC6};
+use tests::{
+    daemon_args::DaemonArgs,
+    fixture::example_manifests,
+    netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
+};
 
 use crate::NAMES;
 
@@ -96,20 +100,12 @@ pub fn on_namespaces(seconds: u64) -> Result<(), String> {
     let text: String = NAMES.iter().map(|n| format!("{n} A\n")).collect();
     fs::write(&qfile, text).map_err(|e| e.to_string())?;
     let qfile = qfile.display().to_string();
-    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
-    let base: Vec<String> = vec![
-        "--manifests".into(),
-        manifests.display().to_string(),
-        "--listen".into(),
-        SVC4.into(),
-        "--listen".into(),
-        SVC6.into(),
-        "--pin-dir".into(),
-        pins.pin_dir().display().to_string(),
-        "--no-forward".into(),
+    let base = DaemonArgs::manifests(&example_manifests())
+        .listen(&[SVC4, SVC6])
+        .pin_dir(&pins.pin_dir())
+        .no_forward()
         // Each mode starts from nothing attached.
-        "--detach-on-exit".into(),
-    ];
+        .detach_on_exit();
     println!("### One pod flooding the service address over its veth\n");
     println!("Load: kxdpgun in the pod (its AF_XDP socket puts an XDP program on the pod's eth0, which is");
     println!(
@@ -119,17 +115,11 @@ pub fn on_namespaces(seconds: u64) -> Result<(), String> {
     println!("Latency: dnsperf at 20k qps offered, per-query latencies sorted.\n");
     println!("| path | attach | sent qps | answered qps | answered | by kernel | p50 µs | p99 µs |\n|---|---|---:|---:|---:|---:|---:|---:|");
     for mode in ["native", "generic", "tc", "userspace"] {
-        let mut args = base.clone();
-        if mode == "userspace" {
-            args.push("--no-kernel".into());
-        } else {
-            args.extend([
-                "--attach".into(),
-                mode.into(),
-                "--iface".into(),
-                topo.pods[0].host_if.clone(),
-            ]);
+        let args = match mode {
+            "userspace" => base.clone().no_kernel(),
+            _ => base.clone().attach(mode).iface(&topo.pods[0].host_if),
         }
+        .build();
         let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(300));
         let before = pinned_counters(&pins.pin_dir()).ok();

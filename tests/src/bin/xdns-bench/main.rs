@@ -173,7 +173,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 fn example_records() -> Result<Records, String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
+    let dir = tests::fixture::example_manifests();
     let services = manifests::load_dir(&dir).map_err(|e| e.to_string())?;
     Ok(Records::build(
         &ZoneConfig::new("cluster.local", 30).map_err(|e| e.to_string())?,

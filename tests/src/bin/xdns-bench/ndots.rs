@@ -4,7 +4,11 @@ use std::fs;
 
 use dns_common::Counter;
 use dns_userspace::dataplane::snapshot::pinned_counters;
-use tests::netns::{Bpffs, Daemon, Topology, SVC4};
+use tests::{
+    daemon_args::DaemonArgs,
+    fixture::example_manifests,
+    netns::{Bpffs, Daemon, Topology, SVC4},
+};
 
 use crate::start_knot;
 
@@ -19,20 +23,11 @@ pub fn ndots_workload(seconds: u64) -> Result<(), String> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let _knot = start_knot(&up, &dir, 20)?;
-    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services");
-    let base: Vec<String> = [
-        "--manifests",
-        &manifests.display().to_string(),
-        "--listen",
-        SVC4,
-        "--upstream",
-        "10.2.0.2",
-        "--pin-dir",
-        &pins.pin_dir().display().to_string(),
-        "--detach-on-exit",
-    ]
-    .map(String::from)
-    .to_vec();
+    let base = DaemonArgs::manifests(&example_manifests())
+        .listen(&[SVC4])
+        .upstream("10.2.0.2")
+        .pin_dir(&pins.pin_dir())
+        .detach_on_exit();
     // 4 in-namespace, 4 cross-namespace, 3 outside the cluster.
     let names: Vec<String> = [
         "web",
@@ -82,8 +77,7 @@ pub fn ndots_workload(seconds: u64) -> Result<(), String> {
         ),
         ("userspace only (`--no-kernel`)", vec!["--no-kernel"]),
     ] {
-        let mut args = base.clone();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = base.clone().extra(&extra).build();
         let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
         let pod = topo.pods[0].ns.name.clone();
         // Warm the cache with every outside name.

@@ -198,24 +198,14 @@ pub fn run(services: usize) -> Result<(), String> {
     fs::create_dir_all(&dir).map_err(e)?;
     fs::write(dir.join("kubeconfig"), api.kubeconfig()).map_err(e)?;
     let log_path = dir.join("daemon.log");
-    let args: Vec<String> = [
-        "--kubeconfig",
-        &dir.join("kubeconfig").display().to_string(),
-        "--listen",
-        SVC4,
-        "--listen",
-        SVC6,
-        "--iface",
-        &topo.pods[0].host_if,
-        "--attach",
-        "tc",
-        "--pin-dir",
-        &pins.pin_dir().display().to_string(),
-        "--no-forward",
-        "--no-loadbalance",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = tests::daemon_args::DaemonArgs::kubeconfig(&dir.join("kubeconfig"))
+        .listen(&[SVC4, SVC6])
+        .iface(&topo.pods[0].host_if)
+        .attach("tc")
+        .pin_dir(&pins.pin_dir())
+        .no_forward()
+        .no_loadbalance()
+        .build();
     // The stage timings are the daemon's debug lines.
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "info,xdns=debug");

@@ -163,6 +163,8 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     if z.flags & ZONE_DEGRADED != 0 {
         return Err(Counter::Degraded);
     }
+    let zone_name = ZONE_NAME.get(0).ok_or(Counter::NoRecord)?;
+    let place = zone::place(s, q.qlen, zone_name, z.zone_len as usize)?;
     // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
     if q.qtype == TYPE_PTR && unsafe { TARGETS.get(&(*s).key) }.is_some() {
@@ -200,8 +202,11 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
             if z.flags & ZONE_COMPLETE == 0 {
                 return Err(Counter::NoRecord);
             }
-            let zone = ZONE_NAME.get(0).ok_or(Counter::NoRecord)?;
-            match zone::nxdomain_applies(s, q.qlen, zone, z.zone_len as usize)? {
+            // A reverse name without a record is forwarded (`fallthrough`).
+            let zone::Place::Zone(start) = place else {
+                return Err(Counter::OutOfZone);
+            };
+            match zone::under(s, start) {
                 zone::Under::Zone => negative(s, &q, z, true)?,
                 zone::Under::Pods(pod_label) => return Ok(hand_over(s, &q, TAIL_POD, pod_label)),
             }

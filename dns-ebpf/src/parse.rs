@@ -34,17 +34,22 @@ pub trait ServiceAddrs {
 pub fn parse(b: &Bounds, addrs: &impl ServiceAddrs, s: *mut Scratch) -> Result<Query, Counter> {
     let eth: *const Eth = ptr_at(b, 0)?;
     let proto = be16(unsafe { (*eth).proto });
-    let (l4_off, l4_len, v6) = if proto == ETH_P_IP {
-        ipv4(b, addrs)?
+    let (l4_off, l4_len, v6, dst) = if proto == ETH_P_IP {
+        ipv4(b)?
     } else if proto == ETH_P_IPV6 {
-        ipv6(b, addrs)?
+        ipv6(b)?
     } else {
         return Err(Counter::NotIp);
     };
 
+    // The port before the address: most UDP on a pod's veth is not DNS, and the port
+    // costs a load where the address costs a hash lookup.
     let udp: *const Udp = ptr_at(b, l4_off)?;
     if be16(unsafe { (*udp).dport }) != DNS_PORT {
         return Err(Counter::NotDnsPort);
+    }
+    if !addrs.contains(&dst) {
+        return Err(Counter::NotServiceAddr);
     }
     if be16(unsafe { (*udp).len }) as usize != l4_len || l4_len < UDP_LEN + DNS_LEN {
         return Err(Counter::Malformed);
@@ -111,9 +116,9 @@ pub fn parse(b: &Bounds, addrs: &impl ServiceAddrs, s: *mut Scratch) -> Result<Q
     })
 }
 
-/// Returns (UDP offset, UDP length from the IP header, v6 flag).
+/// Returns (UDP offset, UDP length from the IP header, v6 flag, destination).
 #[inline(always)]
-fn ipv4(b: &Bounds, addrs: &impl ServiceAddrs) -> Result<(usize, usize, u8), Counter> {
+fn ipv4(b: &Bounds) -> Result<(usize, usize, u8, ServiceAddr), Counter> {
     let ip: *const Ipv4 = ptr_at(b, ETH_LEN)?;
     let (vihl, frag, proto, tot_len, dst) = unsafe {
         (
@@ -138,18 +143,20 @@ fn ipv4(b: &Bounds, addrs: &impl ServiceAddrs) -> Result<(usize, usize, u8), Cou
     if proto != IPPROTO_UDP {
         return Err(Counter::NotUdp);
     }
-    if !addrs.contains(&ServiceAddr::v4(dst)) {
-        return Err(Counter::NotServiceAddr);
-    }
     // Ethernet may pad short frames, so the IP length, not the frame, bounds the datagram.
     if tot_len < IPV4_LEN || ETH_LEN + tot_len > b.len() {
         return Err(Counter::Malformed);
     }
-    Ok((ETH_LEN + IPV4_LEN, tot_len - IPV4_LEN, 0))
+    Ok((
+        ETH_LEN + IPV4_LEN,
+        tot_len - IPV4_LEN,
+        0,
+        ServiceAddr::v4(dst),
+    ))
 }
 
 #[inline(always)]
-fn ipv6(b: &Bounds, addrs: &impl ServiceAddrs) -> Result<(usize, usize, u8), Counter> {
+fn ipv6(b: &Bounds) -> Result<(usize, usize, u8, ServiceAddr), Counter> {
     let ip: *const Ipv6 = ptr_at(b, ETH_LEN)?;
     let (v, next, plen, dst) = unsafe {
         (
@@ -170,13 +177,10 @@ fn ipv6(b: &Bounds, addrs: &impl ServiceAddrs) -> Result<(usize, usize, u8), Cou
             Counter::NotUdp
         });
     }
-    if !addrs.contains(&ServiceAddr::v6(dst)) {
-        return Err(Counter::NotServiceAddr);
-    }
     if ETH_LEN + IPV6_LEN + plen > b.len() {
         return Err(Counter::Malformed);
     }
-    Ok((ETH_LEN + IPV6_LEN, plen, 1))
+    Ok((ETH_LEN + IPV6_LEN, plen, 1, ServiceAddr::v6(dst)))
 }
 
 /// Walks the QNAME at `off`: checks the label structure, writes the lower-cased name into the

@@ -1,6 +1,6 @@
-//! Where a name the map does not hold sits: under the zone (NXDOMAIN, once the map is
-//! complete), under `pod.<zone>` (pod names are computed: the pod program's), or outside
-//! the zone (userspace forwards it: pass).
+//! Where a name sits: under the zone (NXDOMAIN when the map does not hold it, once the map
+//! is complete), under `pod.<zone>` (pod names are computed: the pod program's), under a
+//! reverse zone, or outside them all (userspace forwards it: pass, with no map lookup).
 use core::ptr::{read_volatile, write_volatile};
 
 use dns_common::{Counter, NameKey, Scratch, MAX_NAME_LEN, NAME_KEY_LEN};
@@ -25,42 +25,83 @@ pub enum Under {
     Pods(usize),
 }
 
+/// Where the walked name sits, found before any map lookup: every other name is
+/// userspace's (it forwards them), and costs no hash of its key.
+pub enum Place {
+    /// Under the zone; the offset where the zone's suffix starts.
+    Zone(usize),
+    /// Under `in-addr.arpa.` or `ip6.arpa.`.
+    Reverse,
+}
+
+const IN_ADDR_ARPA: &[u8] = b"\x07in-addr\x04arpa\x00";
+const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
+
 /// Whether the walked name (`qlen` bytes, lower-cased in the scratch key) ends in the
-/// zone `zone` (`zone_len` bytes) on a label boundary (`Err(OutOfZone)` if not), and where.
+/// zone `zone` (`zone_len` bytes) or a reverse zone on a label boundary, and where;
+/// `Err(OutOfZone)` if it ends in neither.
 #[inline(always)]
-pub fn nxdomain_applies(
+pub fn place(
     s: *mut Scratch,
     qlen: usize,
     zone: &NameKey,
     zone_len: usize,
-) -> Result<Under, Counter> {
-    if zone_len == 0 || zone_len > qlen || qlen > MAX_NAME_LEN {
-        return Err(Counter::OutOfZone);
+) -> Result<Place, Counter> {
+    if let Some(start) = suffix_start(s, qlen, zone_len) {
+        if ends_with(s, start, &zone.name, zone_len) {
+            return Ok(Place::Zone(start));
+        }
+    }
+    for r in [IN_ADDR_ARPA, IP6_ARPA] {
+        if let Some(start) = suffix_start(s, qlen, r.len()) {
+            if ends_with(s, start, r, r.len()) {
+                return Ok(Place::Reverse);
+            }
+        }
+    }
+    Err(Counter::OutOfZone)
+}
+
+/// Where a suffix of `len` bytes of the walked name starts, if a label starts there.
+#[inline(always)]
+fn suffix_start(s: *mut Scratch, qlen: usize, len: usize) -> Option<usize> {
+    if len == 0 || len > qlen || qlen > MAX_NAME_LEN {
+        return None;
     }
     // Laundered through memory: LLVM knows `start < 256` from the checks above and would
     // drop the mask, but the verifier does not relate two registers and needs to see it.
     let start = unsafe {
-        write_volatile(&mut (*s).next_label, (qlen - zone_len) as u32);
+        write_volatile(&mut (*s).next_label, (qlen - len) as u32);
         read_volatile(&(*s).next_label) as usize & (NAME_KEY_LEN - 1)
     };
     // A suffix that only looks like the zone (its first byte inside a label) is not it.
-    if !label_start(s, start) {
-        return Err(Counter::OutOfZone);
-    }
+    label_start(s, start).then_some(start)
+}
+
+/// Whether the walked name from `start` on is the first `len` bytes of `suffix`.
+#[inline(always)]
+fn ends_with(s: *const Scratch, start: usize, suffix: &[u8], len: usize) -> bool {
     let mut i = 0;
     while i < MAX_NAME_LEN {
-        if i >= zone_len {
+        if i >= len || i >= suffix.len() {
             break;
         }
-        if key_at(s, start + i) != zone.name[i & (NAME_KEY_LEN - 1)] {
-            return Err(Counter::OutOfZone);
+        if key_at(s, start + i) != suffix[i & (NAME_KEY_LEN - 1)] {
+            return false;
         }
         i += 1;
     }
+    true
+}
+
+/// Where a name under the zone whose suffix starts at `start` sits: below `pod.<zone>`
+/// (the pod program's) or anywhere else.
+#[inline(always)]
+pub fn under(s: *const Scratch, start: usize) -> Under {
     if label_before(s, start, b"pod") {
-        return Ok(Under::Pods(start - 4));
+        return Under::Pods(start - 4);
     }
-    Ok(Under::Zone)
+    Under::Zone
 }
 
 /// Whether the label that ends at offset `end` of the walked name is `label`.
@@ -85,7 +126,7 @@ fn label_before(s: *const Scratch, end: usize, label: &[u8]) -> bool {
 /// userspace compresses them against it where the kernel points at the zone only.
 #[inline(always)]
 pub fn soa_names_apart(s: *mut Scratch, qlen: usize, zone_len: usize) -> Result<(), Counter> {
-    // Laundered through memory, as in `nxdomain_applies`: the verifier must see the mask.
+    // Laundered through memory, as in `suffix_start`: the verifier must see the mask.
     let start = unsafe {
         write_volatile(&mut (*s).next_label, qlen.saturating_sub(zone_len) as u32);
         read_volatile(&(*s).next_label) as usize & (NAME_KEY_LEN - 1)

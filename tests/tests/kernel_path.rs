@@ -255,13 +255,14 @@ fn answers_a_queries_exactly_as_userspace() {
 #[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
 fn longest_name_is_answered_and_longer_ones_pass() {
     let Some(mut k) = setup() else { return };
-    // 255 bytes in wire form: four 62-byte labels (4 * 63 = 252) plus one 1-byte label.
+    // 255 bytes in wire form, in the zone (the kernel passes every other name before any
+    // lookup): three 62-byte labels (3 * 63 = 189), one of 50 (51) and `cluster.local.` (15).
     let labels = [
         &"a".repeat(62),
         &"b".repeat(62),
         &"c".repeat(62),
-        &"d".repeat(62),
-        "e",
+        &"d".repeat(50),
+        "cluster.local",
     ];
     let longest = wire(&labels.join("."));
     assert_eq!(longest.len(), 255);
@@ -281,7 +282,8 @@ fn longest_name_is_answered_and_longer_ones_pass() {
         assert_eq!(&dns[dns.len() - 4..], &[192, 0, 2, 1]);
 
         // 256 bytes: one more label byte.
-        let too_long = wire(&[labels[0], labels[1], labels[2], labels[3], "ee"].join("."));
+        let d51 = "d".repeat(51);
+        let too_long = wire(&[labels[0], labels[1], labels[2], &d51, labels[4]].join("."));
         assert_eq!(too_long.len(), 256);
         let q = dns_query(1, 0, &too_long, 1, 1, None);
         k.assert_passes(hook, &frame4(&q), Counter::BadName, "256-byte name");

@@ -1159,3 +1159,58 @@ fn a_batch_write_lands_every_entry() {
         );
     }
 }
+
+/// A rollout: the next daemon loads its programs on the same pins while the last one's
+/// main program still runs on the links. A packet the old main program hands to a
+/// tail-called program must be read by a program of the same load, whose per-packet state
+/// is that packet's: here the new load's pod program has just handled another pod name
+/// on the same CPU, and the old main program's packet must still get its own answer.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn a_tail_call_across_a_hand_over_reads_its_own_packet() {
+    if !tests::require_root("handover") {
+        return;
+    }
+    // One CPU: the per-CPU state of both loads is the same CPU's, as for two packets on
+    // one queue.
+    // SAFETY: sched_setaffinity on this thread with a set built here.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let fs = tests::netns::Bpffs::new(&format!("xt{}handover", std::process::id() % 10000))
+        .expect("bpffs");
+    let pins = fs.pin_dir();
+    let zone = Records::build(&ZoneConfig::new("cluster.local", 30).unwrap(), &services());
+    let mut old = dataplane::load(Some(&pins)).expect("the last daemon's load");
+    let mut maps = KernelMaps::take(&mut old).unwrap();
+    maps.sync_service_addrs(&[svc4(), svc6()]).unwrap();
+    maps.publish(&zone.kernel_view(), true).unwrap();
+    // The next daemon, on the same pinned maps; its links are not swapped in yet.
+    let new = dataplane::load(Some(&pins)).expect("the next daemon's load");
+
+    let pod_query = |id: u16, name: &str| dns_query(id, 0x0100, &wire(name), 1, 1, None);
+    let answer_of = |ebpf: &Ebpf, q: &[u8]| {
+        let r = testrun::run(ebpf, Hook::Xdp.program(), &frame4(q)).unwrap();
+        assert_eq!(r.action, XDP_TX, "a pod name is answered");
+        let dns = parse_reply(&r.frame).unwrap().dns;
+        dns[dns.len() - 4..].to_vec()
+    };
+    for _ in 0..3 {
+        // The new load's programs handle one pod name...
+        let theirs = pod_query(1, "10-1-2-3.shop.pod.cluster.local");
+        assert_eq!(answer_of(&new, &theirs), [10, 1, 2, 3]);
+        // ...then the old main program, still on the links, gets another.
+        let ours = pod_query(2, "10-9-8-7.shop.pod.cluster.local");
+        assert_eq!(
+            answer_of(&old, &ours),
+            [10, 9, 8, 7],
+            "the old program's packet is answered from its own state"
+        );
+    }
+    drop((old, new, maps));
+}

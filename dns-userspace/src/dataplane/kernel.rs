@@ -58,6 +58,8 @@ pub struct Kernel {
     patterns: Vec<Pattern>,
     mode: AttachMode,
     pin_dir: std::path::PathBuf,
+    /// This load's program arrays (see [`super::TAIL_MAPS`]).
+    tails: std::path::PathBuf,
 }
 
 impl Kernel {
@@ -82,7 +84,7 @@ impl Kernel {
         mode: AttachMode,
         records_max: u32,
     ) -> Result<Self> {
-        let mut ebpf = super::load_sized(Some(pin_dir), records_max)?;
+        let (mut ebpf, tails) = super::load_sized(Some(pin_dir), records_max)?;
         let mut maps = KernelMaps::take(&mut ebpf)?;
         maps.sync_service_addrs(addrs)?;
         let links = Links::open(pin_dir.join("links"))?;
@@ -95,6 +97,7 @@ impl Kernel {
             patterns,
             mode,
             pin_dir: pin_dir.to_owned(),
+            tails: tails.unwrap_or_default(),
         })
     }
 
@@ -122,9 +125,13 @@ impl Kernel {
         for iface in self.links.sweep() {
             tracing::info!(iface, "dropped the pin of an interface no longer served");
         }
-        // Every link runs our programs now: maps of another layout serve nobody.
+        // Every link runs our programs now: maps of another layout, and the program
+        // arrays of another load, serve nobody.
         for old in super::sweep_other_layouts(&self.pin_dir) {
             tracing::info!(path = %old.display(), "dropped maps pinned by another layout");
+        }
+        for old in super::sweep_other_tails(&self.pin_dir, &self.tails) {
+            tracing::debug!(path = %old.display(), "dropped another load's program arrays");
         }
         Ok(changes)
     }
@@ -181,6 +188,7 @@ impl Kernel {
                 let _ = std::fs::remove_file(maps.join(name));
             }
             let _ = std::fs::remove_dir(maps);
+            super::remove_tails(&self.tails);
             let _ = std::fs::remove_dir(pin_dir.join("links"));
             let _ = std::fs::remove_dir(pin_dir);
         }

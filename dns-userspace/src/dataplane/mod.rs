@@ -66,7 +66,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Maps shared across daemon restarts, pinned by name under the pin folder.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 9] = [
     m::RECORDS,
     m::ZONE,
     m::SERVICE_ADDRS,
@@ -76,11 +76,53 @@ pub const PINNED_MAPS: [&str; 11] = [
     m::POD_NS,
     m::POD_ADDRS,
     m::TARGETS,
-    // Pinned so the programs the pinned links run keep reaching their tail-called ones
-    // while no daemon runs: an unpinned program array is emptied with its last fd.
-    m::XDP_TAILS,
-    m::TC_TAILS,
 ];
+
+/// The program arrays of one load, pinned (an unpinned program array is emptied with its
+/// last fd, and the pinned links' programs must keep reaching their tail-called ones while
+/// no daemon runs) but never shared: each load pins its own, in a folder of its own
+/// (`tails-*`). A main program then only ever tail-calls programs of its own load, which
+/// read the per-CPU state it wrote for the packet in hand; sharing them, an old main
+/// program still on the links would reach the next load's programs, which read that
+/// load's state (another packet's).
+pub const TAIL_MAPS: [&str; 2] = [m::XDP_TAILS, m::TC_TAILS];
+
+/// A fresh folder for one load's program arrays.
+fn tails_dir(pin_dir: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    pin_dir.join(format!("tails-{}-{nanos}", std::process::id()))
+}
+
+/// Removes the program arrays of every load but the one in `ours` (once every link runs
+/// our programs); returns the folders removed.
+pub fn sweep_other_tails(pin_dir: &Path, ours: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(dir) = std::fs::read_dir(pin_dir) else {
+        return removed;
+    };
+    for e in dir.flatten() {
+        let p = e.path();
+        let tails = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("tails-"));
+        if tails && p != ours {
+            remove_tails(&p);
+            removed.push(p);
+        }
+    }
+    removed
+}
+
+/// Unpins one load's program arrays and removes their folder.
+pub fn remove_tails(dir: &Path) {
+    for name in TAIL_MAPS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
 
 /// Where this layout's maps are pinned under the pin folder.
 pub fn maps_dir(pin_dir: &Path) -> PathBuf {
@@ -118,25 +160,34 @@ pub fn sweep_other_layouts(pin_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Loads the object and both programs into the kernel. With a pin folder, the maps are
-/// pinned there, and maps already pinned by an earlier daemon are adopted as they are.
+/// pinned there, and maps already pinned by an earlier daemon are adopted as they are;
+/// the program arrays are this load's own (see [`TAIL_MAPS`]).
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
-    load_sized(pin_dir, m::RECORDS_MAX)
+    Ok(load_sized(pin_dir, m::RECORDS_MAX)?.0)
 }
 
 /// [`load`] with a records map of `records_max` names (a smaller map for tests of a full
-/// map; a pinned map keeps the size it was made with).
-pub fn load_sized(pin_dir: Option<&Path>, records_max: u32) -> Result<Ebpf> {
+/// map; a pinned map keeps the size it was made with), and the folder of this load's
+/// program arrays, if pinned.
+pub fn load_sized(pin_dir: Option<&Path>, records_max: u32) -> Result<(Ebpf, Option<PathBuf>)> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(m::RECORDS, records_max);
+    let mut tails = None;
     let paths: Vec<(&str, PathBuf)> = match pin_dir {
         Some(dir) => {
             bpffs::ensure(dir)?;
             let maps = maps_dir(dir);
-            std::fs::create_dir_all(&maps).map_err(|source| Error::Bpffs {
-                path: maps.clone(),
-                source,
-            })?;
-            PINNED_MAPS.iter().map(|n| (*n, maps.join(n))).collect()
+            let own = tails_dir(dir);
+            for d in [&maps, &own] {
+                std::fs::create_dir_all(d).map_err(|source| Error::Bpffs {
+                    path: d.clone(),
+                    source,
+                })?;
+            }
+            let mut paths: Vec<_> = PINNED_MAPS.iter().map(|n| (*n, maps.join(n))).collect();
+            paths.extend(TAIL_MAPS.iter().map(|n| (*n, own.join(n))));
+            tails = Some(own);
+            paths
         }
         None => Vec::new(),
     };
@@ -166,7 +217,7 @@ pub fn load_sized(pin_dir: Option<&Path>, records_max: u32) -> Result<Ebpf> {
         programs::TC_POD,
         programs::TC_TARGET,
     )?;
-    Ok(ebpf)
+    Ok((ebpf, tails))
 }
 
 fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P>

@@ -21,16 +21,16 @@ mod zone;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::{TcContext, XdpContext},
 };
 use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, Scratch, ServiceAddr,
-    TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, NAME_OTHER_TYPES, NAME_PASS, NAME_TARGET,
-    RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD, TAIL_TARGET, ZONE_COMPLETE, ZONE_DEGRADED,
-    ZONE_ROTATE,
+    TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, MAX_QUERY_UDP_LEN, NAME_OTHER_TYPES,
+    NAME_PASS, NAME_TARGET, RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD, TAIL_TARGET,
+    ZONE_COMPLETE, ZONE_DEGRADED, ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
 use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
@@ -81,6 +81,9 @@ static IFACE_ZERO: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(1,
 
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The longest frame that can hold a query the kernel answers.
+const MAX_QUERY_FRAME: usize = headers::ETH_LEN + headers::IPV6_LEN + MAX_QUERY_UDP_LEN;
 
 struct Addrs;
 impl ServiceAddrs for Addrs {
@@ -155,8 +158,9 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
     let q = parse::parse(&f.bounds(), &Addrs, s)?;
     let z = ZONE.get(0).ok_or(Counter::NoRecord)?;
-    // No daemon keeping the records true: let the servers behind us answer.
-    if unsafe { bpf_ktime_get_ns() } > z.fresh_until_ns {
+    // No daemon keeping the records true: let the servers behind us answer. The coarse
+    // clock (a tick behind at most) is plenty against a window of a minute, and cheaper.
+    if unsafe { bpf_ktime_get_coarse_ns() } > z.fresh_until_ns {
         return Err(Counter::Stale);
     }
     // Maps the daemon could not make whole: an entry may be old.
@@ -385,8 +389,14 @@ pub fn xdns_xdp_target(ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn xdns_tc(ctx: TcContext) -> i32 {
-    // Queries are small; a non-linear skb is made linear so the parser sees all of it.
-    if ctx.data_end() - ctx.data() < ctx.len() as usize && ctx.pull_data(ctx.len()).is_err() {
+    // A query small enough to answer is made linear so the parser sees all of it; a
+    // larger packet (bulk TCP in GSO segments) is never pulled, which would copy it: the
+    // parser reads its headers where they are and passes it.
+    let len = ctx.len() as usize;
+    if ctx.data_end() - ctx.data() < len
+        && len <= MAX_QUERY_FRAME
+        && ctx.pull_data(len as u32).is_err()
+    {
         return tc_verdict(&ctx, Outcome::Pass(Counter::Malformed));
     }
     tc_verdict(&ctx, answer(&Tc(&ctx)))

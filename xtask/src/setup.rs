@@ -32,6 +32,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "unbound",
         "the forwarding cache the benchmark compares with",
     ),
+    ("iperf3", "bulk TCP through an attached veth (bench)"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -267,7 +267,8 @@ impl KernelMaps {
 /// an uninstalled or crash-looping daemon's records stop being served within a minute.
 pub const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// CLOCK_MONOTONIC, the clock of the kernel's `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC, the clock of the kernel's `bpf_ktime_get_coarse_ns` (which lags it by a
+/// tick at most).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

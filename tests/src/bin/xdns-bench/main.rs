@@ -7,6 +7,7 @@
 //!   address; answered queries per second and the share the kernel answered, per attach
 //!   mode and for userspace with no program attached.
 //! - Latency: dnsperf at a moderate rate, per-query latencies (`-v`), sorted.
+mod bulk;
 mod cache;
 mod chaos;
 mod flood;
@@ -49,7 +50,7 @@ fn run() -> Result<(), String> {
             }
             "--only" => {
                 only = Some(args.next().ok_or(
-                    "--only program|namespaces|scale|scale-10k|scale-100k|cache|ndots|chaos",
+                    "--only program|namespaces|bulk|scale|scale-10k|scale-100k|cache|ndots|chaos",
                 )?)
             }
             other => return Err(format!("unknown argument {other}")),
@@ -69,6 +70,9 @@ fn run() -> Result<(), String> {
     }
     if run("namespaces") {
         flood::on_namespaces(seconds)?;
+    }
+    if run("bulk") {
+        bulk::bulk_tcp(seconds)?;
     }
     if run("scale") || run("scale-10k") {
         scale::run(10_000)?;

@@ -13,7 +13,7 @@ pub const PRODUCT: &str = "xdns";
 /// in a folder named after it, so a daemon of another layout never adopts maps it would
 /// misread: it builds its own beside them and takes the pinned links over once they are
 /// filled. Bump it with any change to a pinned map's type.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Longest name in wire format, root label included (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -446,10 +446,17 @@ pub mod maps {
     pub const SCRATCH: &str = "SCRATCH";
     /// The zone's wire name ([`super::NameKey`], one entry), for the NXDOMAIN suffix check.
     pub const ZONE_NAME: &str = "ZONE_NAME";
-    /// Per-CPU counters per interface index ([`super::IfaceCounters`]).
+    /// Per-CPU counters per interface ([`super::IfaceCounters`]), an array indexed by the
+    /// interface's slot: a preallocated per-CPU hash of every possible interface index would
+    /// take its size times the CPUs in locked memory.
     pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
-    /// Interfaces counted at most; the daemon deletes the entries of interfaces that go.
-    pub const IFACE_COUNTERS_MAX: u32 = 8192;
+    /// Interface index → its slot in [`IFACE_COUNTERS`], given by the daemon as it attaches
+    /// the interface and taken back as it goes; an interface without one is counted only
+    /// in the global counters.
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+    /// Interfaces counted at most (pods per node are a few hundred): 168 bytes a slot per
+    /// CPU, 172 KiB per CPU.
+    pub const IFACE_SLOTS_MAX: u32 = 1024;
     /// Names the kernel can hold: 100k Services with a named port are about 300k names.
     /// The map is not preallocated: memory follows the records actually stored, plus 16
     /// bytes of bucket per slot (8 MiB).

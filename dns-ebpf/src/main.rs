@@ -23,7 +23,7 @@ use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::{TcContext, XdpContext},
 };
 use dns_common::{
@@ -71,13 +71,11 @@ static TC_TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_COUNT, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 #[map(name = "IFACE_COUNTERS")]
-static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
-    PerCpuHashMap::with_max_entries(m::IFACE_COUNTERS_MAX, 0);
+static IFACE_COUNTERS: PerCpuArray<IfaceCounters> =
+    PerCpuArray::with_max_entries(m::IFACE_SLOTS_MAX, 0);
 
-/// One all-zero value to create an interface's counters from: 168 bytes would not fit the
-/// stack beside the answer path's frame.
-#[map(name = "IFACE_ZERO")]
-static IFACE_ZERO: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "IFACE_SLOTS")]
+static IFACE_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(m::IFACE_SLOTS_MAX, 0);
 
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -93,8 +91,8 @@ impl ServiceAddrs for Addrs {
     }
 }
 
-/// Counts `c` in the global array and, for DNS to us, in `ifindex`'s entry (created on
-/// its first packet).
+/// Counts `c` in the global array and, for DNS to us, in the slot the daemon gave
+/// `ifindex` (none yet: the global count only).
 #[inline(always)]
 fn count(ifindex: u32, c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
@@ -104,19 +102,11 @@ fn count(ifindex: u32, c: Counter) {
     if !c.per_iface() {
         return;
     }
-    let p = match IFACE_COUNTERS.get_ptr_mut(ifindex) {
-        Some(p) => p,
-        None => {
-            let Some(zero) = IFACE_ZERO.get(0) else {
-                return;
-            };
-            // BPF_NOEXIST: another CPU may have created it meanwhile; either way it exists.
-            let _ = IFACE_COUNTERS.insert(ifindex, zero, 1);
-            match IFACE_COUNTERS.get_ptr_mut(ifindex) {
-                Some(p) => p,
-                None => return,
-            }
-        }
+    let Some(slot) = (unsafe { IFACE_SLOTS.get(&ifindex) }) else {
+        return;
+    };
+    let Some(p) = IFACE_COUNTERS.get_ptr_mut(*slot) else {
+        return;
     };
     let i = c as usize;
     if i < COUNTER_COUNT as usize {

@@ -1214,3 +1214,35 @@ fn a_tail_call_across_a_hand_over_reads_its_own_packet() {
     }
     drop((old, new, maps));
 }
+
+/// Per-interface counters live in slots the daemon gives the interfaces it serves: an
+/// interface with a slot is counted there (a tc run comes in on `lo`, index 1), one without
+/// only globally, and a slot taken back and given again starts from zero.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn interfaces_are_counted_in_the_slots_the_daemon_gives() {
+    let Some(mut k) = setup() else { return };
+    let q = dns_query(1, 0x0100, &wire("web.shop.svc.cluster.local"), 1, 1, None);
+    let answered = |k: &Kernel| -> Vec<(u32, u64)> {
+        let per_iface = k.maps.iface_counters().unwrap();
+        per_iface
+            .iter()
+            .map(|(i, c)| (*i, c.get(Counter::Answered)))
+            .collect()
+    };
+    // No slot yet: counted globally only.
+    let before = k.counter(Counter::Answered);
+    assert_eq!(k.run(Hook::Tc, &frame4(&q)).0, Hook::Tc.answered());
+    assert_eq!(k.counter(Counter::Answered), before + 1);
+    assert_eq!(answered(&k), []);
+    k.maps.sync_iface_slots(&[1, 7].into()).unwrap();
+    assert_eq!(answered(&k), [(1, 0), (7, 0)]);
+    k.run(Hook::Tc, &frame4(&q));
+    k.run(Hook::Tc, &frame4(&q));
+    assert_eq!(answered(&k), [(1, 2), (7, 0)]);
+    // Index 1 goes and comes back: a fresh slot, from zero; 7 keeps its own.
+    k.maps.sync_iface_slots(&[7].into()).unwrap();
+    assert_eq!(answered(&k), [(7, 0)]);
+    k.maps.sync_iface_slots(&[1, 7].into()).unwrap();
+    assert_eq!(answered(&k), [(1, 0), (7, 0)]);
+}

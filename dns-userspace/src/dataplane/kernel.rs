@@ -125,6 +125,7 @@ impl Kernel {
         for iface in self.links.sweep() {
             tracing::info!(iface, "dropped the pin of an interface no longer served");
         }
+        self.sync_counter_slots();
         // Every link runs our programs now: maps of another layout, and the program
         // arrays of another load, serve nobody.
         for old in super::sweep_other_layouts(&self.pin_dir) {
@@ -163,7 +164,18 @@ impl Kernel {
                 }),
             }
         }
+        if !changes.is_empty() {
+            self.sync_counter_slots();
+        }
         changes
+    }
+
+    /// A counter slot for each interface served, and none for the others.
+    fn sync_counter_slots(&mut self) {
+        let served = self.links.held().map(|p| p.ifindex).collect();
+        if let Err(e) = self.maps.sync_iface_slots(&served) {
+            tracing::warn!(error = %e, "per-interface counter slots");
+        }
     }
 
     /// The attach mode of every interface served.

@@ -6,7 +6,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     Ebpf,
 };
 use dns_common::{
@@ -62,7 +62,8 @@ pub struct KernelMaps {
     fresh_for: std::time::Duration,
     /// One kernel answer in this many to the query log ring (0: none).
     log_sample: u32,
-    iface_counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
+    iface_counters: PerCpuArray<MapData, IfaceCounters>,
+    iface_slots: HashMap<MapData, u32, u32>,
 }
 
 impl KernelMaps {
@@ -84,8 +85,10 @@ impl KernelMaps {
             zone_name: Array::try_from(take(m::ZONE_NAME)?).map_err(map_err(m::ZONE_NAME))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
-            iface_counters: PerCpuHashMap::try_from(take(m::IFACE_COUNTERS)?)
+            iface_counters: PerCpuArray::try_from(take(m::IFACE_COUNTERS)?)
                 .map_err(map_err(m::IFACE_COUNTERS))?,
+            iface_slots: HashMap::try_from(take(m::IFACE_SLOTS)?)
+                .map_err(map_err(m::IFACE_SLOTS))?,
         })
     }
 
@@ -243,12 +246,57 @@ impl KernelMaps {
 
     /// Counters per interface index, for DNS to us (see [`Counter::per_iface`]).
     pub fn iface_counters(&self) -> Result<BTreeMap<u32, Counters>> {
-        read_iface_counters(&self.iface_counters)
+        read_iface_counters(&self.iface_slots, &self.iface_counters)
     }
 
-    /// Drops a gone interface's counters (its index may come back as another device).
+    /// Gives each interface served a counter slot (zeroed, the lowest free) and takes
+    /// back the slots of the others; slots already held (a restart) are kept, so are their
+    /// counts. An interface past the last slot is counted in the global counters only.
+    pub fn sync_iface_slots(&mut self, served: &BTreeSet<u32>) -> Result<()> {
+        let held: BTreeMap<u32, u32> = self.iface_slots.iter().filter_map(|e| e.ok()).collect();
+        for ifindex in held.keys().filter(|i| !served.contains(i)) {
+            self.forget_iface(*ifindex);
+        }
+        let mut used: BTreeSet<u32> = held
+            .iter()
+            .filter(|(i, _)| served.contains(i))
+            .map(|(_, s)| *s)
+            .collect();
+        let zero = IfaceCounters {
+            n: [0; COUNTER_COUNT as usize],
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Map {
+            name: m::IFACE_COUNTERS,
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        for ifindex in served.iter().filter(|i| !held.contains_key(i)) {
+            let Some(slot) = (0..m::IFACE_SLOTS_MAX).find(|s| !used.contains(s)) else {
+                tracing::warn!(
+                    ifindex,
+                    "no interface counter slot left: counted globally only"
+                );
+                continue;
+            };
+            // Zeroed before the kernel can find it: the slot's last owner counted there.
+            let zeros = PerCpuValues::try_from(vec![zero; cpus]).map_err(|e| Error::Map {
+                name: m::IFACE_COUNTERS,
+                source: aya::maps::MapError::IoError(e),
+            })?;
+            self.iface_counters
+                .set(slot, zeros, 0)
+                .map_err(map_err(m::IFACE_COUNTERS))?;
+            self.iface_slots
+                .insert(ifindex, slot, 0)
+                .map_err(map_err(m::IFACE_SLOTS))?;
+            used.insert(slot);
+        }
+        Ok(())
+    }
+
+    /// Takes back a gone interface's counter slot (its index may come back as another
+    /// device; the slot is zeroed when given again).
     pub fn forget_iface(&mut self, ifindex: u32) {
-        let _ = self.iface_counters.remove(&ifindex);
+        let _ = self.iface_slots.remove(&ifindex);
     }
 
     /// Names the kernel holds (counted as written, else read from the map).
@@ -321,11 +369,13 @@ pub(super) fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Counters>
 }
 
 pub(super) fn read_iface_counters(
-    map: &PerCpuHashMap<MapData, u32, IfaceCounters>,
+    slots: &HashMap<MapData, u32, u32>,
+    counters: &PerCpuArray<MapData, IfaceCounters>,
 ) -> Result<BTreeMap<u32, Counters>> {
     let mut out = BTreeMap::new();
-    for entry in map.iter() {
-        let (ifindex, per_cpu) = entry.map_err(map_err(m::IFACE_COUNTERS))?;
+    for entry in slots.iter() {
+        let (ifindex, slot) = entry.map_err(map_err(m::IFACE_SLOTS))?;
+        let per_cpu = counters.get(&slot, 0).map_err(map_err(m::IFACE_COUNTERS))?;
         let mut sum = vec![0u64; COUNTER_COUNT as usize];
         for c in per_cpu.iter() {
             for (s, n) in sum.iter_mut().zip(c.n) {

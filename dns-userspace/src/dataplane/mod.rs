@@ -66,12 +66,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Maps shared across daemon restarts, pinned by name under the pin folder.
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
     m::RECORDS,
     m::ZONE,
     m::SERVICE_ADDRS,
     m::COUNTERS,
     m::IFACE_COUNTERS,
+    m::IFACE_SLOTS,
     m::ZONE_NAME,
     m::POD_NS,
     m::POD_ADDRS,

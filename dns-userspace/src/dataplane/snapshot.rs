@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     Pod,
 };
 use dns_common::{maps as m, NameKey, NameRecords, TargetRecord, ZoneInfo};
@@ -116,11 +116,13 @@ impl Snapshot {
 
 /// Per-interface counters from the pinned map.
 pub fn pinned_iface_counters(pin_dir: &Path) -> Result<BTreeMap<u32, Counters>> {
-    let data = MapData::from_pin(super::maps_dir(pin_dir).join(m::IFACE_COUNTERS))
+    let dir = super::maps_dir(pin_dir);
+    let pin = |name: &'static str| MapData::from_pin(dir.join(name)).map_err(map_err(name));
+    let counters = PerCpuArray::try_from(Map::PerCpuArray(pin(m::IFACE_COUNTERS)?))
         .map_err(map_err(m::IFACE_COUNTERS))?;
-    let map =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err(m::IFACE_COUNTERS))?;
-    read_iface_counters(&map)
+    let slots =
+        HashMap::try_from(Map::HashMap(pin(m::IFACE_SLOTS)?)).map_err(map_err(m::IFACE_SLOTS))?;
+    read_iface_counters(&slots, &counters)
 }
 
 /// A pinned hash map of a running (or stopped) daemon, by name.

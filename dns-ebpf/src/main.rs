@@ -102,7 +102,7 @@ fn count(ifindex: u32, c: Counter) {
     if !c.per_iface() {
         return;
     }
-    let Some(slot) = (unsafe { IFACE_SLOTS.get(&ifindex) }) else {
+    let Some(slot) = (unsafe { IFACE_SLOTS.get(ifindex) }) else {
         return;
     };
     let Some(p) = IFACE_COUNTERS.get_ptr_mut(*slot) else {

@@ -9,6 +9,15 @@ use std::{
 
 use crate::client::query_bytes;
 
+/// The search path kubelet writes into a pod's resolv.conf in namespace `ns`.
+pub fn search_path(ns: &str, zone: &str) -> Vec<String> {
+    vec![
+        format!("{ns}.svc.{zone}"),
+        format!("svc.{zone}"),
+        zone.to_owned(),
+    ]
+}
+
 /// The names glibc tries for `name`, in order.
 pub fn candidates(name: &str, search: &[String], ndots: usize) -> Vec<String> {
     if let Some(abs) = name.strip_suffix('.') {
@@ -149,13 +158,7 @@ mod tests {
 
     #[test]
     fn glibc_search_order() {
-        let search: Vec<String> = [
-            "shop.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-        ]
-        .map(String::from)
-        .to_vec();
+        let search = search_path("shop", "cluster.local");
         assert_eq!(
             candidates("api.example.com", &search, 5),
             [

@@ -44,13 +44,7 @@ pub fn ndots_workload(seconds: u64) -> Result<(), String> {
     ]
     .map(String::from)
     .to_vec();
-    let search: Vec<String> = [
-        "shop.svc.cluster.local",
-        "svc.cluster.local",
-        "cluster.local",
-    ]
-    .map(String::from)
-    .to_vec();
+    let search = tests::ndots::search_path("shop", "cluster.local");
     let server: std::net::SocketAddr = format!("{SVC4}:53").parse().map_err(|e| format!("{e}"))?;
     println!("\n### ndots:5 lookups from a pod in namespace `shop`\n");
     println!(

@@ -150,9 +150,8 @@ impl Kernel {
         let (new, gone) = discover::diff(&present, &attached, &wanted);
         let mut changes = Vec::new();
         for iface in gone {
-            if let Some(pin) = self.links.forget(&iface) {
-                self.maps.forget_iface(pin.ifindex);
-            }
+            // Its counter slot goes back in `sync_counter_slots` below.
+            self.links.forget(&iface);
             changes.push(Change::Gone { iface });
         }
         for iface in new {

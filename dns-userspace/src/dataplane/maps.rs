@@ -295,7 +295,7 @@ impl KernelMaps {
 
     /// Takes back a gone interface's counter slot (its index may come back as another
     /// device; the slot is zeroed when given again).
-    pub fn forget_iface(&mut self, ifindex: u32) {
+    fn forget_iface(&mut self, ifindex: u32) {
         let _ = self.iface_slots.remove(&ifindex);
     }
 

@@ -14,7 +14,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsutils", "dig"),
     ("knot-dnsutils", "kdig"),
     ("dnsperf", "latency percentiles"),
-    ("knot", "kxdpgun load generator"),
+    (
+        "knot",
+        "kxdpgun load generator, and Knot DNS in XDP mode (bench)",
+    ),
+    ("nsd", "an authoritative server the benchmark compares with"),
     ("nftables", "proving answered queries skip netfilter"),
     ("curl", "probing /health and /ready"),
     ("python3", "Python's getaddrinfo as a client"),

@@ -11,6 +11,7 @@ mod bulk;
 mod cache;
 mod chaos;
 mod flood;
+mod hot;
 mod ndots;
 mod program;
 mod scale;
@@ -48,11 +49,9 @@ fn run() -> Result<(), String> {
                     .and_then(|s| s.parse().ok())
                     .ok_or("--seconds N")?
             }
-            "--only" => {
-                only = Some(args.next().ok_or(
-                    "--only program|namespaces|bulk|scale|scale-10k|scale-100k|cache|ndots|chaos",
-                )?)
-            }
+            "--only" => only = Some(args.next().ok_or(
+                "--only program|hot|namespaces|bulk|scale|scale-10k|scale-100k|cache|ndots|chaos",
+            )?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -67,6 +66,9 @@ fn run() -> Result<(), String> {
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("program") {
         program::program_cost()?;
+    }
+    if run("hot") {
+        hot::under_flood(seconds)?;
     }
     if run("namespaces") {
         flood::on_namespaces(seconds)?;

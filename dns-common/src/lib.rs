@@ -207,7 +207,8 @@ pub struct Scratch {
     pub next_label: u32,
     /// Wire length of the name, root label included; 0 until the walk finds the end.
     pub qlen: u32,
-    /// Ones'-complement partial sum of the name bytes as they sit in the UDP segment.
+    /// Ones'-complement partial sum of the name bytes as they sit in the UDP segment, read
+    /// as little-endian 32-bit words (fold and swap its bytes for the big-endian sum).
     pub name_sum: u64,
     /// Bit `i` set: offset `i` of the name is a length octet (a label starts there). Tells
     /// a zone suffix that starts on a label from bytes that only look like one.

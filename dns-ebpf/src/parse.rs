@@ -183,21 +183,22 @@ fn ipv6(b: &Bounds) -> Result<(usize, usize, u8, ServiceAddr), Counter> {
     Ok((ETH_LEN + IPV6_LEN, plen, 1, ServiceAddr::v6(dst)))
 }
 
+/// Most labels a name can have: every label but the root takes two bytes at least.
+const MAX_LABELS: usize = MAX_NAME_LEN / 2 + 1;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
 /// Walks the QNAME at `off`: checks the label structure, writes the lower-cased name into the
 /// scratch key (zero padded) and the name's checksum contribution, and returns its length.
 ///
-/// The walk's state lives in the per-CPU scratch value, read and written volatile: the
-/// verifier then sees the same register state at the top of every iteration, whichever path
-/// led there, and prunes instead of exploring 2^255 paths.
+/// Two passes: the labels' length octets first (one step a label), then the name eight
+/// bytes at a time (lower case, checksum and the last upper-case letter by word
+/// arithmetic). The walk's state lives in the per-CPU scratch value, read and written
+/// volatile: the verifier then sees the same register state at the top of every
+/// iteration, whichever path led there, and prunes instead of exploring every path.
 #[inline(always)]
 fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> {
     unsafe {
-        let key = (*s).key.name.as_mut_ptr();
-        let mut w = 0;
-        while w < NAME_KEY_LEN {
-            write_volatile(key.add(w) as *mut u64, 0);
-            w += 8;
-        }
         write_volatile(&mut (*s).next_label, 0);
         write_volatile(&mut (*s).qlen, 0);
         write_volatile(&mut (*s).name_sum, 0);
@@ -209,35 +210,27 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
             w += 8;
         }
 
-        let mut i = 0;
-        while i < MAX_NAME_LEN {
+        let mut n = 0;
+        while n < MAX_LABELS {
+            let i = read_volatile(&(*s).next_label) as usize & (NAME_KEY_LEN - 1);
             let c = *ptr_at::<u8>(b, off + i)?;
-            if i == read_volatile(&(*s).next_label) as usize {
-                if c == 0 {
-                    write_volatile(&mut (*s).qlen, i as u32 + 1);
-                    break;
-                }
-                // 0xc0 is a compression pointer, 0x40/0x80 are obsolete label types.
-                if c > 63 {
-                    return Err(Counter::BadName);
-                }
-                write_volatile(&mut (*s).next_label, (i + 1) as u32 + c as u32);
-                let bit = starts.add((i >> 3) & (NAME_KEY_LEN / 8 - 1));
-                write_volatile(bit, read_volatile(bit) | (1 << (i & 7)));
+            if c == 0 {
+                write_volatile(&mut (*s).qlen, i as u32 + 1);
+                break;
             }
-            let l = lower(c);
-            if l != c {
-                write_volatile(&mut (*s).upper_end, i as u32 + 1);
+            // 0xc0 is a compression pointer, 0x40/0x80 are obsolete label types.
+            if c > 63 {
+                return Err(Counter::BadName);
             }
-            write_volatile(key.add(i), l);
-            // The name starts at an even offset of the UDP segment (8 + 12).
-            let add = if i & 1 == 0 {
-                (c as u64) << 8
-            } else {
-                c as u64
-            };
-            write_volatile(&mut (*s).name_sum, read_volatile(&(*s).name_sum) + add);
-            i += 1;
+            let bit = starts.add(i >> 3);
+            write_volatile(bit, read_volatile(bit) | (1 << (i & 7)));
+            // The root label must sit at offset 254 at most: 255 bytes in all.
+            let next = i + 1 + c as usize;
+            if next >= MAX_NAME_LEN {
+                return Err(Counter::BadName);
+            }
+            write_volatile(&mut (*s).next_label, next as u32);
+            n += 1;
         }
         // Masked, not only compared: the compiler may reuse an unchecked copy of the loaded
         // value for offsets, and the mask bounds every copy derived after it.
@@ -245,17 +238,97 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
         if qlen == 0 {
             return Err(Counter::BadName);
         }
-        Ok(qlen)
+        // Zeroed first, then only the name's words written: the key is hashed whole.
+        let key = (*s).key.name.as_mut_ptr() as *mut u64;
+        let mut k = 0;
+        while k < NAME_KEY_LEN / 8 {
+            write_volatile(key.add(k), 0);
+            k += 1;
+        }
+        let mut k = 0;
+        while k < NAME_KEY_LEN / 8 {
+            let at = k * 8;
+            // Read each time, not kept in a register: `at < qlen` would narrow a kept
+            // copy's range differently on each path, and the verifier would then walk
+            // the rest of the program once per range instead of pruning.
+            let qlen = read_volatile(&(*s).qlen) as usize & 0xff;
+            if at >= qlen {
+                break;
+            }
+            write_volatile(key.add(k), name_word(b, off, at, qlen, s)?);
+            k += 1;
+        }
+        // Read again: each word's `at < qlen` narrowed the register's range on its own
+        // path, and the verifier would walk everything after once per range.
+        Ok(read_volatile(&(*s).qlen) as usize & 0xff)
     }
 }
 
+/// Name bytes `at..at + 8` (zero past the name), lower-cased; adds the raw bytes to the
+/// checksum and notes the last upper-case letter.
 #[inline(always)]
-fn lower(c: u8) -> u8 {
-    if c.wrapping_sub(b'A') < 26 {
-        c | 0x20
+fn name_word(
+    b: &Bounds,
+    off: usize,
+    at: usize,
+    qlen: usize,
+    s: *mut Scratch,
+) -> Result<u64, Counter> {
+    let valid = qlen - at;
+    let raw = match ptr_at::<u64>(b, off + at) {
+        Ok(p) => unsafe { core::ptr::read_unaligned(p) },
+        // The name's last word would run past the packet: the eight bytes that end with
+        // QCLASS hold it, shifted (little endian: the first byte is the lowest). A packet
+        // too short for those is malformed whichever way it is read.
+        Err(_) => {
+            let back = (at + 8 - (qlen + 4)) & 7;
+            // Laundered through memory and masked: LLVM would otherwise address the load
+            // as 4 bytes before a checked pointer, which the verifier refuses.
+            let start = unsafe {
+                write_volatile(&mut (*s).next_label, (off + qlen - 4) as u32);
+                read_volatile(&(*s).next_label) as usize & 0x7ff
+            };
+            let p = ptr_at::<u64>(b, start)?;
+            unsafe { core::ptr::read_unaligned(p) >> (back * 8) }
+        }
+    };
+    let raw = if valid >= 8 {
+        raw
     } else {
-        c
+        raw & ((1u64 << ((valid & 7) * 8)) - 1)
+    };
+    // Bytes 'A'..='Z': the top bit of each byte set where it is at least 'A' and not past
+    // 'Z' (computed on the low seven bits, so no carry crosses a byte), and was clear.
+    let low7 = raw & !HIGH;
+    let ge_a = low7 + ONES * (0x80 - b'A' as u64);
+    let gt_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+    let upper = ge_a & !gt_z & !raw & HIGH;
+    unsafe {
+        // Little-endian 32-bit halves: folded and byte-swapped once, the same ones'-
+        // complement sum as the name's big-endian 16-bit words (it starts on an even offset
+        // of the UDP segment, 8 + 12).
+        let sum = read_volatile(&(*s).name_sum) + (raw & 0xffff_ffff) + (raw >> 32);
+        write_volatile(&mut (*s).name_sum, sum);
+        let upper_bytes = bytes_through_last(upper);
+        if upper_bytes != 0 {
+            write_volatile(&mut (*s).upper_end, (at + upper_bytes) as u32);
+        }
     }
+    Ok(raw | (upper >> 2))
+}
+
+/// One past the index of the highest byte whose top bit is set in `m` (only top bits
+/// set), 0 if none. Without branches: a constant left in a register on one path would
+/// keep the verifier from merging the paths.
+#[inline(always)]
+fn bytes_through_last(m: u64) -> usize {
+    // One bit per byte, then smeared down: the bytes up to the last are all 1.
+    let mut m = m >> 7;
+    m |= m >> 8;
+    m |= m >> 16;
+    m |= m >> 32;
+    // Their count, summed into the top byte.
+    (m.wrapping_mul(ONES) >> 56) as usize
 }
 
 /// Most EDNS options a query may carry and still be answered here.

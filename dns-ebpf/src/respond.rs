@@ -66,7 +66,8 @@ fn rr_fixed(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
 
 /// Rewrites the Ethernet, IP, UDP and DNS headers of a frame already resized to
 /// `reply_len`, and returns the UDP checksum's partial sum over all of them, the
-/// pseudo-header and the QNAME (`name_sum`, summed during the parse).
+/// pseudo-header and the QNAME (`name_sum`, summed during the parse as little-endian
+/// 32-bit halves: folded and byte-swapped, the sum of its big-endian 16-bit words).
 #[inline(always)]
 fn headers(
     b: &Bounds,
@@ -125,7 +126,7 @@ fn headers(
         sum += word((*dns).id[0], (*dns).id[1]) + word((*dns).flags[0], rcode) + 1;
         sum += ancount as u64 + nscount as u64 + q.has_opt as u64;
     }
-    Ok(sum + name_sum)
+    Ok(sum + fold(name_sum).swap_bytes() as u64)
 }
 
 /// Writes the OPT record at `off` (when the query had one); returns its words' sum as if

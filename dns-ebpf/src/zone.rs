@@ -34,8 +34,27 @@ pub enum Place {
     Reverse,
 }
 
-const IN_ADDR_ARPA: &[u8] = b"\x07in-addr\x04arpa\x00";
-const IP6_ARPA: &[u8] = b"\x03ip6\x04arpa\x00";
+/// The reverse zones' wire names as little-endian words, zero padded.
+const IN_ADDR_ARPA: ([u64; 2], usize) = words(b"\x07in-addr\x04arpa\x00\x00\x00");
+const IP6_ARPA: ([u64; 2], usize) = words(b"\x03ip6\x04arpa\x00\x00\x00\x00\x00\x00\x00");
+
+/// A name of up to 16 bytes as two words, and its length (up to the root label).
+const fn words(b: &[u8; 16]) -> ([u64; 2], usize) {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        lo[i] = b[i];
+        hi[i] = b[i + 8];
+        i += 1;
+    }
+    // The wire name ends at its first zero length octet, read label by label.
+    let mut len = 0;
+    while b[len] != 0 {
+        len += b[len] as usize + 1;
+    }
+    ([u64::from_le_bytes(lo), u64::from_le_bytes(hi)], len + 1)
+}
 
 /// Whether the walked name (`qlen` bytes, lower-cased in the scratch key) ends in the
 /// zone `zone` (`zone_len` bytes) or a reverse zone on a label boundary, and where;
@@ -48,13 +67,18 @@ pub fn place(
     zone_len: usize,
 ) -> Result<Place, Counter> {
     if let Some(start) = suffix_start(s, qlen, zone_len) {
-        if ends_with(s, start, &zone.name, zone_len) {
+        let z = zone.name.as_ptr();
+        // In bounds: `ends_with` reads whole words below `zone_len` only.
+        let zone_word = |j: usize| unsafe {
+            core::ptr::read_unaligned(z.add((j * 8) & (NAME_KEY_LEN - 8)) as *const u64)
+        };
+        if ends_with(s, start, zone_word, zone_len) {
             return Ok(Place::Zone(start));
         }
     }
-    for r in [IN_ADDR_ARPA, IP6_ARPA] {
-        if let Some(start) = suffix_start(s, qlen, r.len()) {
-            if ends_with(s, start, r, r.len()) {
+    for (w, len) in [IN_ADDR_ARPA, IP6_ARPA] {
+        if let Some(start) = suffix_start(s, qlen, len) {
+            if ends_with(s, start, |j| w[j & 1], len) {
                 return Ok(Place::Reverse);
             }
         }
@@ -78,18 +102,32 @@ fn suffix_start(s: *mut Scratch, qlen: usize, len: usize) -> Option<usize> {
     label_start(s, start).then_some(start)
 }
 
-/// Whether the walked name from `start` on is the first `len` bytes of `suffix`.
+/// Whether the walked name from `start` on is the `len` bytes `word(0)`, `word(1)`, ...
+/// hold (little endian), compared eight bytes at a time.
 #[inline(always)]
-fn ends_with(s: *const Scratch, start: usize, suffix: &[u8], len: usize) -> bool {
-    let mut i = 0;
-    while i < MAX_NAME_LEN {
-        if i >= len || i >= suffix.len() {
+fn ends_with(s: *const Scratch, start: usize, word: impl Fn(usize) -> u64, len: usize) -> bool {
+    let key = unsafe { (*s).key.name.as_ptr() };
+    let mut j = 0;
+    while j < NAME_KEY_LEN / 8 {
+        let at = j * 8;
+        if at >= len {
             break;
         }
-        if key_at(s, start + i) != suffix[i & (NAME_KEY_LEN - 1)] {
+        // Past the key's end only where the name reaches it, and those bytes are masked
+        // out: the scratch value goes on after the key.
+        let mine = unsafe {
+            core::ptr::read_unaligned(key.add((start + at) & (NAME_KEY_LEN - 1)) as *const u64)
+        };
+        let rest = len - at;
+        let mask = if rest >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << ((rest & 7) * 8)) - 1
+        };
+        if (mine ^ word(j)) & mask != 0 {
             return false;
         }
-        i += 1;
+        j += 1;
     }
     true
 }

@@ -13,7 +13,7 @@ pub const PRODUCT: &str = "xdns";
 /// in a folder named after it, so a daemon of another layout never adopts maps it would
 /// misread: it builds its own beside them and takes the pinned links over once they are
 /// filled. Bump it with any change to a pinned map's type.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Longest name in wire format, root label included (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -61,6 +61,87 @@ impl NameKey {
             }
             i += len + 1;
         }
+    }
+}
+
+/// The records and targets maps' key: two independent 64-bit keyed hashes of the lower-
+/// cased wire name. Sixteen bytes to hash and compare per lookup instead of 256; the seeds
+/// are random per node ([`ZoneInfo::seed`]), so names that collide cannot be chosen from
+/// outside, and the daemon writes a name whose key another name shares as one that passes.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct RecordKey {
+    pub h: [u64; 2],
+}
+const _: () = assert!(size_of::<RecordKey>() == 16);
+
+/// Odd multipliers and rotations of the two lanes (from xxHash and the golden ratio).
+const LANE_MUL: [u64; 2] = [0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f];
+const LANE_ROT: [u32; 2] = [31, 27];
+
+/// The hash of a name as the kernel computes it while it walks the name: started from
+/// the seeds and the name's length, fed one little-endian word of the lower-cased,
+/// zero-padded name at a time (words up to the one holding the root label), finished.
+#[derive(Clone, Copy, Debug)]
+pub struct NameHash {
+    pub lanes: [u64; 2],
+}
+
+impl NameHash {
+    #[inline(always)]
+    pub const fn start(seed: [u64; 2], qlen: u64) -> Self {
+        Self {
+            lanes: [seed[0] ^ qlen, seed[1] ^ qlen.wrapping_mul(LANE_MUL[1])],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn word(self, w: u64) -> Self {
+        Self {
+            lanes: [
+                (self.lanes[0] ^ w)
+                    .wrapping_mul(LANE_MUL[0])
+                    .rotate_left(LANE_ROT[0]),
+                (self.lanes[1] ^ w)
+                    .wrapping_mul(LANE_MUL[1])
+                    .rotate_left(LANE_ROT[1]),
+            ],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn finish(self) -> RecordKey {
+        RecordKey {
+            h: [fmix64(self.lanes[0]), fmix64(self.lanes[1])],
+        }
+    }
+}
+
+/// MurmurHash3's finaliser: every input bit reaches every output bit.
+#[inline(always)]
+const fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+impl RecordKey {
+    /// The key of a lower-case wire name under `seed`; `None` if it is no wire name.
+    pub fn of(name: &NameKey, seed: [u64; 2]) -> Option<Self> {
+        let qlen = name.wire()?.len();
+        let mut h = NameHash::start(seed, qlen as u64);
+        let mut at = 0;
+        while at < qlen {
+            // Zero past the root label, as the kernel reads it.
+            let mut w = [0u8; 8];
+            let end = qlen.min(at + 8);
+            w[..end - at].copy_from_slice(name.name.get(at..end)?);
+            h = h.word(u64::from_le_bytes(w));
+            at += 8;
+        }
+        Some(h.finish())
     }
 }
 
@@ -123,8 +204,11 @@ pub struct ZoneInfo {
     /// One kernel answer in this many is written to [`maps::KERNEL_LOG`] for the query
     /// log (`--log-kernel-sample`); 0 writes none and costs one comparison an answer.
     pub log_sample: u32,
+    /// The seeds of [`RecordKey`]: random per node, chosen by the daemon that creates the
+    /// maps and kept by every daemon that adopts them.
+    pub seed: [u64; 2],
 }
-const _: () = assert!(size_of::<ZoneInfo>() == 48);
+const _: () = assert!(size_of::<ZoneInfo>() == 64);
 
 /// One answer the kernel gave, sampled for the query log (see [`ZoneInfo::log_sample`]):
 /// the question as answered (the lower-cased wire name), the response code and who asked
@@ -217,6 +301,9 @@ pub struct Scratch {
     /// [`Counter::ZoneCase`].
     pub upper_end: u32,
     pub _pad: u32,
+    /// The name's hash lanes while the walk feeds them, then its key.
+    pub hash: [u64; 2],
+    pub rkey: RecordKey,
     /// The parsed query, handed to a tail-called program.
     pub query: QueryState,
     /// A pod name's namespace and address, the key of the verified pods map.
@@ -232,6 +319,7 @@ const _: () = assert!(
         == NAME_KEY_LEN
             + 24
             + NAME_KEY_LEN / 8
+            + 32
             + size_of::<QueryState>()
             + size_of::<PodKey>()
             + 64
@@ -458,7 +546,7 @@ pub mod maps {
     /// Interfaces counted at most (pods per node are a few hundred): 168 bytes a slot per
     /// CPU, 172 KiB per CPU.
     pub const IFACE_SLOTS_MAX: u32 = 1024;
-    /// Names the kernel can hold: 100k Services with a named port are about 300k names.
+    /// [`super::RecordKey`] → [`super::NameRecords`]. Names the kernel can hold: 100k Services with a named port are about 300k names.
     /// The map is not preallocated: memory follows the records actually stored, plus 16
     /// bytes of bucket per slot (8 MiB).
     pub const RECORDS_MAX: u32 = 524288;
@@ -472,7 +560,7 @@ pub mod maps {
     pub const POD_ADDRS: &str = "POD_ADDRS";
     pub const POD_ADDRS_MAX: u32 = 262144;
     /// Names answered with one record whose data is a name: reverse names with exactly one
-    /// PTR, CNAMEs to outside the zone ([`super::NameKey`] → [`super::TargetRecord`]).
+    /// PTR, CNAMEs to outside the zone ([`super::RecordKey`] → [`super::TargetRecord`]).
     pub const TARGETS: &str = "TARGETS";
     pub const TARGETS_MAX: u32 = 262144;
     /// The programs the XDP and tc programs tail-call, at [`super::TAIL_POD`] and
@@ -503,11 +591,39 @@ pub mod programs {
     pub const TC_TARGET: &str = "xdns_tc_target";
 }
 
+#[cfg(test)]
+mod tests {
+    use super::{NameKey, RecordKey};
+
+    fn key(wire: &[u8], seed: [u64; 2]) -> RecordKey {
+        RecordKey::of(&NameKey::of(wire).unwrap(), seed).unwrap()
+    }
+
+    #[test]
+    fn a_record_key_depends_on_every_byte_of_the_name_and_the_seed() {
+        let name = b"\x03web\x04shop\x03svc\x07cluster\x05local\x00";
+        let k = key(name, [1, 2]);
+        assert_eq!(k, key(name, [1, 2]));
+        assert_ne!(k, key(name, [1, 3]));
+        assert_ne!(k, key(name, [3, 2]));
+        for i in 0..name.len() - 1 {
+            let mut other = *name;
+            other[i] ^= 0x01;
+            assert_ne!(k, key(&other, [1, 2]), "byte {i}");
+        }
+        // The key covers the name up to its root label only.
+        assert_eq!(key(b"\x01a\x00", [1, 2]), key(b"\x01a\x00\x07", [1, 2]));
+        assert!(RecordKey::of(&NameKey::zeroed(), [1, 2]).is_some());
+        assert!(RecordKey::of(&NameKey { name: [1; 256] }, [1, 2]).is_none());
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), padding-free (sizes asserted above) and valid for
     // any bit pattern.
     unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl aya::Pod for super::RecordKey {}
     unsafe impl aya::Pod for super::NameRecords {}
     unsafe impl aya::Pod for super::ZoneInfo {}
     unsafe impl aya::Pod for super::ServiceAddr {}

@@ -27,10 +27,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use dns_common::{
-    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, Scratch, ServiceAddr,
-    TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, MAX_QUERY_UDP_LEN, NAME_OTHER_TYPES,
-    NAME_PASS, NAME_TARGET, RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD, TAIL_TARGET,
-    ZONE_COMPLETE, ZONE_DEGRADED, ZONE_ROTATE,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, RecordKey, Scratch,
+    ServiceAddr, TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, MAX_QUERY_UDP_LEN,
+    NAME_OTHER_TYPES, NAME_PASS, NAME_TARGET, RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD,
+    TAIL_TARGET, ZONE_COMPLETE, ZONE_DEGRADED, ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
 use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
@@ -38,7 +38,7 @@ use parse::{Query, ServiceAddrs};
 use respond::Body;
 
 #[map(name = "RECORDS")]
-static RECORDS: HashMap<NameKey, NameRecords> =
+static RECORDS: HashMap<RecordKey, NameRecords> =
     HashMap::with_max_entries(m::RECORDS_MAX, m::NO_PREALLOC);
 
 #[map(name = "ZONE")]
@@ -58,7 +58,7 @@ static POD_NS: HashMap<PodKey, u8> = HashMap::with_max_entries(m::POD_NS_MAX, m:
 static POD_ADDRS: HashMap<PodKey, u8> = HashMap::with_max_entries(m::POD_ADDRS_MAX, m::NO_PREALLOC);
 
 #[map(name = "TARGETS")]
-static TARGETS: HashMap<NameKey, TargetRecord> =
+static TARGETS: HashMap<RecordKey, TargetRecord> =
     HashMap::with_max_entries(m::TARGETS_MAX, m::NO_PREALLOC);
 
 #[map(name = "XDP_TAILS")]
@@ -159,15 +159,16 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     }
     let zone_name = ZONE_NAME.get(0).ok_or(Counter::NoRecord)?;
     let place = zone::place(s, q.qlen, zone_name, z.zone_len as usize)?;
-    // By reference: the 256-byte key stays in the scratch map value, off the 512-byte stack.
+    // Only now, for a name under a zone served here: an outside one costs no hashing.
+    parse::record_key(s, z.seed);
     #[allow(clippy::needless_borrows_for_generic_args)]
-    if q.qtype == TYPE_PTR && unsafe { TARGETS.get(&(*s).key) }.is_some() {
+    if q.qtype == TYPE_PTR && unsafe { TARGETS.get(&(*s).rkey) }.is_some() {
         return Ok(hand_over(s, &q, TAIL_TARGET, 0));
     }
     // Any other PTR query is like any other type: NODATA or NXDOMAIN in the zone, and
     // userspace's outside it (reverse names without a record are forwarded).
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { RECORDS.get(&(*s).key) };
+    let rec = unsafe { RECORDS.get(&(*s).rkey) };
     let body = match rec {
         Some(rec) => {
             if rec.flags & NAME_PASS != 0 {
@@ -293,7 +294,7 @@ fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
     let (q, _) = handoff::restore(s)?;
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { TARGETS.get(&(*s).key) }.ok_or(Counter::PtrPass)?;
+    let rec = unsafe { TARGETS.get(&(*s).rkey) }.ok_or(Counter::PtrPass)?;
     let len = rec.len as usize;
     if !(2..=255).contains(&len) {
         return Err(Counter::PtrPass);

@@ -1,7 +1,9 @@
 //! Query validation: everything the kernel path must be sure of before it answers.
 use core::ptr::{read_volatile, write_volatile};
 
-use dns_common::{Counter, Scratch, ServiceAddr, MAX_NAME_LEN, MAX_QUERY_UDP_LEN, NAME_KEY_LEN};
+use dns_common::{
+    Counter, NameHash, Scratch, ServiceAddr, MAX_NAME_LEN, MAX_QUERY_UDP_LEN, NAME_KEY_LEN,
+};
 
 use crate::{
     headers::*,
@@ -183,6 +185,35 @@ fn ipv6(b: &Bounds) -> Result<(usize, usize, u8, ServiceAddr), Counter> {
     Ok((ETH_LEN + IPV6_LEN, plen, 1, ServiceAddr::v6(dst)))
 }
 
+/// The walked name's [`dns_common::RecordKey`] under `seed`, into the scratch value: the
+/// key words as written, the same function the daemon keys its entries with. Called
+/// only for names under a zone the kernel serves.
+#[inline(always)]
+pub fn record_key(s: *mut Scratch, seed: [u64; 2]) {
+    unsafe {
+        let qlen = read_volatile(&(*s).qlen) as usize & 0xff;
+        write_volatile(&mut (*s).hash, NameHash::start(seed, qlen as u64).lanes);
+        let key = (*s).key.name.as_ptr() as *const u64;
+        let mut k = 0;
+        while k < NAME_KEY_LEN / 8 {
+            // Read each time, as in the walk: a kept copy would split the verifier's paths.
+            let qlen = read_volatile(&(*s).qlen) as usize & 0xff;
+            if k * 8 >= qlen {
+                break;
+            }
+            let h = NameHash {
+                lanes: read_volatile(&(*s).hash),
+            };
+            write_volatile(&mut (*s).hash, h.word(read_volatile(key.add(k))).lanes);
+            k += 1;
+        }
+        let h = NameHash {
+            lanes: read_volatile(&(*s).hash),
+        };
+        write_volatile(&mut (*s).rkey, h.finish());
+    }
+}
+
 /// Most labels a name can have: every label but the root takes two bytes at least.
 const MAX_LABELS: usize = MAX_NAME_LEN / 2 + 1;
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -238,7 +269,8 @@ fn walk_name(b: &Bounds, off: usize, s: *mut Scratch) -> Result<usize, Counter> 
         if qlen == 0 {
             return Err(Counter::BadName);
         }
-        // Zeroed first, then only the name's words written: the key is hashed whole.
+        // Zeroed first, then only the name's words written: pod names and the zone
+        // checks read the key past the last word.
         let key = (*s).key.name.as_mut_ptr() as *mut u64;
         let mut k = 0;
         while k < NAME_KEY_LEN / 8 {

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use aya::Ebpf;
-use dns_common::{Counter, NameKey, NameRecords};
+use dns_common::{Counter, NameKey, NameRecords, RecordKey};
 use dns_userspace::{
     answer::{respond, Transport},
     dataplane::{self, maps::KernelMaps},
@@ -1134,10 +1134,11 @@ fn a_batch_write_lands_every_entry() {
         panic!("the records map is a hash map");
     };
     let n = 2500;
-    let keys: Vec<NameKey> = (0..n)
+    let seed = [0x1234, 0x5678];
+    let keys: Vec<RecordKey> = (0..n)
         .map(|i| {
             let name = wire_from_dotted(&format!("s{i}.ns.svc.cluster.local")).unwrap();
-            NameKey::of(&name).unwrap()
+            RecordKey::of(&NameKey::of(&name).unwrap(), seed).unwrap()
         })
         .collect();
     let values: Vec<NameRecords> = (0..n)
@@ -1150,7 +1151,7 @@ fn a_batch_write_lands_every_entry() {
         .collect();
     batch::update(&data, &keys, &values)
         .unwrap_or_else(|e| panic!("batch write: {} ({} written)", e.source, e.written));
-    let map: HashMap<_, NameKey, NameRecords> = HashMap::try_from(Map::HashMap(data)).unwrap();
+    let map: HashMap<_, RecordKey, NameRecords> = HashMap::try_from(Map::HashMap(data)).unwrap();
     assert_eq!(map.keys().count(), n);
     for (k, v) in keys.iter().zip(&values) {
         assert!(

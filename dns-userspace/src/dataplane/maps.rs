@@ -1,7 +1,7 @@
 //! Typed handles on the kernel maps the daemon writes: the zone, the records (kept equal to
 //! the model by [`super::mirror::Mirror`]), service addresses, counters.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::IpAddr,
 };
 
@@ -10,8 +10,8 @@ use aya::{
     Ebpf,
 };
 use dns_common::{
-    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, ServiceAddr, TargetRecord,
-    ZoneInfo, COUNTER_COUNT, ZONE_COMPLETE, ZONE_DEGRADED,
+    maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, RecordKey, ServiceAddr,
+    TargetRecord, ZoneInfo, COUNTER_COUNT, NAME_PASS, ZONE_COMPLETE, ZONE_DEGRADED,
 };
 
 pub use super::mirror::SyncStats;
@@ -49,10 +49,13 @@ fn as_set(keys: &BTreeSet<PodKey>) -> BTreeMap<PodKey, u8> {
 }
 
 pub struct KernelMaps {
-    records: Mirror<NameKey, NameRecords>,
+    records: Mirror<RecordKey, NameRecords>,
     pod_ns: Mirror<PodKey, u8>,
     pod_addrs: Mirror<PodKey, u8>,
-    targets: Mirror<NameKey, TargetRecord>,
+    targets: Mirror<RecordKey, TargetRecord>,
+    /// The seeds of every [`RecordKey`] in the maps: kept from the pinned zone when the
+    /// maps are adopted, else new.
+    seed: [u64; 2],
     zone: Array<MapData, ZoneInfo>,
     zone_name: Array<MapData, NameKey>,
     addrs: HashMap<MapData, ServiceAddr, u32>,
@@ -73,15 +76,23 @@ impl KernelMaps {
         let pod_addrs = Mirror::take(ebpf, m::POD_ADDRS)?;
         let targets = Mirror::take(ebpf, m::TARGETS)?;
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
+        let zone: Array<MapData, ZoneInfo> =
+            Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?;
+        // Adopted maps keep their keys' seed; a new node gets its own.
+        let seed = match zone.get(&0, 0).map(|z| z.seed) {
+            Ok(seed) if seed != [0, 0] => seed,
+            _ => new_seed()?,
+        };
         Ok(Self {
             records,
             pod_ns,
             pod_addrs,
             targets,
+            seed,
+            zone,
             zone_info: None,
             fresh_for: FRESH_FOR,
             log_sample: 0,
-            zone: Array::try_from(take(m::ZONE)?).map_err(map_err(m::ZONE))?,
             zone_name: Array::try_from(take(m::ZONE_NAME)?).map_err(map_err(m::ZONE_NAME))?,
             addrs: HashMap::try_from(take(m::SERVICE_ADDRS)?).map_err(map_err(m::SERVICE_ADDRS))?,
             counters: PerCpuArray::try_from(take(m::COUNTERS)?).map_err(map_err(m::COUNTERS))?,
@@ -94,7 +105,16 @@ impl KernelMaps {
 
     /// Makes the records map hold exactly `desired` (see [`Mirror::sync`]).
     pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
-        self.records.sync(desired)
+        let keyed = desired
+            .iter()
+            .filter_map(|(n, v)| Some((self.key(n)?, *v)))
+            .collect();
+        self.records.sync(&keyed)
+    }
+
+    /// The kernel's key for a name in these maps.
+    pub fn key(&self, name: &NameKey) -> Option<RecordKey> {
+        RecordKey::of(name, self.seed)
     }
 
     /// Makes the kernel serve a zone: its name and SOA first, then the PTR records and the
@@ -117,10 +137,45 @@ impl KernelMaps {
         // The two big maps fill side by side (half the first sync's fill at 100k Services
         // on two cores). Either order is safe while the zone is not complete: a record
         // whose target is not written yet passes to userspace.
+        let seed = self.seed;
+        let key = |n: &NameKey| RecordKey::of(n, seed);
+        let (wanted, shared) = keys_of(view, key);
+        if !shared.is_empty() {
+            tracing::warn!(
+                keys = shared.len(),
+                "names share a kernel key: their queries pass to userspace"
+            );
+        }
+        let records_all = view.records().filter_map(|(n, v)| {
+            let k = key(&n)?;
+            Some((
+                k,
+                if shared.contains(&k) {
+                    pass_record(v)
+                } else {
+                    v
+                },
+            ))
+        });
+        // Made on the thread that writes them: the view's iterators stay where they are.
+        let targets_all = || {
+            view.targets().filter_map(|(n, v)| {
+                let k = key(&n)?;
+                Some((
+                    k,
+                    if shared.contains(&k) {
+                        pass_target(v)
+                    } else {
+                        v
+                    },
+                ))
+            })
+        };
+        let is_wanted = |k: &RecordKey| wanted.contains(k);
         let (targets, records) = (&mut self.targets, &mut self.records);
         let (targets, records) = std::thread::scope(|s| {
-            let t = s.spawn(|| targets.reconcile(|k| view.target(k), view.targets()));
-            let r = records.reconcile(|k| view.record(k), view.records());
+            let t = s.spawn(|| targets.reconcile(is_wanted, targets_all()));
+            let r = records.reconcile(is_wanted, records_all);
             (t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), r)
         });
         let synced = self
@@ -180,13 +235,12 @@ impl KernelMaps {
         };
         self.pod_ns.apply(&sets(&delta.pod_namespaces))?;
         self.pod_addrs.apply(&sets(&delta.pod_addrs))?;
-        let (gone, kept): (Vec<_>, Vec<_>) = delta
-            .records
-            .iter()
-            .copied()
+        let seed = self.seed;
+        let (gone, kept): (Vec<_>, Vec<_>) = keyed(&delta.records, seed)
+            .into_iter()
             .partition(|(_, v)| v.is_none());
         let mut stats = self.records.apply(&gone)?;
-        self.targets.apply(&delta.targets)?;
+        self.targets.apply(&keyed(&delta.targets, seed))?;
         let more = self.records.apply(&kept)?;
         stats.upserted += more.upserted;
         stats.unchanged += more.unchanged;
@@ -206,6 +260,7 @@ impl KernelMaps {
     /// The SOA the kernel puts in NODATA answers, marked fresh for a while.
     pub fn set_zone(&mut self, zone: &ZoneInfo) -> Result<()> {
         let mut z = *zone;
+        z.seed = self.seed;
         z.fresh_until_ns = monotonic_ns() + self.fresh_for.as_nanos() as u64;
         z.log_sample = self.log_sample;
         self.zone.set(0, z, 0).map_err(map_err(m::ZONE))?;
@@ -310,6 +365,73 @@ impl KernelMaps {
     }
 }
 
+/// Every key the view's names take, and those that two names share. A name
+/// may sit in both maps (an ExternalName's owner); two names may not share a key in
+/// either, nor across them (a PTR query looks in both).
+fn keys_of(
+    view: &dyn KernelEntries,
+    key: impl Fn(&NameKey) -> Option<RecordKey>,
+) -> (HashSet<RecordKey>, HashSet<RecordKey>) {
+    use std::hash::{Hash, Hasher};
+    let fingerprint = |n: &NameKey| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        n.hash(&mut h);
+        h.finish()
+    };
+    let mut shared = HashSet::new();
+    let mut records: std::collections::HashMap<RecordKey, u64> = Default::default();
+    for (n, _) in view.records() {
+        let Some(k) = key(&n) else { continue };
+        if records.insert(k, fingerprint(&n)).is_some() {
+            shared.insert(k);
+        }
+    }
+    let mut all: HashSet<RecordKey> = HashSet::with_capacity(records.len());
+    for (n, _) in view.targets() {
+        let Some(k) = key(&n) else { continue };
+        let other_name = records.get(&k).is_some_and(|f| *f != fingerprint(&n));
+        if !all.insert(k) || other_name {
+            shared.insert(k);
+        }
+    }
+    all.extend(records.into_keys());
+    (all, shared)
+}
+
+/// A delta's entries under their kernel keys.
+fn keyed<V: Copy>(entries: &[(NameKey, Option<V>)], seed: [u64; 2]) -> Vec<(RecordKey, Option<V>)> {
+    entries
+        .iter()
+        .filter_map(|(n, v)| Some((RecordKey::of(n, seed)?, *v)))
+        .collect()
+}
+
+/// What a name whose key another name shares is written as: it passes to userspace.
+fn pass_record(v: NameRecords) -> NameRecords {
+    NameRecords {
+        flags: v.flags | NAME_PASS,
+        ..v
+    }
+}
+
+/// A stored target of no type the kernel answers: its queries pass.
+fn pass_target(v: TargetRecord) -> TargetRecord {
+    TargetRecord { rtype: 0, ..v }
+}
+
+/// Sixteen random bytes from the kernel, the seeds of a new node's keys.
+fn new_seed() -> Result<[u64; 2]> {
+    let mut b = [0u8; 16];
+    // SAFETY: a valid buffer of the length given.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(Error::Seed(std::io::Error::last_os_error()));
+    }
+    let (lo, hi) = b.split_at(8);
+    let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
+    Ok([word(lo), word(hi)])
+}
+
 /// How long, by default, the kernel answers from the records after the daemon last
 /// refreshed them. Longer than a pod restart or an image pull on upgrade, short enough that
 /// an uninstalled or crash-looping daemon's records stop being served within a minute.
@@ -385,4 +507,69 @@ pub(super) fn read_iface_counters(
         out.insert(ifindex, Counters(sum));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use dns_common::{NameKey, NameRecords, RecordKey, TargetRecord, ZoneInfo};
+
+    use super::keys_of;
+    use crate::model::KernelView;
+
+    fn name(s: &str) -> NameKey {
+        NameKey::of(&crate::model::wire_from_dotted(s).unwrap()).unwrap()
+    }
+
+    fn view(records: &[&str], targets: &[&str]) -> KernelView {
+        let target = TargetRecord {
+            ttl: 30,
+            len: 0,
+            rtype: 5,
+            sum: 0,
+            _pad: 0,
+            target: [0; 256],
+        };
+        KernelView {
+            zone: ZoneInfo::default(),
+            zone_name: name("cluster.local"),
+            records: records
+                .iter()
+                .map(|n| (name(n), NameRecords::empty(30)))
+                .collect::<BTreeMap<_, _>>(),
+            pod_namespaces: BTreeSet::new(),
+            pod_addrs: BTreeSet::new(),
+            targets: targets.iter().map(|n| (name(n), target)).collect(),
+        }
+    }
+
+    #[test]
+    fn one_name_in_both_maps_shares_no_key() {
+        let v = view(
+            &["a.cluster.local", "b.cluster.local"],
+            &["a.cluster.local"],
+        );
+        let (all, shared) = keys_of(&v, |n| RecordKey::of(n, [1, 2]));
+        assert_eq!(all.len(), 2);
+        assert!(shared.is_empty());
+    }
+
+    #[test]
+    fn two_names_on_one_key_are_found_in_either_map_or_across() {
+        // A key function that collides on purpose: by the name's length only.
+        let by_len = |n: &NameKey| {
+            let len = n.wire()?.len() as u64;
+            Some(RecordKey { h: [len, 0] })
+        };
+        let collide = RecordKey { h: [17, 0] };
+        let (_, shared) = keys_of(&view(&["a.cluster.local", "b.cluster.local"], &[]), by_len);
+        assert_eq!(shared, [collide].into());
+        let (_, shared) = keys_of(&view(&[], &["a.cluster.local", "b.cluster.local"]), by_len);
+        assert_eq!(shared, [collide].into());
+        let (_, shared) = keys_of(&view(&["a.cluster.local"], &["b.cluster.local"]), by_len);
+        assert_eq!(shared, [collide].into());
+        let (_, shared) = keys_of(&view(&["a.cluster.local"], &["bb.cluster.local"]), by_len);
+        assert!(shared.is_empty());
+    }
 }

@@ -43,13 +43,13 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     }
 
     /// Makes the map hold exactly the entries `all` yields, `wanted` saying for any key
-    /// what it should hold: deletes what is not wanted first (so a full map makes room
+    /// whether `all` holds it: deletes what is not wanted first (so a full map makes room
     /// before it grows), then writes only what differs. Running it twice changes nothing
     /// the second time; pins adopted from an earlier daemon are kept where they already
     /// hold the right value.
     pub fn reconcile<'a>(
         &mut self,
-        wanted: impl Fn(&K) -> Option<V>,
+        wanted: impl Fn(&K) -> bool,
         all: impl Iterator<Item = (K, V)> + 'a,
     ) -> Result<SyncStats> {
         self.count = None;
@@ -62,7 +62,7 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
         // A map that held nothing (a first start) needs no read before each write: at
         // 100k Services that is 490k lookups saved from the first sync.
         let was_empty = held.is_empty();
-        for k in held.into_iter().filter(|k| wanted(k).is_none()) {
+        for k in held.into_iter().filter(|k| !wanted(k)) {
             self.map.remove(&k).map_err(map_err(self.name))?;
             stats.deleted += 1;
         }
@@ -124,7 +124,7 @@ impl<K: Pod + Ord, V: Pod + PartialEq> Mirror<K, V> {
     /// Makes the map hold exactly `desired` (see [`Mirror::reconcile`]).
     pub fn sync(&mut self, desired: &BTreeMap<K, V>) -> Result<SyncStats> {
         self.reconcile(
-            |k| desired.get(k).copied(),
+            |k| desired.contains_key(k),
             desired.iter().map(|(k, v)| (*k, *v)),
         )
     }

@@ -39,6 +39,8 @@ pub enum Error {
     },
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("drawing the seed of the records' keys: {0}")]
+    Seed(std::io::Error),
     #[error("program {0} is missing from the object")]
     MissingProgram(&'static str),
     #[error("bpffs at {path}: {source}")]

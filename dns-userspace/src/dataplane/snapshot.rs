@@ -12,7 +12,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     Pod,
 };
-use dns_common::{maps as m, NameKey, NameRecords, TargetRecord, ZoneInfo};
+use dns_common::{maps as m, NameKey, NameRecords, RecordKey, TargetRecord, ZoneInfo};
 
 use super::{
     attach::AttachMode,
@@ -146,20 +146,20 @@ pub fn pinned_zone(pin_dir: &Path) -> Result<Option<ZoneInfo>> {
 
 /// How many names the pinned records map can hold.
 pub fn pinned_records_capacity(pin_dir: &Path) -> Result<usize> {
-    let map = pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?;
+    let map = pinned_hash::<RecordKey, NameRecords>(pin_dir, m::RECORDS)?;
     map_capacity(&map).ok_or(Error::MissingMap(m::RECORDS))
 }
 
 /// How many names the pinned records map holds.
 pub fn pinned_records_len(pin_dir: &Path) -> Result<usize> {
-    Ok(pinned_hash::<NameKey, NameRecords>(pin_dir, m::RECORDS)?
+    Ok(pinned_hash::<RecordKey, NameRecords>(pin_dir, m::RECORDS)?
         .keys()
         .count())
 }
 
 /// How many names the pinned targets map holds.
 pub fn pinned_targets_len(pin_dir: &Path) -> Result<usize> {
-    Ok(pinned_hash::<NameKey, TargetRecord>(pin_dir, m::TARGETS)?
+    Ok(pinned_hash::<RecordKey, TargetRecord>(pin_dir, m::TARGETS)?
         .keys()
         .count())
 }
@@ -173,9 +173,22 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
 }
 
 /// The records map of a running (or stopped) daemon, as the kernel holds it.
-pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<NameKey, NameRecords>> {
+pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<RecordKey, NameRecords>> {
     pinned_hash(pin_dir, m::RECORDS)?
         .iter()
         .map(|e| e.map_err(map_err(m::RECORDS)))
         .collect()
+}
+
+/// `by_name` under the keys the pinned maps use (the seed in the pinned zone), to compare
+/// with what they hold; names without a key (not wire names) are left out.
+pub fn keyed_as_pinned<V: Copy>(
+    pin_dir: &Path,
+    by_name: &BTreeMap<NameKey, V>,
+) -> Result<BTreeMap<RecordKey, V>> {
+    let seed = pinned_zone(pin_dir)?.map_or([0, 0], |z| z.seed);
+    Ok(by_name
+        .iter()
+        .filter_map(|(n, v)| Some((RecordKey::of(n, seed)?, *v)))
+        .collect())
 }

@@ -245,8 +245,10 @@ impl Records {
                     PodMode::Verified => ZONE_PODS_VERIFIED,
                     PodMode::Insecure => 0,
                 },
-            // Set by the map writer, which knows the clock; the model stays pure.
+            // Set by the map writer, which knows the clock and the node's seed; the model
+            // stays pure.
             fresh_until_ns: 0,
+            seed: [0, 0],
             record_ttl: self.cfg.ttl,
             // A node setting, set by the map writer like the clock.
             log_sample: 0,

@@ -11,9 +11,12 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData};
-use dns_common::{maps as m, NameKey, NameRecords};
+use dns_common::{maps as m, NameKey, NameRecords, RecordKey};
 use dns_userspace::{
-    dataplane::{maps_dir, snapshot::pinned_records_len},
+    dataplane::{
+        maps_dir,
+        snapshot::{pinned_records_len, pinned_zone},
+    },
     model::wire_from_dotted,
 };
 use tests::{
@@ -53,10 +56,12 @@ impl Names {
     fn headless(i: usize) -> bool {
         i.is_multiple_of(10)
     }
-    fn key(&self, i: usize) -> NameKey {
+    /// Service `i`'s key in the kernel's records map, under the node's `seed`.
+    fn key(&self, i: usize, seed: [u64; 2]) -> RecordKey {
         let owner = wire_from_dotted(&format!("{}.{}.svc.cluster.local", self.svc(i), self.ns(i)))
             .expect("a valid name");
-        NameKey::of(&owner).expect("a name short enough for a key")
+        let name = NameKey::of(&owner).expect("a name short enough for a key");
+        RecordKey::of(&name, seed).expect("a wire name")
     }
     fn endpoints(&self, i: usize, first: Option<&str>) -> Vec<Endpoint> {
         (0..ENDPOINTS)
@@ -80,7 +85,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// Waits until the records map holds `want` among `key`'s A records.
-fn holds(map: &HashMap<MapData, NameKey, NameRecords>, key: &NameKey, want: Ipv4Addr) -> bool {
+fn holds(map: &HashMap<MapData, RecordKey, NameRecords>, key: &RecordKey, want: Ipv4Addr) -> bool {
     map.get(key, 0).is_ok_and(|v| {
         v.a[..usize::from(v.a_count).min(v.a.len())]
             .iter()
@@ -221,8 +226,12 @@ pub fn run(services: usize) -> Result<(), String> {
     let map_bytes = super::map_memlock(&maps_dir(&pins.pin_dir()).join(m::RECORDS));
     let data =
         MapData::from_pin(maps_dir(&pins.pin_dir()).join(m::RECORDS)).map_err(|e| e.to_string())?;
-    let map: HashMap<_, NameKey, NameRecords> =
+    let map: HashMap<_, RecordKey, NameRecords> =
         HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
+    let seed = pinned_zone(&pins.pin_dir())
+        .map_err(|e| e.to_string())?
+        .ok_or("no zone pinned after the first sync")?
+        .seed;
     let startup_log = fs::read_to_string(&log_path).map_err(e)?;
     let log_mark = startup_log.len();
     let stages = first_sync_stages(&startup_log);
@@ -240,7 +249,7 @@ pub fn run(services: usize) -> Result<(), String> {
             &[&ip],
             &[("http", 80)],
         ));
-        while !holds(&map, &names.key(i), want) {
+        while !holds(&map, &names.key(i, seed), want) {
             if t0.elapsed() > Duration::from_secs(10) {
                 return Err(format!("change {k} not in the kernel after 10 s"));
             }
@@ -309,7 +318,7 @@ pub fn run(services: usize) -> Result<(), String> {
                     let Some(at) = *written[k].lock().unwrap() else {
                         continue;
                     };
-                    if holds(&map, &names.key(*i), *want) {
+                    if holds(&map, &names.key(*i, seed), *want) {
                         seen[k] = Some(at.elapsed().as_secs_f64() * 1e3);
                     }
                 }

@@ -1,6 +1,7 @@
-//! One pod flooding the service address over its veth: kxdpgun for throughput, dnsperf
-//! for latency, per attach mode and for userspace alone.
-use std::{fs, time::Duration};
+//! One pod flooding the service address over its veth: kxdpgun for throughput and the
+//! node's CPU per answer, dnsperf for latency; per attach mode, for userspace alone, and
+//! for Knot DNS (XDP) and NSD serving the same names, side by side in one table.
+use std::fs;
 
 use dns_common::Counter;
 use dns_userspace::dataplane::snapshot::pinned_counters;
@@ -10,7 +11,7 @@ use tests::{
     netns::{Bpffs, Daemon, Topology, SVC4, SVC6},
 };
 
-use crate::NAMES;
+use crate::{peers, proc_cpu, NAMES};
 
 struct Load {
     sent: u64,
@@ -93,6 +94,8 @@ pub fn dnsperf_at(
 
 pub fn on_namespaces(seconds: u64) -> Result<(), String> {
     let topo = Topology::new("xdns-bench", 1).map_err(|e| e.to_string())?;
+    // The programs' run time counts toward the server's CPU.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| e.to_string())?;
     let pins = Bpffs::new("xdns-bench-bpf").map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join("xdns-bench");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -113,33 +116,71 @@ pub fn on_namespaces(seconds: u64) -> Result<(), String> {
         NAMES.join(", ")
     );
     println!("Latency: dnsperf at 20k qps offered, per-query latencies sorted.\n");
-    println!("| path | attach | sent qps | answered qps | answered | by kernel | p50 µs | p99 µs |\n|---|---|---:|---:|---:|---:|---:|---:|");
-    for mode in ["native", "generic", "tc", "userspace"] {
-        let args = match mode {
-            "userspace" => base.clone().no_kernel(),
-            _ => base.clone().attach(mode).iface(&topo.pods[0].host_if),
+    println!(
+        "Node CPU: every CPU's busy time from /proc/stat while kxdpgun ran, less kxdpgun's own"
+    );
+    println!(
+        "(its rusage): the server and the softirq work on both veth ends (the same for each row),"
+    );
+    println!(
+        "per 1000 answers. Knot DNS {} in XDP mode (its own XDP program and AF_XDP socket on the",
+        peers::knot_version()
+    );
+    println!("node's end of the veth, one UDP worker) and NSD {} (kernel sockets, two servers) serve the", peers::nsd_version());
+    println!("same names from a zone file.\n");
+    println!("| server | attach | sent qps | answered qps | answered | by kernel | server CPU µs / 1k answers | p50 µs | p99 µs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let peers_dir = dir.join("peers");
+    fs::create_dir_all(&peers_dir).map_err(|e| e.to_string())?;
+    for mode in ["native", "generic", "tc", "userspace", "knot", "nsd"] {
+        let (server, attach) = match mode {
+            "userspace" => ("xdns userspace (no program)", "-"),
+            "knot" => ("Knot DNS", "XDP (AF_XDP)"),
+            "nsd" => ("NSD", "-"),
+            m => ("xdns kernel path", m),
+        };
+        let mut daemon = None;
+        let mut _peer = None;
+        match mode {
+            "knot" => _peer = Some(peers::knot_xdp(&topo, &peers_dir)?),
+            "nsd" => _peer = Some(peers::nsd(&topo, &peers_dir)?),
+            "userspace" => {
+                daemon = Some(
+                    Daemon::start(&topo.node, &base.clone().no_kernel().build())
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            m => {
+                let args = base.clone().attach(m).iface(&topo.pods[0].host_if).build();
+                daemon = Some(Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?);
+            }
         }
-        .build();
-        let daemon = Daemon::start(&topo.node, &args).map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(300));
-        let before = pinned_counters(&pins.pin_dir()).ok();
+        let pid = match (&daemon, &_peer) {
+            (Some(d), _) => d.pid(),
+            (None, Some(p)) => p.0.id(),
+            (None, None) => return Err("no server".into()),
+        };
+        let meter = proc_cpu::Meter::start(&topo, pid);
+        let kernel_path = daemon.is_some() && mode != "userspace";
+        let before = kernel_path
+            .then(|| pinned_counters(&pins.pin_dir()).ok())
+            .flatten();
         let load = kxdpgun(&topo, &qfile, seconds)?;
-        let after = pinned_counters(&pins.pin_dir()).ok();
-        let kernel = match (before, after, mode) {
-            (_, _, "userspace") => 0,
-            (Some(b), Some(a), _) => a.get(Counter::Answered) - b.get(Counter::Answered),
+        let server_cpu = meter.spent();
+        let after = kernel_path
+            .then(|| pinned_counters(&pins.pin_dir()).ok())
+            .flatten();
+        let kernel = match (before, after) {
+            (Some(b), Some(a)) => a.get(Counter::Answered) - b.get(Counter::Answered),
             _ => 0,
         };
         let (p50, p99, _) = dnsperf_at(&topo, SVC4, &qfile, seconds.min(3))?;
-        daemon.stop().map_err(|e| e.to_string())?;
-        let path = if mode == "userspace" {
-            "userspace (no program)"
-        } else {
-            "kernel"
-        };
-        let attach = if mode == "userspace" { "-" } else { mode };
+        if let Some(d) = daemon {
+            d.stop().map_err(|e| e.to_string())?;
+        }
+        drop(_peer);
+        let per_k = server_cpu.as_secs_f64() * 1e6 / (load.replies.max(1) as f64 / 1000.0);
         println!(
-            "| {path} | {attach} | {:.0} | {:.0} | {:.1}% | {:.1}% | {p50:.0} | {p99:.0} |",
+            "| {server} | {attach} | {:.0} | {:.0} | {:.1}% | {:.1}% | {per_k:.0} | {p50:.0} | {p99:.0} |",
             load.sent as f64 / seconds as f64,
             load.replies as f64 / seconds as f64,
             100.0 * load.replies as f64 / load.sent.max(1) as f64,

@@ -13,6 +13,8 @@ mod chaos;
 mod flood;
 mod hot;
 mod ndots;
+mod peers;
+mod proc_cpu;
 mod program;
 mod scale;
 
@@ -58,6 +60,9 @@ fn run() -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("needs root".into());
     }
+    // Servers that fork (NSD) leave their children to us when they stop, to reap.
+    // SAFETY: a process attribute of our own.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let kernel = sh("uname", &["-r"]);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -94,12 +99,35 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// A child process killed on drop.
+/// A child process stopped on drop: SIGTERM first, so a server that forks (NSD) takes
+/// its children down with it, then SIGKILL if it lingers.
 struct Proc(std::process::Child);
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Its own children come back to us (the bench is a subreaper) and are reaped here.
+        let children = proc_cpu::descendants(self.0.id());
+        // SAFETY: a signal to our own child, which is not reaped yet.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let mut done = false;
+        for _ in 0..30 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                done = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !done {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+        for pid in children {
+            // SAFETY: signalling and reaping processes the stopped server left to us (a
+            // process not ours to reap returns ECHILD at once).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
     }
 }
 
@@ -155,10 +183,13 @@ fn start_knot(
 
 /// The kernel's `memlock` for a pinned map (what it charges for the map's memory).
 pub(crate) fn map_memlock(pin: &std::path::Path) -> u64 {
+    aya::maps::MapData::from_pin(pin).map_or(0, |d| memlock_of(&d))
+}
+
+/// The kernel's `memlock` for a map: for a hash map without preallocation, its buckets
+/// plus each element as it accounts it (header, key and value).
+pub(crate) fn memlock_of(data: &aya::maps::MapData) -> u64 {
     use std::os::fd::{AsFd, AsRawFd};
-    let Ok(data) = aya::maps::MapData::from_pin(pin) else {
-        return 0;
-    };
     let fd = data.fd().as_fd().as_raw_fd();
     fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
         .ok()

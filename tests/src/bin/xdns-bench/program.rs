@@ -150,6 +150,8 @@ pub fn program_cost() -> Result<(), String> {
     maps.set_log_sample(0);
     maps.refresh().map_err(|e| e.to_string())?;
     println!("\nIn a loop of 1M runs (valid only where the frame is left unchanged): XDP_PASS {base_rep:.0} ns, xdns_xdp out of zone {miss_rep:.0} ns ({:.1}×).", miss_rep / base_rep.max(1.0));
+    let per_record = record_bytes()?;
+    println!("\nRecords map: {per_record:.0} bytes per record (the kernel's memlock over {RECORD_SAMPLE} entries, buckets excluded).");
     for (prog, n) in dataplane::verified_insns(&ebpf) {
         println!(
             "\nverified_insns {prog}: {}",
@@ -174,4 +176,33 @@ fn run_stats(ebpf: &aya::Ebpf, name: &str) -> Result<(Duration, u64), String> {
         .info()
         .map_err(|e| format!("{name}: {e}"))?;
     Ok((info.run_time(), info.run_count()))
+}
+
+/// Entries written to measure a record's cost in the map.
+const RECORD_SAMPLE: usize = 100_000;
+
+/// What one entry of the records map costs, as the kernel accounts it: memlock of a fresh
+/// map with [`RECORD_SAMPLE`] entries less that of the empty map, per entry.
+fn record_bytes() -> Result<f64, String> {
+    use aya::maps::Map;
+    use dns_common::{NameRecords, RecordKey};
+    let mut ebpf = dataplane::load(None).map_err(|e| e.to_string())?;
+    let Some(Map::HashMap(data)) = ebpf.take_map(dns_common::maps::RECORDS) else {
+        return Err("the records map is not a hash map".into());
+    };
+    let empty = crate::memlock_of(&data);
+    let keys: Vec<RecordKey> = (0..RECORD_SAMPLE as u64)
+        .map(|i| RecordKey {
+            h: [i, i.wrapping_mul(0x9e37_79b9_7f4a_7c15)],
+        })
+        .collect();
+    let values = vec![NameRecords::empty(30); RECORD_SAMPLE];
+    for (k, v) in keys.chunks(1024).zip(values.chunks(1024)) {
+        dns_userspace::dataplane::batch::update(&data, k, v).map_err(|e| e.source.to_string())?;
+    }
+    let full = crate::memlock_of(&data);
+    if full <= empty {
+        return Err(format!("memlock did not grow ({empty} -> {full})"));
+    }
+    Ok((full - empty) as f64 / RECORD_SAMPLE as f64)
 }

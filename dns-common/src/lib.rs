@@ -343,8 +343,9 @@ pub struct QueryState {
     pub qtype: u16,
     /// Wire length of the QNAME.
     pub qlen: u32,
-    /// Offset of the `pod` label's length octet in a name under `pod.<zone>`.
-    pub pod_label: u32,
+    /// What the called program needs besides the query: for the pod program, the offset
+    /// of the `pod` label's length octet; for the target program, [`TARGET_REVERSE`] or 0.
+    pub arg: u32,
 }
 const _: () = assert!(size_of::<QueryState>() == 16);
 
@@ -578,6 +579,9 @@ pub mod maps {
 pub const TAIL_POD: u32 = 0;
 pub const TAIL_TARGET: u32 = 1;
 pub const TAIL_COUNT: u32 = 2;
+/// The target program's [`QueryState::arg`] for a reverse name: a name without a stored
+/// PTR is userspace's to forward (`out_of_zone`), not a target the kernel declined.
+pub const TARGET_REVERSE: u32 = 1;
 
 /// Program names in the object file.
 pub mod programs {

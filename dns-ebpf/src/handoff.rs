@@ -10,7 +10,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn save(s: *mut Scratch, q: &Query, pod_label: usize) {
+pub fn save(s: *mut Scratch, q: &Query, arg: usize) {
     let st = QueryState {
         v6: q.v6,
         has_opt: q.has_opt,
@@ -19,13 +19,13 @@ pub fn save(s: *mut Scratch, q: &Query, pod_label: usize) {
         do_bit: q.do_bit,
         qtype: q.qtype,
         qlen: q.qlen as u32,
-        pod_label: pod_label as u32,
+        arg: arg as u32,
     };
     unsafe { write_volatile(&mut (*s).query, st) };
 }
 
 /// The query as the main program saved it, with every field bounded again for the
-/// verifier, which sees this program on its own; and the `pod` label's offset.
+/// verifier, which sees this program on its own; and the argument for the callee.
 #[inline(always)]
 pub fn restore(s: *const Scratch) -> Result<(Query, usize), Counter> {
     let st = unsafe { read_volatile(&(*s).query) };
@@ -43,5 +43,5 @@ pub fn restore(s: *const Scratch) -> Result<(Query, usize), Counter> {
         rd: st.rd & 1,
         qtype: st.qtype,
     };
-    Ok((q, st.pod_label as usize & 0xff))
+    Ok((q, st.arg as usize & 0xff))
 }

@@ -30,7 +30,7 @@ use dns_common::{
     maps as m, Counter, IfaceCounters, NameKey, NameRecords, PodKey, RecordKey, Scratch,
     ServiceAddr, TargetRecord, ZoneInfo, COUNTER_COUNT, MAX_ADDRS, MAX_QUERY_UDP_LEN,
     NAME_OTHER_TYPES, NAME_PASS, NAME_TARGET, RTYPE_CNAME, RTYPE_PTR, TAIL_COUNT, TAIL_POD,
-    TAIL_TARGET, ZONE_COMPLETE, ZONE_DEGRADED, ZONE_ROTATE,
+    TAIL_TARGET, TARGET_REVERSE, ZONE_COMPLETE, ZONE_DEGRADED, ZONE_ROTATE,
 };
 use frame::{Frame, Tc, Xdp};
 use headers::{TYPE_A, TYPE_AAAA, TYPE_PTR};
@@ -161,12 +161,16 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     let place = zone::place(s, q.qlen, zone_name, z.zone_len as usize)?;
     // Only now, for a name under a zone served here: an outside one costs no hashing.
     parse::record_key(s, z.seed);
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    if q.qtype == TYPE_PTR && unsafe { TARGETS.get(&(*s).rkey) }.is_some() {
-        return Ok(hand_over(s, &q, TAIL_TARGET, 0));
-    }
-    // Any other PTR query is like any other type: NODATA or NXDOMAIN in the zone, and
-    // userspace's outside it (reverse names without a record are forwarded).
+    let zone::Place::Zone(start) = place else {
+        // A reverse name's one answer is its stored PTR: the target program's single
+        // lookup. Anything else about it is userspace's (forwarded: `fallthrough`).
+        if q.qtype == TYPE_PTR {
+            return Ok(hand_over(s, &q, TAIL_TARGET, TARGET_REVERSE as usize));
+        }
+        return Err(Counter::OutOfZone);
+    };
+    // A PTR query for a name in the zone is like any other type: NODATA or NXDOMAIN (an
+    // ExternalName's CNAME owner is flagged in its record and handed over below).
     #[allow(clippy::needless_borrows_for_generic_args)]
     let rec = unsafe { RECORDS.get(&(*s).rkey) };
     let body = match rec {
@@ -197,10 +201,6 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
             if z.flags & ZONE_COMPLETE == 0 {
                 return Err(Counter::NoRecord);
             }
-            // A reverse name without a record is forwarded (`fallthrough`).
-            let zone::Place::Zone(start) = place else {
-                return Err(Counter::OutOfZone);
-            };
             match zone::under(s, start) {
                 zone::Under::Zone => negative(s, &q, z, true)?,
                 zone::Under::Pods(pod_label) => return Ok(hand_over(s, &q, TAIL_POD, pod_label)),
@@ -213,8 +213,8 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
 
 /// Leaves the query to the program in tail-call `slot`.
 #[inline(always)]
-fn hand_over(s: *mut Scratch, q: &Query, slot: u32, pod_label: usize) -> Outcome {
-    handoff::save(s, q, pod_label);
+fn hand_over(s: *mut Scratch, q: &Query, slot: u32, arg: usize) -> Outcome {
+    handoff::save(s, q, arg);
     Outcome::Tail(slot)
 }
 
@@ -292,9 +292,14 @@ fn answer_pod(f: &impl Frame) -> Result<(), Counter> {
 #[inline(always)]
 fn answer_target(f: &impl Frame) -> Result<(), Counter> {
     let s = SCRATCH.get_ptr_mut(0).ok_or(Counter::Malformed)?;
-    let (q, _) = handoff::restore(s)?;
+    let (q, arg) = handoff::restore(s)?;
+    let missing = if arg == TARGET_REVERSE as usize {
+        Counter::OutOfZone
+    } else {
+        Counter::PtrPass
+    };
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { TARGETS.get(&(*s).rkey) }.ok_or(Counter::PtrPass)?;
+    let rec = unsafe { TARGETS.get(&(*s).rkey) }.ok_or(missing)?;
     let len = rec.len as usize;
     if !(2..=255).contains(&len) {
         return Err(Counter::PtrPass);

@@ -8,7 +8,7 @@
 //! `resize_failed` and passes, which would time the wrong path).
 use std::{fs, path::Path, time::Duration};
 
-use aya::programs::{loaded_programs, Xdp, XdpMode};
+use aya::programs::{loaded_programs, XdpMode};
 use dns_common::{programs, Counter};
 use dns_userspace::dataplane::{self, snapshot::pinned_counters};
 use tests::{
@@ -133,12 +133,7 @@ pub fn under_flood(seconds: u64) -> Result<(), String> {
             move || -> Result<(), String> {
                 enter(&node)?;
                 let mut ebpf = dataplane::load(None).map_err(|e| e.to_string())?;
-                let pass: &mut Xdp = ebpf
-                    .program_mut(programs::PASS)
-                    .ok_or("no pass program")?
-                    .try_into()
-                    .map_err(|e| format!("{e}"))?;
-                let attached = pass.load().map_err(|e| e.to_string()).and_then(|()| {
+                let attached = crate::load_pass(&mut ebpf).and_then(|pass| {
                     pass.attach(&host_if, XdpMode::Skb)
                         .map_err(|e| e.to_string())
                 });

@@ -181,6 +181,18 @@ fn start_knot(
     Err("knotd did not come up".into())
 }
 
+/// The program that only passes, loaded: the baseline every per-packet figure is read
+/// against.
+fn load_pass(ebpf: &mut aya::Ebpf) -> Result<&mut aya::programs::Xdp, String> {
+    let pass: &mut aya::programs::Xdp = ebpf
+        .program_mut(dns_common::programs::PASS)
+        .ok_or("no pass program")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    pass.load().map_err(|e| e.to_string())?;
+    Ok(pass)
+}
+
 /// The kernel's `memlock` for a pinned map (what it charges for the map's memory).
 pub(crate) fn map_memlock(pin: &std::path::Path) -> u64 {
     aya::maps::MapData::from_pin(pin).map_or(0, |d| memlock_of(&d))

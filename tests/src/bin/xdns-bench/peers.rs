@@ -57,23 +57,8 @@ pub fn knot_xdp(topo: &Topology, dir: &Path) -> Result<Proc, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let knot = Proc(
-        topo.node
-            .cmd("knotd")
-            .args(["-c", &dir.join("knot.conf").display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("knot.log")).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("knotd: {e}"))?,
-    );
-    wait_answering(topo, "knotd (XDP)").map_err(|e| {
-        let log = fs::read_to_string(dir.join("knot.log")).unwrap_or_default();
-        format!(
-            "{e}: {}",
-            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-        )
-    })?;
-    Ok(knot)
+    let conf = dir.join("knot.conf").display().to_string();
+    start(topo, dir, "knotd", &["-c", &conf])
 }
 
 /// NSD on the service address, kernel sockets, two server processes (one per core).
@@ -87,23 +72,29 @@ pub fn nsd(topo: &Topology, dir: &Path) -> Result<Proc, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let nsd = Proc(
+    let conf = dir.join("nsd.conf").display().to_string();
+    start(topo, dir, "nsd", &["-d", "-c", &conf])
+}
+
+/// Starts `cmd` in the node namespace, its log in `<dir>/<cmd>.log`, and waits until it
+/// answers the pod; the log's last lines say why if it does not.
+fn start(topo: &Topology, dir: &Path, cmd: &str, args: &[&str]) -> Result<Proc, String> {
+    let log = dir.join(format!("{cmd}.log"));
+    let server = Proc(
         topo.node
-            .cmd("nsd")
-            .args(["-d", "-c", &dir.join("nsd.conf").display().to_string()])
+            .cmd(cmd)
+            .args(args)
             .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("nsd.log")).map_err(|e| e.to_string())?)
+            .stderr(fs::File::create(&log).map_err(|e| e.to_string())?)
             .spawn()
-            .map_err(|e| format!("nsd: {e}"))?,
+            .map_err(|e| format!("{cmd}: {e}"))?,
     );
-    wait_answering(topo, "nsd").map_err(|e| {
-        let log = fs::read_to_string(dir.join("nsd.log")).unwrap_or_default();
-        format!(
-            "{e}: {}",
-            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-        )
+    wait_answering(topo, cmd).map_err(|e| {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let last: Vec<&str> = text.lines().rev().take(5).collect();
+        format!("{e}: {}", last.join(" | "))
     })?;
-    Ok(nsd)
+    Ok(server)
 }
 
 /// The first line `--version` (or `-v`) prints, for the table's heading.

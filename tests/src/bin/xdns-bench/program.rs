@@ -2,7 +2,6 @@
 //! an XDP program that only passes; query-log sampling on and off; verified instructions.
 use std::{net::IpAddr, time::Duration};
 
-use aya::programs::Xdp;
 use dns_common::programs;
 use dns_userspace::dataplane::{self, maps::KernelMaps};
 use tests::{
@@ -16,14 +15,7 @@ use crate::{a_query, example_records, NAMES};
 pub fn program_cost() -> Result<(), String> {
     const RUNS: u32 = 200_000;
     let mut ebpf = dataplane::load(None).map_err(|e| e.to_string())?;
-    {
-        let pass: &mut Xdp = ebpf
-            .program_mut(programs::PASS)
-            .ok_or("no pass program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        pass.load().map_err(|e| e.to_string())?;
-    }
+    crate::load_pass(&mut ebpf)?;
     let mut maps = KernelMaps::take(&mut ebpf).map_err(|e| e.to_string())?;
     let svc: IpAddr = SVC4.parse().unwrap();
     maps.sync_service_addrs(&[svc]).map_err(|e| e.to_string())?;

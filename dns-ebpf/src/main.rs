@@ -226,11 +226,7 @@ fn negative(s: *mut Scratch, q: &Query, z: &ZoneInfo, nx: bool) -> Result<Body, 
     }
     zone::owner_case_matches(s, q.qlen, z.zone_len as usize)?;
     zone::soa_names_apart(s, q.qlen, z.zone_len as usize)?;
-    Ok(if nx {
-        Body::NxDomain(*z)
-    } else {
-        Body::NoData(*z)
-    })
+    Ok(if nx { Body::NxDomain } else { Body::NoData })
 }
 
 /// Resizes the frame and writes `body` into it.
@@ -253,8 +249,8 @@ fn reply(
     f.resize(respond::reply_len(q, body))?;
     // From here the packet may be changed: a failure can only mean the resize did not give
     // the length asked for, which the bounds checks catch before any write.
-    respond::write(&f.bounds(), q, rec, body, start, name_sum)?;
-    let rcode = if matches!(body, Body::NxDomain(_)) {
+    respond::write(&f.bounds(), q, z, rec, body, start, name_sum)?;
+    let rcode = if matches!(body, Body::NxDomain) {
         headers::RCODE_NXDOMAIN
     } else {
         0

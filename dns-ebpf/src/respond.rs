@@ -22,9 +22,9 @@ pub enum Body {
     /// `n` AAAA records.
     Aaaa(usize),
     /// No answer; the zone's SOA in the authority section.
-    NoData(ZoneInfo),
+    NoData,
     /// The name does not exist: NXDOMAIN, the zone's SOA in the authority section.
-    NxDomain(ZoneInfo),
+    NxDomain,
 }
 
 impl Body {
@@ -33,7 +33,7 @@ impl Body {
         match self {
             Body::A(n) => n * A_RECORD_LEN,
             Body::Aaaa(n) => n * AAAA_RECORD_LEN,
-            Body::NoData(_) | Body::NxDomain(_) => SOA_RECORD_LEN,
+            Body::NoData | Body::NxDomain => SOA_RECORD_LEN,
         }
     }
 }
@@ -189,6 +189,7 @@ fn rr_head(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 12] {
 pub fn write(
     b: &Bounds,
     q: &Query,
+    z: &ZoneInfo,
     rec: Option<&NameRecords>,
     body: &Body,
     start: usize,
@@ -201,9 +202,9 @@ pub fn write(
     let udp_len = reply_len(q, body) - q.l4_off;
     let counts = match body {
         Body::A(n) | Body::Aaaa(n) => (*n as u16, 0u16),
-        Body::NoData(_) | Body::NxDomain(_) => (0, 1),
+        Body::NoData | Body::NxDomain => (0, 1),
     };
-    let rcode = if matches!(body, Body::NxDomain(_)) {
+    let rcode = if matches!(body, Body::NxDomain) {
         RCODE_NXDOMAIN
     } else {
         0
@@ -252,7 +253,7 @@ pub fn write(
                 i += 1;
             }
         }
-        Body::NoData(z) | Body::NxDomain(z) => {
+        Body::NoData | Body::NxDomain => {
             let soa = soa_record(q, z);
             let p: *mut [u8; SOA_RECORD_LEN] = ptr_at(b, body_off)?;
             unsafe { *p = soa };

@@ -25,6 +25,8 @@ struct Load {
     answered: u64,
     lost: u64,
     wrong: u64,
+    /// The first wrong answer, as hickory prints it: what a failure shows.
+    first_wrong: Option<String>,
 }
 
 /// Sends queries for `web.shop.svc.cluster.local` from `pod`, one at a time, until `stop`:
@@ -65,7 +67,8 @@ fn load(pod: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Load> {
                             if ok {
                                 l.answered += 1
                             } else {
-                                l.wrong += 1
+                                l.wrong += 1;
+                                l.first_wrong.get_or_insert_with(|| format!("{m:?}"));
                             }
                         }
                     }

@@ -1247,3 +1247,60 @@ fn interfaces_are_counted_in_the_slots_the_daemon_gives() {
     k.maps.sync_iface_slots(&[1, 7].into()).unwrap();
     assert_eq!(answered(&k), [(1, 0), (7, 0)]);
 }
+
+/// Records rewritten in place (a TTL change rewrites every one) while the program answers
+/// from them, on another CPU: every answer still carries the one address the name has had
+/// all along.
+#[test]
+#[cfg_attr(not_root, ignore = "needs root: BPF and network namespaces")]
+fn answers_stay_right_while_their_records_are_rewritten() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(mut k) = setup() else { return };
+    let q = dns_query(1, 0x0100, &wire("web.shop.svc.cluster.local"), 1, 1, None);
+    let frame = frame4(&q);
+    let one = k.zone.kernel_records();
+    let mut other = one.clone();
+    for v in other.values_mut() {
+        v.ttl += 1;
+    }
+    let stop = AtomicBool::new(false);
+    let (ebpf, maps) = (&k.ebpf, &mut k.maps);
+    let (runs, rewrites, wrong) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                maps.sync_records(if n % 2 == 0 { &other } else { &one })
+                    .unwrap();
+                n += 1;
+            }
+            n
+        });
+        let mut wrong = Vec::new();
+        let mut runs = 0u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let r = testrun::run(ebpf, Hook::Xdp.program(), &frame).unwrap();
+            runs += 1;
+            let right = r.action == XDP_TX
+                && parse_reply(&r.frame).is_ok_and(|p| {
+                    u16::from_be_bytes([p.dns[6], p.dns[7]]) == 1
+                        && p.dns[p.dns.len() - 4..] == [10, 96, 1, 2]
+                });
+            if !right {
+                wrong.push((r.action, r.frame));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        (runs, writer.join().unwrap(), wrong)
+    });
+    assert!(
+        rewrites > 10,
+        "the records were rewritten ({rewrites} times)"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers of {runs} ({rewrites} rewrites); first: {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+}

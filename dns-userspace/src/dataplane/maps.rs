@@ -139,10 +139,7 @@ impl KernelMaps {
         // whose target is not written yet passes to userspace.
         let seed = self.seed;
         let key = |n: &NameKey| RecordKey::of(n, seed);
-        let keys = keys_of(view, key, |n| {
-            RecordKey::of(n, [seed[1] ^ OTHER_SEED, seed[0] ^ OTHER_SEED])
-        });
-        let shared = &keys.shared;
+        let (wanted, shared) = keys_of(view, key);
         if !shared.is_empty() {
             tracing::warn!(
                 keys = shared.len(),
@@ -174,7 +171,7 @@ impl KernelMaps {
                 ))
             })
         };
-        let is_wanted = |k: &RecordKey| keys.wanted(k);
+        let is_wanted = |k: &RecordKey| wanted.contains(k);
         let (targets, records) = (&mut self.targets, &mut self.records);
         let (targets, records) = std::thread::scope(|s| {
             let t = s.spawn(|| targets.reconcile(is_wanted, targets_all()));
@@ -368,75 +365,38 @@ impl KernelMaps {
     }
 }
 
-/// Every key the view's names take, and those that two names share. A name may sit in
-/// both maps (an ExternalName's owner); two names may not share a key in either, nor
-/// across them (a PTR query looks in both). `other`, a key under other seeds, tells one
-/// name from another.
+/// Every key the view's names take, and those that two names share. A name
+/// may sit in both maps (an ExternalName's owner); two names may not share a key in
+/// either, nor across them (a PTR query looks in both).
 fn keys_of(
     view: &dyn KernelEntries,
-    key: impl Fn(&NameKey) -> Option<RecordKey> + Sync,
-    other: impl Fn(&NameKey) -> Option<RecordKey> + Sync,
-) -> Keys {
-    // The two maps' names side by side: the targets (every PTR built) take longest.
-    let (records, (targets, shared)) = std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            let mut targets = HashSet::new();
-            let mut shared = HashSet::new();
-            let mut named = Vec::new();
-            for (n, _) in view.targets() {
-                let Some(k) = key(&n) else { continue };
-                if !targets.insert(k) {
-                    shared.insert(k);
-                }
-                named.push((k, other(&n)));
-            }
-            (targets, (named, shared))
-        });
-        let mut records = std::collections::HashMap::new();
-        let mut shared = HashSet::new();
-        for n in view.record_names() {
-            let Some(k) = key(&n) else { continue };
-            if records.insert(k, other(&n)).is_some() {
-                shared.insert(k);
-            }
+    key: impl Fn(&NameKey) -> Option<RecordKey>,
+) -> (HashSet<RecordKey>, HashSet<RecordKey>) {
+    use std::hash::{Hash, Hasher};
+    let fingerprint = |n: &NameKey| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        n.hash(&mut h);
+        h.finish()
+    };
+    let mut shared = HashSet::new();
+    let mut records: std::collections::HashMap<RecordKey, u64> = Default::default();
+    for (n, _) in view.records() {
+        let Some(k) = key(&n) else { continue };
+        if records.insert(k, fingerprint(&n)).is_some() {
+            shared.insert(k);
         }
-        let (targets, (named, mut more)) =
-            t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        // A key in both maps is one name (an ExternalName's owner) unless the second keys
-        // differ.
-        for (k, o) in named {
-            if records.get(&k).is_some_and(|r| *r != o) {
-                more.insert(k);
-            }
+    }
+    let mut all: HashSet<RecordKey> = HashSet::with_capacity(records.len());
+    for (n, _) in view.targets() {
+        let Some(k) = key(&n) else { continue };
+        let other_name = records.get(&k).is_some_and(|f| *f != fingerprint(&n));
+        if !all.insert(k) || other_name {
+            shared.insert(k);
         }
-        shared.extend(more);
-        (records, (targets, shared))
-    });
-    Keys {
-        records,
-        targets,
-        shared,
     }
+    all.extend(records.into_keys());
+    (all, shared)
 }
-
-/// The keys of a full publish (see [`keys_of`]).
-#[derive(Default)]
-struct Keys {
-    /// The records map's keys, each with its name's second key.
-    records: std::collections::HashMap<RecordKey, Option<RecordKey>>,
-    targets: HashSet<RecordKey>,
-    shared: HashSet<RecordKey>,
-}
-
-impl Keys {
-    fn wanted(&self, k: &RecordKey) -> bool {
-        self.records.contains_key(k) || self.targets.contains(k)
-    }
-}
-
-/// Turns the node's seeds into the second key's, which tells names apart when their
-/// kernel keys meet.
-const OTHER_SEED: u64 = 0x5851_f42d_4c95_7f2d;
 
 /// A delta's entries under their kernel keys.
 fn keyed<V: Copy>(entries: &[(NameKey, Option<V>)], seed: [u64; 2]) -> Vec<(RecordKey, Option<V>)> {
@@ -590,13 +550,9 @@ mod tests {
             &["a.cluster.local", "b.cluster.local"],
             &["a.cluster.local"],
         );
-        let keys = keys_of(
-            &v,
-            |n| RecordKey::of(n, [1, 2]),
-            |n| RecordKey::of(n, [3, 4]),
-        );
-        assert_eq!(keys.records.len() + keys.targets.len(), 3);
-        assert!(keys.shared.is_empty());
+        let (all, shared) = keys_of(&v, |n| RecordKey::of(n, [1, 2]));
+        assert_eq!(all.len(), 2);
+        assert!(shared.is_empty());
     }
 
     #[test]
@@ -606,35 +562,14 @@ mod tests {
             let len = n.wire()?.len() as u64;
             Some(RecordKey { h: [len, 0] })
         };
-        let other = |n: &NameKey| RecordKey::of(n, [3, 4]);
         let collide = RecordKey { h: [17, 0] };
-        let shared = keys_of(
-            &view(&["a.cluster.local", "b.cluster.local"], &[]),
-            by_len,
-            other,
-        )
-        .shared;
+        let (_, shared) = keys_of(&view(&["a.cluster.local", "b.cluster.local"], &[]), by_len);
         assert_eq!(shared, [collide].into());
-        let shared = keys_of(
-            &view(&[], &["a.cluster.local", "b.cluster.local"]),
-            by_len,
-            other,
-        )
-        .shared;
+        let (_, shared) = keys_of(&view(&[], &["a.cluster.local", "b.cluster.local"]), by_len);
         assert_eq!(shared, [collide].into());
-        let shared = keys_of(
-            &view(&["a.cluster.local"], &["b.cluster.local"]),
-            by_len,
-            other,
-        )
-        .shared;
+        let (_, shared) = keys_of(&view(&["a.cluster.local"], &["b.cluster.local"]), by_len);
         assert_eq!(shared, [collide].into());
-        let shared = keys_of(
-            &view(&["a.cluster.local"], &["bb.cluster.local"]),
-            by_len,
-            other,
-        )
-        .shared;
+        let (_, shared) = keys_of(&view(&["a.cluster.local"], &["bb.cluster.local"]), by_len);
         assert!(shared.is_empty());
     }
 }

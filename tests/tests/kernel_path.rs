@@ -1269,7 +1269,7 @@ fn answers_stay_right_while_their_records_are_rewritten() {
         let writer = s.spawn(|| {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                maps.sync_records(if n % 2 == 0 { &other } else { &one })
+                maps.sync_records(if n.is_multiple_of(2) { &other } else { &one })
                     .unwrap();
                 n += 1;
             }

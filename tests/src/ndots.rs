@@ -123,21 +123,16 @@ pub fn run_parallel(
     zone: &str,
     secs: f64,
 ) -> std::io::Result<Stats> {
-    use std::os::fd::AsRawFd;
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..workers)
         .map(|w| {
-            let path = format!("/run/netns/{netns}");
+            let netns = netns.to_owned();
             let mut names = names.to_vec();
             let n = names.len().max(1);
             names.rotate_left(w % n);
             let (search, zone) = (search.to_vec(), zone.to_owned());
             std::thread::spawn(move || -> std::io::Result<Stats> {
-                let f = std::fs::File::open(&path)?;
-                // SAFETY: a valid namespace fd; only this thread changes namespace.
-                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                crate::netns::enter(&netns)?;
                 run_lookups(server, &names, &search, &zone, until)
             })
         })

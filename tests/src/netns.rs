@@ -30,6 +30,17 @@ pub fn ip(args: &[&str]) -> io::Result<()> {
 }
 
 /// One network namespace, deleted on drop (with its resolv.conf override, if any).
+/// Moves the calling thread (only it: setns is per thread) into the network namespace
+/// `name`.
+pub fn enter(name: &str) -> io::Result<()> {
+    let file = fs::File::open(format!("/run/netns/{name}"))?;
+    // SAFETY: a valid namespace fd; only this thread changes namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub struct Netns {
     pub name: String,
 }
@@ -74,13 +85,9 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> io::Result<T> {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.clone();
         std::thread::spawn(move || {
-            let file = fs::File::open(&path)?;
-            // SAFETY: a valid namespace fd; only this thread changes namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            enter(&name)?;
             Ok(f())
         })
         .join()
@@ -95,17 +102,13 @@ impl Netns {
         msg: &[u8],
         timeout: Duration,
     ) -> io::Result<Vec<u8>> {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.clone();
         let msg = msg.to_vec();
         let (tx, rx) = mpsc::channel();
         // setns affects only the calling thread, so the exchange gets a thread of its own.
         std::thread::spawn(move || {
             let r = (|| {
-                let f = fs::File::open(&path)?;
-                // SAFETY: a valid namespace fd; only this thread changes namespace.
-                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                enter(&name)?;
                 let bind: IpAddr = if to.is_ipv4() {
                     "0.0.0.0".parse().unwrap()
                 } else {

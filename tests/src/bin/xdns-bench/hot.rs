@@ -129,9 +129,9 @@ pub fn under_flood(seconds: u64) -> Result<(), String> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let holder = std::thread::spawn({
-            let node = format!("/run/netns/{}", topo.node.name);
+            let node = topo.node.name.clone();
             move || -> Result<(), String> {
-                enter(&node)?;
+                tests::netns::enter(&node).map_err(|e| e.to_string())?;
                 let mut ebpf = dataplane::load(None).map_err(|e| e.to_string())?;
                 let attached = crate::load_pass(&mut ebpf).and_then(|pass| {
                     pass.attach(&host_if, XdpMode::Skb)
@@ -214,15 +214,4 @@ pub fn under_flood(seconds: u64) -> Result<(), String> {
     println!();
     daemon.stop().map_err(|e| e.to_string())?;
     out
-}
-
-/// Moves the calling thread into the network namespace at `path`.
-fn enter(path: &str) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(path).map_err(|e| e.to_string())?;
-    // SAFETY: a valid namespace fd; only this thread changes namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    Ok(())
 }

@@ -88,30 +88,55 @@ fn report(changes: Vec<Change>) {
     }
 }
 
-/// Loads the kernel path on the pins this daemon holds (not attached yet).
-fn load_kernel(
+/// Loads the kernel path on the pins this daemon holds (not attached yet). The verifier
+/// takes most of a second of CPU for the main programs, so it runs on a blocking thread:
+/// the listeners answer meanwhile (a restart after kill -9 serves userspace within a
+/// stub's retry, not after the load).
+async fn load_kernel(
     pins: bpffs::PinLock,
     node: &NodeSettings,
     log_queries: &Arc<AtomicBool>,
 ) -> anyhow::Result<Kernel> {
-    let mut k = Kernel::load(
-        pins,
-        &node.pin_dir,
-        &node.served_addrs(),
-        node.ifaces.clone(),
-        patterns(node),
-        node.attach,
-        node.kernel_records_max,
-    )
-    .map_err(|e| {
-        let e = anyhow::Error::new(e);
-        // EPERM: a privilege (capability, seccomp), not a bug; say which.
-        match format!("{e:#}").contains("os error 1)") {
-            true => e.context(privilege::privilege_hint()),
-            false => e,
-        }
+    let loading = start_kernel_load(pins, node);
+    kernel_loaded(loading, node, log_queries).await
+}
+
+/// The load, started on a blocking thread; [`kernel_loaded`] waits for it.
+fn start_kernel_load(
+    pins: bpffs::PinLock,
+    node: &NodeSettings,
+) -> tokio::task::JoinHandle<anyhow::Result<Kernel>> {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || {
+        let k = Kernel::load(
+            pins,
+            &node.pin_dir,
+            &node.served_addrs(),
+            node.ifaces.clone(),
+            patterns(&node),
+            node.attach,
+            node.kernel_records_max,
+        )
+        .map_err(|e| {
+            let e = anyhow::Error::new(e);
+            // EPERM: a privilege (capability, seccomp), not a bug; say which.
+            match format!("{e:#}").contains("os error 1)") {
+                true => e.context(privilege::privilege_hint()),
+                false => e,
+            }
+        })
+        .context("loading the kernel path")?;
+        Ok(k)
     })
-    .context("loading the kernel path")?;
+}
+
+/// The kernel path once its load is done, with its freshness and query log set.
+async fn kernel_loaded(
+    loading: tokio::task::JoinHandle<anyhow::Result<Kernel>>,
+    node: &NodeSettings,
+    log_queries: &Arc<AtomicBool>,
+) -> anyhow::Result<Kernel> {
+    let mut k = loading.await.context("the kernel path's load")??;
     k.maps
         .set_fresh_for(node.stale_after.max(Duration::from_secs(1)));
     for (prog, n) in k.verified_insns() {
@@ -356,10 +381,7 @@ async fn serve(flags: RunArgs, args: &Settings, node: &mut NodeChanges) -> anyho
 
     // The query log's switch, shared by the answer path and the kernel answers' reader.
     let log_queries = Arc::new(AtomicBool::new(args.ops.log_queries));
-    let mut kernel = match pins {
-        Some(p) => Some(load_kernel(p, &args.node, &log_queries)?),
-        None => None,
-    };
+    let loading = pins.map(|p| start_kernel_load(p, &args.node));
 
     // Until the first full view, the zone answers SERVFAIL, never a false NXDOMAIN.
     let zone = Zone::new(Records::unsynced(&cfg));
@@ -410,9 +432,7 @@ async fn serve(flags: RunArgs, args: &Settings, node: &mut NodeChanges) -> anyho
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let startup = args.zone.startup_timeout;
-    let Some(live) = first_view(startup, &cfg, &mut source, &mut term).await? else {
-        return finish(kernel, &args);
-    };
+    let first = first_view(startup, &cfg, &mut source, &mut term).await?;
     let mut sinks = Sinks {
         nxdomain: !args.node.no_kernel_nxdomain,
         needs_full: false,
@@ -420,13 +440,26 @@ async fn serve(flags: RunArgs, args: &Settings, node: &mut NodeChanges) -> anyho
         held,
         retired: None,
     };
+    // Userspace answers the view at once; the kernel path, still loading perhaps, after.
+    if let Some(live) = &first {
+        sinks.publish_zone(&zone, live);
+    }
+    let mut kernel = match loading {
+        Some(l) => Some(kernel_loaded(l, &args.node, &log_queries).await?),
+        None => None,
+    };
+    let Some(live) = first else {
+        return finish(kernel, &args);
+    };
     let degraded = sinks.degraded.clone();
     readiness.check(Arc::new(move || {
         degraded
             .load(Ordering::SeqCst)
             .then(|| "kernel maps degraded: every query passes to userspace".to_owned())
     }));
-    sinks.publish_full(&zone, kernel.as_mut(), &live);
+    if let Some(k) = kernel.as_mut() {
+        sinks.publish_kernel_full(k, &live);
+    }
     let mut served = Vec::new();
     sync_served(&args.node, &live, kernel.as_mut(), &mut served);
     let mut upstreams = None;

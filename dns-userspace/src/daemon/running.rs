@@ -112,7 +112,7 @@ impl Running {
             match event {
                 Event::Links { alive } => self.links_changed(alive),
                 Event::Rescan => self.rescan(),
-                Event::PinPoll => self.take_over_pins()?,
+                Event::PinPoll => self.take_over_pins().await?,
                 Event::NodeCheck => self.recheck_node().await,
                 Event::Heartbeat => {
                     if let Some(k) = self.kernel.as_mut() {
@@ -155,12 +155,12 @@ impl Running {
 
     /// `--pin-wait`: takes the kernel path over once the daemon holding the pins exits,
     /// or gives up at the deadline.
-    fn take_over_pins(&mut self) -> anyhow::Result<()> {
+    async fn take_over_pins(&mut self) -> anyhow::Result<()> {
         let node = &self.settings.node;
         match bpffs::lock(&node.pin_dir) {
             Ok(p) => {
                 self.pins_wanted_until = None;
-                let mut k = load_kernel(p, node, &self.log_queries)?;
+                let mut k = load_kernel(p, node, &self.log_queries).await?;
                 self.sinks
                     .publish_full(&self.zone, Some(&mut k), &self.live);
                 self.served.clear();

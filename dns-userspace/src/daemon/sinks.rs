@@ -69,25 +69,36 @@ impl Sinks {
         kernel: Option<&mut Kernel>,
         live: &LiveZone,
     ) {
+        if let Some(k) = kernel {
+            self.publish_kernel_full(k, live);
+        }
+        self.publish_zone(zone, live);
+    }
+
+    /// The kernel maps made to hold the whole zone.
+    pub(super) fn publish_kernel_full(&mut self, k: &mut Kernel, live: &LiveZone) {
         let records = live.records();
         let t = Instant::now();
-        if let Some(k) = kernel {
-            match k.maps.publish(records, self.nxdomain && records.synced) {
-                Ok(stats) => {
-                    self.needs_full = false;
-                    tracing::info!(
-                        ?stats,
-                        sync_ms = t.elapsed().as_secs_f64() * 1e3,
-                        "kernel records in sync"
-                    )
-                }
-                Err(e) => {
-                    self.needs_full = true;
-                    tracing::error!(error = %e, "kernel map sync failed")
-                }
+        match k.maps.publish(records, self.nxdomain && records.synced) {
+            Ok(stats) => {
+                self.needs_full = false;
+                tracing::info!(
+                    ?stats,
+                    sync_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "kernel records in sync"
+                )
             }
-            self.note_kernel(Some(k));
+            Err(e) => {
+                self.needs_full = true;
+                tracing::error!(error = %e, "kernel map sync failed")
+            }
         }
+        self.note_kernel(Some(k));
+    }
+
+    /// The userspace answer path swapped to the whole zone.
+    pub(super) fn publish_zone(&mut self, zone: &Zone, live: &LiveZone) {
+        let records = live.records();
         tracing::info!(
             records = records.len(),
             serial = records.serial,

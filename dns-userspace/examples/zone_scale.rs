@@ -131,6 +131,12 @@ fn main() {
     let r = zone.records();
     let entries = KernelEntries::records(r).count() + KernelEntries::targets(r).count();
     println!("kernel entries read: {entries} in {:?}", t.elapsed());
+    let t = Instant::now();
+    let names = KernelEntries::record_names(r).count();
+    println!("record names read: {names} in {:?}", t.elapsed());
+    let t = Instant::now();
+    let targets = KernelEntries::targets(r).count();
+    println!("targets read: {targets} in {:?}", t.elapsed());
     let mut lat = Vec::new();
     for k in 0..changes.min(
         std::env::var("SINGLES")

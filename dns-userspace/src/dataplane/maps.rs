@@ -138,43 +138,38 @@ impl KernelMaps {
         // on two cores). Either order is safe while the zone is not complete: a record
         // whose target is not written yet passes to userspace.
         let seed = self.seed;
-        let key = |n: &NameKey| RecordKey::of(n, seed);
-        let (wanted, shared) = keys_of(view, key);
+        let keyed = keys_of(
+            view,
+            |n| RecordKey::of(n, seed),
+            |n| RecordKey::of(n, other_seed(seed)),
+        );
+        let shared = &keyed.shared;
         if !shared.is_empty() {
             tracing::warn!(
                 keys = shared.len(),
                 "names share a kernel key: their queries pass to userspace"
             );
         }
+        let is_wanted =
+            |k: &RecordKey| keyed.records.contains_key(k) || keyed.target_keys.contains(k);
+        // Values built here, once: kept from the walk they would add 70 MB to the peak.
         let records_all = view.records().filter_map(|(n, v)| {
-            let k = key(&n)?;
-            Some((
-                k,
-                if shared.contains(&k) {
-                    pass_record(v)
-                } else {
-                    v
-                },
-            ))
-        });
-        // Made on the thread that writes them: the view's iterators stay where they are.
-        let targets_all = || {
-            view.targets().filter_map(|(n, v)| {
-                let k = key(&n)?;
-                Some((
-                    k,
-                    if shared.contains(&k) {
-                        pass_target(v)
-                    } else {
-                        v
-                    },
-                ))
+            let k = RecordKey::of(&n, seed)?;
+            Some(match shared.contains(&k) {
+                true => (k, pass_record(v)),
+                false => (k, v),
             })
-        };
-        let is_wanted = |k: &RecordKey| wanted.contains(k);
+        });
+        let targets_all = keyed
+            .targets
+            .iter()
+            .map(|(k, v)| match shared.contains(&k) {
+                true => (k, pass_target(v)),
+                false => (k, v),
+            });
         let (targets, records) = (&mut self.targets, &mut self.records);
         let (targets, records) = std::thread::scope(|s| {
-            let t = s.spawn(|| targets.reconcile(is_wanted, targets_all()));
+            let t = s.spawn(|| targets.reconcile(is_wanted, targets_all));
             let r = records.reconcile(is_wanted, records_all);
             (t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), r)
         });
@@ -365,37 +360,126 @@ impl KernelMaps {
     }
 }
 
-/// Every key the view's names take, and those that two names share. A name
-/// may sit in both maps (an ExternalName's owner); two names may not share a key in
-/// either, nor across them (a PTR query looks in both).
+/// What a full publish keeps before its writes, and the keys two names share (see
+/// [`keys_of`]).
+struct Keys {
+    /// The records map's keys, each with its name's second key.
+    records: std::collections::HashMap<RecordKey, RecordKey>,
+    target_keys: HashSet<RecordKey>,
+    targets: PackedTargets,
+    shared: HashSet<RecordKey>,
+}
+
+/// Targets as the walk found them, their names packed end to end: 140k entries of 272
+/// bytes (mostly padding) in a map would add 80 MB to the first sync's peak at 100k
+/// Services.
+#[derive(Default)]
+struct PackedTargets {
+    /// Key, second key, and the value without its name, which is the next `len` bytes of
+    /// `names`.
+    heads: Vec<(RecordKey, RecordKey, TargetHead)>,
+    names: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+struct TargetHead {
+    ttl: u32,
+    len: u16,
+    rtype: u16,
+    sum: u32,
+}
+
+impl PackedTargets {
+    fn push(&mut self, k: RecordKey, o: RecordKey, v: &TargetRecord) {
+        let len = usize::from(v.len).min(v.target.len());
+        self.names.extend_from_slice(&v.target[..len]);
+        let head = TargetHead {
+            ttl: v.ttl,
+            len: len as u16,
+            rtype: v.rtype,
+            sum: v.sum,
+        };
+        self.heads.push((k, o, head));
+    }
+
+    /// Every target, whole again, in the order pushed.
+    fn iter(&self) -> impl Iterator<Item = (RecordKey, TargetRecord)> + '_ {
+        let mut at = 0;
+        self.heads.iter().map(move |(k, _, h)| {
+            let len = usize::from(h.len);
+            let mut v = TargetRecord {
+                ttl: h.ttl,
+                len: h.len,
+                rtype: h.rtype,
+                sum: h.sum,
+                _pad: 0,
+                target: [0; dns_common::NAME_KEY_LEN],
+            };
+            v.target[..len].copy_from_slice(&self.names[at..at + len]);
+            at += len;
+            (*k, v)
+        })
+    }
+}
+
+/// The view's names under their kernel keys (`key`), its targets with their values, and
+/// the keys two names share. A name may sit in both maps (an ExternalName's owner); two
+/// names may not share a key in either, nor across them (a PTR query looks in both).
+/// `other`, a key under other seeds, tells one name from another without keeping 256-byte
+/// names. The two maps are walked side by side; the targets (every PTR built, the longest
+/// walk) are kept with their values so they are built once; the records' values (350k at
+/// 100k Services) are built again as they are written.
 fn keys_of(
     view: &dyn KernelEntries,
-    key: impl Fn(&NameKey) -> Option<RecordKey>,
-) -> (HashSet<RecordKey>, HashSet<RecordKey>) {
-    use std::hash::{Hash, Hasher};
-    let fingerprint = |n: &NameKey| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        n.hash(&mut h);
-        h.finish()
-    };
+    key: impl Fn(&NameKey) -> Option<RecordKey> + Sync,
+    other: impl Fn(&NameKey) -> Option<RecordKey> + Sync,
+) -> Keys {
     let mut shared = HashSet::new();
-    let mut records: std::collections::HashMap<RecordKey, u64> = Default::default();
-    for (n, _) in view.records() {
-        let Some(k) = key(&n) else { continue };
-        if records.insert(k, fingerprint(&n)).is_some() {
-            shared.insert(k);
+    let (records, (target_keys, targets)) = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let (mut keys, mut targets) = (HashSet::new(), PackedTargets::default());
+            let mut shared = HashSet::new();
+            for (n, v) in view.targets() {
+                let (Some(k), Some(o)) = (key(&n), other(&n)) else {
+                    continue;
+                };
+                if !keys.insert(k) {
+                    shared.insert(k);
+                }
+                targets.push(k, o, &v);
+            }
+            (keys, targets, shared)
+        });
+        let mut records = std::collections::HashMap::new();
+        for n in view.record_names() {
+            let (Some(k), Some(o)) = (key(&n), other(&n)) else {
+                continue;
+            };
+            if records.insert(k, o).is_some() {
+                shared.insert(k);
+            }
+        }
+        let (keys, targets, more) = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        shared.extend(more);
+        (records, (keys, targets))
+    });
+    for (k, o, _) in &targets.heads {
+        if records.get(k).is_some_and(|r| r != o) {
+            shared.insert(*k);
         }
     }
-    let mut all: HashSet<RecordKey> = HashSet::with_capacity(records.len());
-    for (n, _) in view.targets() {
-        let Some(k) = key(&n) else { continue };
-        let other_name = records.get(&k).is_some_and(|f| *f != fingerprint(&n));
-        if !all.insert(k) || other_name {
-            shared.insert(k);
-        }
+    Keys {
+        records,
+        target_keys,
+        targets,
+        shared,
     }
-    all.extend(records.into_keys());
-    (all, shared)
+}
+
+/// The seeds of the second key, which tells names apart when their kernel keys meet.
+fn other_seed(seed: [u64; 2]) -> [u64; 2] {
+    const FLIP: u64 = 0x5851_f42d_4c95_7f2d;
+    [seed[1] ^ FLIP, seed[0] ^ FLIP]
 }
 
 /// A delta's entries under their kernel keys.
@@ -516,6 +600,11 @@ mod tests {
     use dns_common::{NameKey, NameRecords, RecordKey, TargetRecord, ZoneInfo};
 
     use super::keys_of;
+
+    /// The second key, under seeds of its own.
+    fn other(n: &NameKey) -> Option<RecordKey> {
+        RecordKey::of(n, [3, 4])
+    }
     use crate::model::KernelView;
 
     fn name(s: &str) -> NameKey {
@@ -550,9 +639,9 @@ mod tests {
             &["a.cluster.local", "b.cluster.local"],
             &["a.cluster.local"],
         );
-        let (all, shared) = keys_of(&v, |n| RecordKey::of(n, [1, 2]));
-        assert_eq!(all.len(), 2);
-        assert!(shared.is_empty());
+        let keys = keys_of(&v, |n| RecordKey::of(n, [1, 2]), other);
+        assert_eq!((keys.records.len(), keys.target_keys.len()), (2, 1));
+        assert!(keys.shared.is_empty());
     }
 
     #[test]
@@ -563,13 +652,66 @@ mod tests {
             Some(RecordKey { h: [len, 0] })
         };
         let collide = RecordKey { h: [17, 0] };
-        let (_, shared) = keys_of(&view(&["a.cluster.local", "b.cluster.local"], &[]), by_len);
+        let shared = keys_of(
+            &view(&["a.cluster.local", "b.cluster.local"], &[]),
+            by_len,
+            other,
+        )
+        .shared;
         assert_eq!(shared, [collide].into());
-        let (_, shared) = keys_of(&view(&[], &["a.cluster.local", "b.cluster.local"]), by_len);
+        let shared = keys_of(
+            &view(&[], &["a.cluster.local", "b.cluster.local"]),
+            by_len,
+            other,
+        )
+        .shared;
         assert_eq!(shared, [collide].into());
-        let (_, shared) = keys_of(&view(&["a.cluster.local"], &["b.cluster.local"]), by_len);
+        let shared = keys_of(
+            &view(&["a.cluster.local"], &["b.cluster.local"]),
+            by_len,
+            other,
+        )
+        .shared;
         assert_eq!(shared, [collide].into());
-        let (_, shared) = keys_of(&view(&["a.cluster.local"], &["bb.cluster.local"]), by_len);
+        let shared = keys_of(
+            &view(&["a.cluster.local"], &["bb.cluster.local"]),
+            by_len,
+            other,
+        )
+        .shared;
         assert!(shared.is_empty());
+    }
+
+    #[test]
+    fn packed_targets_come_back_whole_and_in_order() {
+        let target = |n: &str, rtype| {
+            let w = crate::model::wire_from_dotted(n).unwrap();
+            let mut v = TargetRecord {
+                ttl: 7,
+                len: w.len() as u16,
+                rtype,
+                sum: w.len() as u32 * 3,
+                _pad: 0,
+                target: [0; 256],
+            };
+            v.target[..w.len()].copy_from_slice(&w);
+            v
+        };
+        let all = [
+            target("a.example.com", 5),
+            target("web.shop.svc.cluster.local", 12),
+            target("b.c", 5),
+        ];
+        let mut p = super::PackedTargets::default();
+        for (i, v) in all.iter().enumerate() {
+            let k = RecordKey { h: [i as u64, 0] };
+            p.push(k, k, v);
+        }
+        let back: Vec<_> = p.iter().collect();
+        assert_eq!(back.len(), all.len());
+        for (i, (k, v)) in back.iter().enumerate() {
+            assert_eq!(k.h[0], i as u64);
+            assert_eq!(v, &all[i]);
+        }
     }
 }

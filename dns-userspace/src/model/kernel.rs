@@ -39,9 +39,9 @@ pub struct KernelView {
 pub trait KernelEntries: Sync {
     fn zone(&self) -> ZoneInfo;
     fn zone_name(&self) -> NameKey;
-    fn record(&self, key: &NameKey) -> Option<NameRecords>;
     fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_>;
-    fn target(&self, key: &NameKey) -> Option<TargetRecord>;
+    /// The names [`KernelEntries::records`] yields, without building their values.
+    fn record_names(&self) -> Box<dyn Iterator<Item = NameKey> + '_>;
     fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_>;
     fn pod_namespaces(&self) -> BTreeSet<PodKey>;
     fn pod_addrs(&self) -> BTreeSet<PodKey>;
@@ -54,14 +54,11 @@ impl KernelEntries for KernelView {
     fn zone_name(&self) -> NameKey {
         self.zone_name
     }
-    fn record(&self, key: &NameKey) -> Option<NameRecords> {
-        self.records.get(key).copied()
-    }
     fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
         Box::new(self.records.iter().map(|(k, v)| (*k, *v)))
     }
-    fn target(&self, key: &NameKey) -> Option<TargetRecord> {
-        self.targets.get(key).copied()
+    fn record_names(&self) -> Box<dyn Iterator<Item = NameKey> + '_> {
+        Box::new(self.records.keys().copied())
     }
     fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
         Box::new(self.targets.iter().map(|(k, v)| (*k, *v)))
@@ -81,9 +78,6 @@ impl KernelEntries for Records {
     fn zone_name(&self) -> NameKey {
         self.kernel_zone_name()
     }
-    fn record(&self, key: &NameKey) -> Option<NameRecords> {
-        self.kernel_record(key.wire()?).map(|(_, v)| v)
-    }
     fn records(&self) -> Box<dyn Iterator<Item = (NameKey, NameRecords)> + '_> {
         let apex = std::iter::once(self.cfg.zone.as_slice());
         Box::new(
@@ -92,8 +86,14 @@ impl KernelEntries for Records {
                 .filter_map(|owner| self.existing_record(owner)),
         )
     }
-    fn target(&self, key: &NameKey) -> Option<TargetRecord> {
-        self.kernel_target(key.wire()?).map(|(_, v)| v)
+    fn record_names(&self) -> Box<dyn Iterator<Item = NameKey> + '_> {
+        let apex = std::iter::once(self.cfg.zone.as_slice());
+        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
+        Box::new(
+            apex.chain(self.names.keys().map(|n| &n[..]))
+                .filter(move |owner| self.in_records_map(owner, &pod_zone))
+                .filter_map(NameKey::of),
+        )
     }
     fn targets(&self) -> Box<dyn Iterator<Item = (NameKey, TargetRecord)> + '_> {
         let cnames = self
@@ -153,9 +153,7 @@ impl Records {
 
     /// [`Records::kernel_record`] for a name known to exist.
     fn existing_record(&self, owner: &[u8]) -> Option<(NameKey, NameRecords)> {
-        let pod_zone = name::child(&self.cfg.zone, &["pod"]);
-        let below_pods = name::is_within(owner, &pod_zone) && owner != pod_zone.as_slice();
-        if owner.len() > MAX_NAME_LEN || below_pods {
+        if !self.in_records_map(owner, &name::child(&self.cfg.zone, &["pod"])) {
             return None;
         }
         let key = NameKey::of(owner)?;
@@ -180,6 +178,13 @@ impl Records {
             }
         }
         Some((key, v))
+    }
+
+    /// Whether an existing name has an entry in the records map: short enough for a key,
+    /// and not below `pod_zone` (pod names are computed by the pod program).
+    fn in_records_map(&self, owner: &[u8], pod_zone: &[u8]) -> bool {
+        let below_pods = name::is_within(owner, pod_zone) && owner != pod_zone;
+        owner.len() <= MAX_NAME_LEN && !below_pods
     }
 
     /// What the kernel maps must change after a batch of changes touched `t`: each

@@ -17,6 +17,7 @@ mod packet;
 mod parse;
 mod pod;
 mod respond;
+mod seal;
 mod zone;
 
 use aya_ebpf::{
@@ -172,7 +173,11 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
     // A PTR query for a name in the zone is like any other type: NODATA or NXDOMAIN (an
     // ExternalName's CNAME owner is flagged in its record and handed over below).
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { RECORDS.get(&(*s).rkey) };
+    let entry = unsafe { RECORDS.get(&(*s).rkey) };
+    let rec = match entry {
+        Some(m) => Some(seal::record(s, m, q.qtype == TYPE_AAAA)?),
+        None => None,
+    };
     let body = match rec {
         Some(rec) => {
             if rec.flags & NAME_PASS != 0 {
@@ -295,11 +300,9 @@ fn answer_target(f: &impl Frame) -> Result<(), Counter> {
         Counter::PtrPass
     };
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let rec = unsafe { TARGETS.get(&(*s).rkey) }.ok_or(missing)?;
+    let entry = unsafe { TARGETS.get(&(*s).rkey) }.ok_or(missing)?;
+    let rec = seal::target(s, entry)?;
     let len = rec.len as usize;
-    if !(2..=255).contains(&len) {
-        return Err(Counter::PtrPass);
-    }
     // A PTR answers PTR queries only; a CNAME (to outside the zone) every type but A and
     // AAAA, whose answer carries the target's addresses, which userspace resolves.
     match rec.rtype {

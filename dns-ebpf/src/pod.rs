@@ -92,7 +92,7 @@ pub fn classify(
         return Ok(Pod::NxDomain);
     }
     unsafe {
-        let r = &mut (*s).pod;
+        let r = &mut (*s).rec;
         r.ttl = z.record_ttl;
         r.a_count = (family == Family::V4) as u8;
         r.aaaa_count = (family == Family::V6) as u8;
@@ -204,7 +204,7 @@ fn v4(s: *mut Scratch) -> bool {
             }
             let part = st.get(PART) as usize & 3;
             unsafe {
-                write_volatile(&mut (*s).pod.a[0][part], value as u8);
+                write_volatile(&mut (*s).rec.a[0][part], value as u8);
                 write_volatile(&mut (*s).pod_key.addr[12 + part], value as u8);
             }
             st.add(PART, 1);
@@ -349,7 +349,7 @@ fn v6(s: *mut Scratch) -> Result<bool, Counter> {
         j += 1;
     }
     unsafe {
-        let r = &mut (*s).pod;
+        let r = &mut (*s).rec;
         r.aaaa[0] = (*s).pod_key.addr;
     }
     Ok(true)
@@ -364,7 +364,7 @@ fn write_group(s: *mut Scratch, slot: usize, v: u16) {
         let base = if slot & 8 == 0 {
             (*s).pod_key.addr.as_mut_ptr()
         } else {
-            (*s).pod.aaaa[1].as_mut_ptr()
+            (*s).rec.aaaa[1].as_mut_ptr()
         };
         let at = (slot & 7) * 2;
         write_volatile(base.add(at), b[0]);
@@ -375,7 +375,7 @@ fn write_group(s: *mut Scratch, slot: usize, v: u16) {
 #[inline(always)]
 fn read_group(s: *const Scratch, slot: usize) -> u16 {
     unsafe {
-        let base = (*s).pod.aaaa[1].as_ptr();
+        let base = (*s).rec.aaaa[1].as_ptr();
         let at = (slot & 7) * 2;
         u16::from_be_bytes([read_volatile(base.add(at)), read_volatile(base.add(at + 1))])
     }
@@ -384,5 +384,5 @@ fn read_group(s: *const Scratch, slot: usize) -> u16 {
 /// The scratch value's pod record, as the reply writer takes it.
 #[inline(always)]
 pub fn record(s: *const Scratch) -> &'static NameRecords {
-    unsafe { &(*s).pod }
+    unsafe { &(*s).rec }
 }

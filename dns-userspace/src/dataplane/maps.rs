@@ -107,9 +107,26 @@ impl KernelMaps {
     pub fn sync_records(&mut self, desired: &BTreeMap<NameKey, NameRecords>) -> Result<SyncStats> {
         let keyed = desired
             .iter()
-            .filter_map(|(n, v)| Some((self.key(n)?, *v)))
+            .filter_map(|(n, v)| {
+                let k = self.key(n)?;
+                Some((k, v.sealed(&k)))
+            })
             .collect();
         self.records.sync(&keyed)
+    }
+
+    /// Writes entries under these keys exactly as given, seals included (`None`: delete):
+    /// for tests that show the kernel passing an entry whose seal does not match it, as
+    /// one the kernel reused while a program read it looks.
+    #[doc(hidden)]
+    pub fn write_unsealed(
+        &mut self,
+        records: &[(RecordKey, Option<NameRecords>)],
+        targets: &[(RecordKey, Option<TargetRecord>)],
+    ) -> Result<()> {
+        self.records.apply(records)?;
+        self.targets.apply(targets)?;
+        Ok(())
     }
 
     /// The kernel's key for a name in these maps.
@@ -156,16 +173,16 @@ impl KernelMaps {
         let records_all = view.records().filter_map(|(n, v)| {
             let k = RecordKey::of(&n, seed)?;
             Some(match shared.contains(&k) {
-                true => (k, pass_record(v)),
-                false => (k, v),
+                true => (k, pass_record(v).sealed(&k)),
+                false => (k, v.sealed(&k)),
             })
         });
         let targets_all = keyed
             .targets
             .iter()
             .map(|(k, v)| match shared.contains(&k) {
-                true => (k, pass_target(v)),
-                false => (k, v),
+                true => (k, pass_target(v).sealed(&k)),
+                false => (k, v.sealed(&k)),
             });
         let (targets, records) = (&mut self.targets, &mut self.records);
         let (targets, records) = std::thread::scope(|s| {
@@ -413,6 +430,7 @@ impl PackedTargets {
                 rtype: h.rtype,
                 sum: h.sum,
                 _pad: 0,
+                seal: 0,
                 target: [0; dns_common::NAME_KEY_LEN],
             };
             v.target[..len].copy_from_slice(&self.names[at..at + len]);
@@ -482,11 +500,34 @@ fn other_seed(seed: [u64; 2]) -> [u64; 2] {
     [seed[1] ^ FLIP, seed[0] ^ FLIP]
 }
 
+/// A map value as written under its key: sealed (see [`dns_common::Seal`]).
+trait Sealed: Copy {
+    fn sealed(self, key: &RecordKey) -> Self;
+}
+
+impl Sealed for NameRecords {
+    fn sealed(self, key: &RecordKey) -> Self {
+        NameRecords::sealed(self, key)
+    }
+}
+
+impl Sealed for TargetRecord {
+    fn sealed(self, key: &RecordKey) -> Self {
+        TargetRecord::sealed(self, key)
+    }
+}
+
 /// A delta's entries under their kernel keys.
-fn keyed<V: Copy>(entries: &[(NameKey, Option<V>)], seed: [u64; 2]) -> Vec<(RecordKey, Option<V>)> {
+fn keyed<V: Sealed>(
+    entries: &[(NameKey, Option<V>)],
+    seed: [u64; 2],
+) -> Vec<(RecordKey, Option<V>)> {
     entries
         .iter()
-        .filter_map(|(n, v)| Some((RecordKey::of(n, seed)?, *v)))
+        .filter_map(|(n, v)| {
+            let k = RecordKey::of(n, seed)?;
+            Some((k, v.map(|v| v.sealed(&k))))
+        })
         .collect()
 }
 
@@ -618,6 +659,7 @@ mod tests {
             rtype: 5,
             sum: 0,
             _pad: 0,
+            seal: 0,
             target: [0; 256],
         };
         KernelView {
@@ -692,6 +734,7 @@ mod tests {
                 rtype,
                 sum: w.len() as u32 * 3,
                 _pad: 0,
+                seal: 0,
                 target: [0; 256],
             };
             v.target[..w.len()].copy_from_slice(&w);

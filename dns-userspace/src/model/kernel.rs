@@ -343,6 +343,7 @@ impl Records {
             rtype,
             sum: ones_sum(target) as u32,
             _pad: 0,
+            seal: 0,
             target: [0; NAME_KEY_LEN],
         };
         v.target[..target.len()].copy_from_slice(target);

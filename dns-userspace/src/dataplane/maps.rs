@@ -501,7 +501,7 @@ fn other_seed(seed: [u64; 2]) -> [u64; 2] {
 }
 
 /// A map value as written under its key: sealed (see [`dns_common::Seal`]).
-trait Sealed: Copy {
+pub trait Sealed: Copy {
     fn sealed(self, key: &RecordKey) -> Self;
 }
 

@@ -180,15 +180,18 @@ pub fn pinned_records(pin_dir: &Path) -> Result<BTreeMap<RecordKey, NameRecords>
         .collect()
 }
 
-/// `by_name` under the keys the pinned maps use (the seed in the pinned zone), to compare
-/// with what they hold; names without a key (not wire names) are left out.
-pub fn keyed_as_pinned<V: Copy>(
+/// `by_name` as the pinned maps hold it (under the seed in the pinned zone, sealed), to
+/// compare with them; names without a key (not wire names) are left out.
+pub fn keyed_as_pinned<V: super::maps::Sealed>(
     pin_dir: &Path,
     by_name: &BTreeMap<NameKey, V>,
 ) -> Result<BTreeMap<RecordKey, V>> {
     let seed = pinned_zone(pin_dir)?.map_or([0, 0], |z| z.seed);
     Ok(by_name
         .iter()
-        .filter_map(|(n, v)| Some((RecordKey::of(n, seed)?, *v)))
+        .filter_map(|(n, v)| {
+            let k = RecordKey::of(n, seed)?;
+            Some((k, v.sealed(&k)))
+        })
         .collect())
 }

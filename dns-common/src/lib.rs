@@ -382,7 +382,8 @@ pub struct Scratch {
     /// One past the offset of the name's last upper-case letter (0: none), for
     /// [`Counter::ZoneCase`].
     pub upper_end: u32,
-    pub _pad: u32,
+    /// The offset (within the name) of the word the walk reads, laundered (see the walk).
+    pub word_at: u32,
     /// The name's hash lanes while the walk feeds them, then its key.
     pub hash: [u64; 2],
     pub rkey: RecordKey,

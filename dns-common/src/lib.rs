@@ -720,7 +720,9 @@ pub mod maps {
 /// verifier budget, of their own.
 pub const TAIL_POD: u32 = 0;
 pub const TAIL_TARGET: u32 = 1;
-pub const TAIL_COUNT: u32 = 2;
+/// The answer writer: the main program's A, AAAA, NODATA and NXDOMAIN answers.
+pub const TAIL_ANSWER: u32 = 2;
+pub const TAIL_COUNT: u32 = 3;
 /// The target program's [`QueryState::arg`] for a reverse name: a name without a stored
 /// PTR is userspace's to forward (`out_of_zone`), not a target the kernel declined.
 pub const TARGET_REVERSE: u32 = 1;
@@ -735,6 +737,8 @@ pub mod programs {
     pub const TC_POD: &str = "xdns_tc_pod";
     pub const XDP_TARGET: &str = "xdns_xdp_target";
     pub const TC_TARGET: &str = "xdns_tc_target";
+    pub const XDP_ANSWER: &str = "xdns_xdp_answer";
+    pub const TC_ANSWER: &str = "xdns_tc_answer";
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use dns_common::{maps as m, programs, TAIL_POD, TAIL_TARGET};
+use dns_common::{maps as m, programs, TAIL_ANSWER, TAIL_POD, TAIL_TARGET};
 
 /// The kernel object, built for bpfel-unknown-none by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns-ebpf"));
@@ -198,12 +198,22 @@ pub fn load_sized(pin_dir: Option<&Path>, records_max: u32) -> Result<(Ebpf, Opt
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT)?;
-    for name in [programs::XDP, programs::XDP_POD, programs::XDP_TARGET] {
+    for name in [
+        programs::XDP,
+        programs::XDP_POD,
+        programs::XDP_TARGET,
+        programs::XDP_ANSWER,
+    ] {
         program::<Xdp>(&mut ebpf, name)?
             .load()
             .map_err(|source| Error::Program { name, source })?;
     }
-    for name in [programs::TC, programs::TC_POD, programs::TC_TARGET] {
+    for name in [
+        programs::TC,
+        programs::TC_POD,
+        programs::TC_TARGET,
+        programs::TC_ANSWER,
+    ] {
         program::<SchedClassifier>(&mut ebpf, name)?
             .load()
             .map_err(|source| Error::Program { name, source })?;
@@ -213,12 +223,14 @@ pub fn load_sized(pin_dir: Option<&Path>, records_max: u32) -> Result<(Ebpf, Opt
         m::XDP_TAILS,
         programs::XDP_POD,
         programs::XDP_TARGET,
+        programs::XDP_ANSWER,
     )?;
     fill_tails(
         &mut ebpf,
         m::TC_TAILS,
         programs::TC_POD,
         programs::TC_TARGET,
+        programs::TC_ANSWER,
     )?;
     Ok((ebpf, tails))
 }
@@ -240,6 +252,7 @@ fn fill_tails(
     array: &'static str,
     pod: &'static str,
     ptr: &'static str,
+    answer: &'static str,
 ) -> Result<()> {
     let fd = |name: &'static str| -> Result<aya::programs::ProgramFd> {
         let p = ebpf.program(name).ok_or(Error::MissingProgram(name))?;
@@ -249,7 +262,7 @@ fn fill_tails(
             source: aya::programs::ProgramError::IOError(e),
         })
     };
-    let (pod_fd, ptr_fd) = (fd(pod)?, fd(ptr)?);
+    let (pod_fd, ptr_fd, answer_fd) = (fd(pod)?, fd(ptr)?, fd(answer)?);
     let map = ebpf.map_mut(array).ok_or(Error::MissingMap(array))?;
     let err = |source| Error::Map {
         name: array,
@@ -258,6 +271,7 @@ fn fill_tails(
     let mut tails = ProgramArray::try_from(map).map_err(err)?;
     tails.set(TAIL_POD, &pod_fd, 0).map_err(err)?;
     tails.set(TAIL_TARGET, &ptr_fd, 0).map_err(err)?;
+    tails.set(TAIL_ANSWER, &answer_fd, 0).map_err(err)?;
     Ok(())
 }
 
@@ -267,9 +281,11 @@ pub fn verified_insns(ebpf: &Ebpf) -> Vec<(&'static str, Option<u32>)> {
         programs::XDP,
         programs::XDP_POD,
         programs::XDP_TARGET,
+        programs::XDP_ANSWER,
         programs::TC,
         programs::TC_POD,
         programs::TC_TARGET,
+        programs::TC_ANSWER,
     ]
     .into_iter()
     .map(|name| {

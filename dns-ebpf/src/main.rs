@@ -212,7 +212,6 @@ fn answer_main(f: &impl Frame) -> Result<Outcome, Counter> {
             }
         }
     };
-    let _ = rec;
     Ok(hand_over(s, &q, TAIL_ANSWER, encode(&body)))
 }
 
@@ -307,15 +306,15 @@ fn answer_pod() -> Result<Outcome, Counter> {
             POD_NS.get(key).is_some()
         }
     };
-    let (rec, body) = match pod::classify(s, pod_label, z, lookup)? {
-        pod::Pod::NxDomain => (None, negative(s, &q, z, true)?),
-        pod::Pod::NoData => (None, negative(s, &q, z, false)?),
-        pod::Pod::V4 if q.qtype == TYPE_A => (Some(pod::record(s)), Body::A(1)),
-        pod::Pod::V6 if q.qtype == TYPE_AAAA => (Some(pod::record(s)), Body::Aaaa(1)),
-        pod::Pod::V4 | pod::Pod::V6 => (None, negative(s, &q, z, false)?),
+    // An address answer's record is the one `classify` computed into the scratch, where
+    // the writer reads it.
+    let body = match pod::classify(s, pod_label, z, lookup)? {
+        pod::Pod::NxDomain => negative(s, &q, z, true)?,
+        pod::Pod::NoData => negative(s, &q, z, false)?,
+        pod::Pod::V4 if q.qtype == TYPE_A => Body::A(1),
+        pod::Pod::V6 if q.qtype == TYPE_AAAA => Body::Aaaa(1),
+        pod::Pod::V4 | pod::Pod::V6 => negative(s, &q, z, false)?,
     };
-    // The record, if any, is the scratch copy the writer reads.
-    let _ = rec;
     Ok(hand_over(s, &q, TAIL_ANSWER, encode(&body)))
 }
 

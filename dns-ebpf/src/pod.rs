@@ -8,8 +8,7 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use dns_common::{
-    Counter, NameRecords, Scratch, ZoneInfo, NAME_KEY_LEN, NS_KEY_LEN, ZONE_PODS_DISABLED,
-    ZONE_PODS_VERIFIED,
+    Counter, Scratch, ZoneInfo, NAME_KEY_LEN, NS_KEY_LEN, ZONE_PODS_DISABLED, ZONE_PODS_VERIFIED,
 };
 
 /// What a name under `pod.<zone>` comes to.
@@ -379,10 +378,4 @@ fn read_group(s: *const Scratch, slot: usize) -> u16 {
         let at = (slot & 7) * 2;
         u16::from_be_bytes([read_volatile(base.add(at)), read_volatile(base.add(at + 1))])
     }
-}
-
-/// The scratch value's pod record, as the reply writer takes it.
-#[inline(always)]
-pub fn record(s: *const Scratch) -> &'static NameRecords {
-    unsafe { &(*s).rec }
 }
